@@ -1,0 +1,51 @@
+"""pgflow: durable workflows and a Celery-like worker, with PostgreSQL as the only moving part.
+
+>>> import pgflow
+>>> app = pgflow.App("shop")
+>>> @app.step(retries=3)
+... def charge(card: str, cents: int) -> str: ...
+>>> @app.workflow()
+... def checkout(card: str) -> bool:
+...     charge(card, 500)
+...     return True
+"""
+
+from __future__ import annotations
+
+from .app import App
+from .context import db, workflow_id
+from .errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    Deduplicated,
+    FencedOut,
+    MaxRecoveryAttemptsExceeded,
+    NonDeterminism,
+    PermissionDenied,
+    PgflowError,
+    SchemaNotMigrated,
+    SerializationError,
+    StepTimeLimitExceeded,
+    UnknownWorkflow,
+    UnregisteredFunction,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowTimeout,
+)
+from .messages import get_event, recv, send, set_event, sleep
+from .queues import Queue, Rate
+from .records import Status, StepRecord, WorkflowStatus
+from .settings import Settings
+from .workflows import WorkflowHandle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
+    "FencedOut", "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied",
+    "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError", "Settings",
+    "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow", "UnregisteredFunction",
+    "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowStatus", "WorkflowTimeout",
+    "db", "get_event", "recv", "send", "set_event", "sleep", "workflow_id",
+]

@@ -1,0 +1,384 @@
+"""App: the decorators and the public methods. Inert until first used (nothing connects at
+import or construction)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+
+from . import serialization, steps, workflows
+from .db import migrate as migrations
+from .db.pool import Database
+from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
+from .queues import EnqueueOptions, Queue, Rate, validate_name
+from .records import Status, StepRecord, WorkflowStatus
+from .recovery import Executor
+from .registry import Registry, StepDef, WorkflowDef, qualified_name
+from .settings import Settings
+from .workflows import Completions, WorkflowHandle
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = structlog.get_logger("pgflow")
+
+
+class StartOptions:
+    """``app.options(workflow_id=..., timeout=...)``: start or call with an id or deadline."""
+
+    def __init__(self, app: App, workflow_id: str | None, timeout: float | None) -> None:
+        self._app, self._workflow_id, self._timeout = app, workflow_id, timeout
+
+    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> WorkflowHandle:
+        handle, _ = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
+                                    workflow_id=self._workflow_id, timeout=self._timeout)
+        return handle
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        _, result = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
+                                    workflow_id=self._workflow_id, timeout=self._timeout,
+                                    run="inline")
+        return result
+
+
+class App:
+    """A pgflow application: its workflows, steps, queues and database.
+
+    >>> app = pgflow.App("shop")   # PGFLOW_DATABASE_URL, else an embedded Postgres
+    """
+
+    def __init__(self, name: str, *, database_url: str | None = None,
+                 schema: str | None = None, serializer: str | None = None,
+                 app_version: str | None = None, settings: Settings | None = None,
+                 **overrides: Any) -> None:
+        self.name = name
+        base = settings or Settings.from_env()
+        changes = {k: v for k, v in dict(database_url=database_url, schema=schema,
+                                         serializer=serializer, app_version=app_version,
+                                         **overrides).items() if v is not None}
+        self.settings = base.replace(**changes) if changes else base
+        self.serializer_impl = serialization.get_serializer(self.settings.serializer)
+        self.serializer = self.serializer_impl
+        self.registry = Registry()
+        self.queues: dict[str, Queue] = {}
+        self.completions = Completions()
+        self._db: Database | None = None
+        self._db_lock = threading.Lock()
+        self._executor: Executor | None = None
+        self._version: str | None = None
+        self._threads: set[threading.Thread] = set()
+        self._launched = False
+        self._stop = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, schema={self.settings.schema!r})"
+
+    # -- lazily built parts --------------------------------------------------------------------
+
+    def database_url(self) -> str:
+        """The URL in use: the configured one, else the embedded server's (started now)."""
+        if self.settings.database_url:
+            return self.settings.database_url
+        from .db.embedded import start_embedded
+
+        url = start_embedded(self.settings.home)
+        self.settings = self.settings.replace(database_url=url)
+        return url
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            with self._db_lock:
+                if self._db is None:
+                    size = self.settings.pool_size or self.settings.threads + 4
+                    db = Database(self.database_url(), self.settings.schema, max_size=size,
+                                  application_name=f"pgflow:{self.name}")
+                    self._prepare_schema(db)
+                    self._db = db
+        return self._db
+
+    def _prepare_schema(self, db: Database) -> None:
+        try:
+            migrations.check_migrated(db)
+            return
+        except SchemaNotMigrated:
+            if not self.settings.auto_migrate:
+                raise
+        try:
+            migrations.migrate(db)
+        except Exception as exc:
+            raise SchemaNotMigrated(
+                f"pgflow's schema {db.schema!r} at {db.target} is not migrated and this role "
+                f"cannot migrate it ({exc}); run `pgflow migrate` as the owner") from None
+
+    def close_db(self) -> None:
+        """Close this process's pool (the supervisor does so before every fork)."""
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor(self)
+        return self._executor
+
+    def use_executor(self, executor: Executor) -> None:
+        """Make ``executor`` this process's owner identity (the worker does this)."""
+        self._executor = executor
+
+    @property
+    def app_version(self) -> str:
+        """The configured version, else a hash of the registered code (fixed at first use)."""
+        if self._version is None:
+            self._version = self.settings.app_version or self.registry.version_hash()
+        return self._version
+
+    # -- decorators ----------------------------------------------------------------------------
+
+    def workflow(self, *, name: str | None = None, max_recovery_attempts: int | None = None,
+                 timeout: float | None = None) -> Callable[[F], F]:
+        """Declare a durable workflow. Calling it runs it durably to completion."""
+        def decorate(fn: F) -> F:
+            wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
+            self.registry.add_workflow(wf)
+
+            @functools.wraps(fn)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                _, result = workflows.start(self, wf, args, kwargs, run="inline")
+                return result
+
+            call.__pgflow_workflow__ = wf  # type: ignore[attr-defined]
+            return call  # type: ignore[return-value]
+        return decorate
+
+    def step(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
+             backoff: float = 2.0, max_interval: float = 60.0) -> Callable[[F], F]:
+        """Declare a checkpointed step, retried ``retries`` times with exponential backoff."""
+        return self._step_decorator("step", name, steps.RetryPolicy(
+            retries, interval, backoff, max_interval))
+
+    def transaction(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
+                    backoff: float = 2.0, max_interval: float = 60.0) -> Callable[[F], F]:
+        """Declare a step whose body (through ``pgflow.db()``) commits with its checkpoint."""
+        return self._step_decorator("transaction", name, steps.RetryPolicy(
+            retries, interval, backoff, max_interval))
+
+    def _step_decorator(self, kind: str, name: str | None,
+                        policy: steps.RetryPolicy) -> Callable[[F], F]:
+        if policy.retries < 0 or policy.interval < 0 or policy.backoff < 1:
+            raise ConfigurationError("retries and interval must be ≥ 0 and backoff ≥ 1")
+
+        def decorate(fn: F) -> F:
+            step = StepDef(name or qualified_name(fn), fn, kind)
+            self.registry.add_step(step)
+
+            @functools.wraps(fn)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return steps.call_step(self, step, policy, args, kwargs)
+
+            call.__pgflow_step__ = step  # type: ignore[attr-defined]
+            return call  # type: ignore[return-value]
+        return decorate
+
+    def _workflow_def(self, fn: Callable[..., Any] | str) -> WorkflowDef:
+        if isinstance(fn, str):
+            return self.registry.workflow(fn)
+        wf = getattr(fn, "__pgflow_workflow__", None)
+        if wf is None:
+            raise ConfigurationError(
+                f"{getattr(fn, '__name__', fn)!r} is not a workflow; decorate it with "
+                "@app.workflow()")
+        return wf  # type: ignore[no-any-return]
+
+    # -- running -------------------------------------------------------------------------------
+
+    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> WorkflowHandle:
+        """Start a workflow now, in this process, on a thread; returns its handle."""
+        handle, _ = workflows.start(self, self._workflow_def(fn), args, kwargs)
+        return handle
+
+    def options(self, *, workflow_id: str | None = None,
+                timeout: float | None = None) -> StartOptions:
+        """Start or call with a chosen id (an idempotency key) or a timeout:
+        ``app.options(workflow_id="order-7").start(checkout, 7)``."""
+        if workflow_id is not None:
+            validate_name("workflow_id", workflow_id, limit=1000)
+        return StartOptions(self, workflow_id, timeout)
+
+    def spawn(self, target: Callable[[], Any]) -> threading.Thread:
+        """Run ``target`` on a new thread (the process waits for it at exit)."""
+        def body() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: BLE001 - the outcome is recorded already
+                log.debug("workflow_thread_ended", error=repr(exc))
+            finally:
+                self._threads.discard(threading.current_thread())
+        thread = threading.Thread(target=body, name="pgflow-workflow")
+        self._threads.add(thread)
+        thread.start()
+        return thread
+
+    def launch(self) -> None:
+        """Make this process an executor: heartbeat, and adopt orphaned PENDING work now and
+        whenever an owner dies (pid gone on this host, or heartbeat expired anywhere)."""
+        if self._launched:
+            return
+        self._launched = True
+        self.executor.ensure_registered()
+        self.recover_now()
+        threading.Thread(target=self._recovery_loop, name="pgflow-recovery",
+                         daemon=True).start()
+
+    def recover_now(self) -> int:
+        """Reap dead executors and run every ownerless PENDING workflow of this version."""
+        self.executor.recover()
+        adopted = 0
+        while True:
+            batch = self.executor.adopt(100)
+            for claimed in batch:
+                log.info("workflow_recovered", workflow_id=claimed.workflow_id,
+                         workflow_name=claimed.name, attempt=claimed.attempt)
+                self.spawn(functools.partial(workflows.run_claimed, self, claimed))
+            adopted += len(batch)
+            if len(batch) < 100:
+                return adopted
+
+    def _recovery_loop(self) -> None:
+        pid = os.getpid()
+        while not self._stop.wait(self.settings.heartbeat_interval):
+            if os.getpid() != pid:
+                return
+            try:
+                self.recover_now()
+            except Exception as exc:  # noqa: BLE001 - keep recovering; log what went wrong
+                log.warning("recovery_failed", error=str(exc))
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for this process's workflow threads to finish; True when none are left."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def shutdown(self, timeout: float | None = 10.0) -> None:
+        """Stop recovery and heartbeats, wait for workflow threads, close the pool."""
+        self._stop.set()
+        self.wait_idle(timeout)
+        if self._executor is not None:
+            self._executor.stop(deregister=not any(t.is_alive() for t in self._threads))
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- queues --------------------------------------------------------------------------------
+
+    def queue(self, name: str, *, concurrency: int | None = None,
+              worker_concurrency: int | None = None, rate_limit: Rate | None = None,
+              priority: bool = False, partitioned: bool = False) -> Queue:
+        """Declare a queue with its flow control; workers serve it with ``pgflow worker``."""
+        q = Queue(name, concurrency, worker_concurrency, rate_limit, priority, partitioned,
+                  app=self)
+        if name in self.queues and self.queues[name] != q:
+            raise ConfigurationError(f"queue {name!r} is declared twice with different limits")
+        self.queues[name] = q
+        return q
+
+    def _enqueue(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowHandle:
+        return workflows.enqueue(self, queue, opts, self._workflow_def(fn), args, kwargs)
+
+    def _enqueue_many(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
+                      calls: list[Any]) -> list[WorkflowHandle]:
+        return workflows.enqueue_many(self, queue, opts, self._workflow_def(fn), calls)
+
+    # -- management ----------------------------------------------------------------------------
+
+    def retrieve(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
+        handle = WorkflowHandle(self, workflow_id)
+        handle.status()
+        return handle
+
+    def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
+        row = self.db.fetchone("get_workflow", {"workflow_id": workflow_id})
+        return None if row is None else self._status_record(row)
+
+    def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
+                       name: str | None = None, queue: str | None = None,
+                       created_after: datetime | None = None,
+                       created_before: datetime | None = None,
+                       parent_workflow_id: str | None = None, limit: int = 100,
+                       offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
+        """Workflows matching every filter given, oldest first unless ``newest_first``."""
+        statuses = None
+        if status is not None:
+            items = status if isinstance(status, list) else [status]
+            statuses = [Status(str(s)).value for s in items]
+        rows = self.db.fetchall("list_workflows", {
+            "status": statuses, "name": name, "queue_name": queue,
+            "created_after": created_after, "created_before": created_before,
+            "parent_workflow_id": parent_workflow_id, "limit": limit, "offset": offset,
+            "newest_first": newest_first})
+        return [self._status_record(r) for r in rows]
+
+    def steps(self, workflow_id: str) -> list[StepRecord]:
+        """The recorded steps of a workflow, in order."""
+        rows = self.db.fetchall("list_steps", {"workflow_id": workflow_id})
+        return [StepRecord(
+            step_id=r["step_id"], name=r["name"],
+            output=self._decode(lambda: serialization.loads_value(
+                self.serializer_impl, "json" if r["output"] is None else
+                self._row_serializer_of(workflow_id), r["output"])),
+            error=None if r["error"] is None else serialization.loads_error(r["error"]),
+            child_workflow_id=r["child_workflow_id"], started_at=r["started_at"],
+            completed_at=r["completed_at"]) for r in rows]
+
+    def _row_serializer_of(self, workflow_id: str) -> str:
+        row = self.db.fetchone("get_workflow_outcome", {"workflow_id": workflow_id})
+        return row["serializer"] if row else self.serializer_impl.name
+
+    @staticmethod
+    def _decode(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - a listing shows what it cannot decode
+            return f"<not decodable: {exc}>"
+
+    def _status_record(self, row: dict[str, Any]) -> WorkflowStatus:
+        ser = row["serializer"]
+
+        def inputs() -> Any:
+            args, kwargs = serialization.loads_inputs(
+                serialization.get_serializer(ser) if ser == self.serializer_impl.name
+                or ser == "json" else _refuse(self, ser), row["inputs"])
+            return {"args": list(args), "kwargs": kwargs}
+
+        return WorkflowStatus(
+            workflow_id=row["workflow_id"], name=row["name"], status=Status(row["status"]),
+            queue_name=row["queue_name"], dedup_id=row["dedup_id"], priority=row["priority"],
+            partition_key=row["partition_key"], parent_workflow_id=row["parent_workflow_id"],
+            executor_id=row["executor_id"], app_version=row["app_version"],
+            recovery_attempts=row["recovery_attempts"], inputs=self._decode(inputs),
+            output=self._decode(lambda: serialization.loads_value(
+                self.serializer_impl, ser, row["output"])),
+            error=None if row["error"] is None else serialization.loads_error(row["error"]),
+            created_at=row["created_at"], started_at=row["started_at"],
+            updated_at=row["updated_at"], deadline=row["deadline"],
+            max_recovery_attempts=row["max_recovery_attempts"], attempt=row["attempt"],
+            forked_from=row["forked_from"])
+
+
+def _refuse(app: App, ser: str) -> serialization.Serializer:
+    serialization.loads_value(app.serializer_impl, ser, "null")  # raises the precise refusal
+    return serialization.get_serializer(ser)
+
+
+__all__ = ["App", "Deduplicated"]

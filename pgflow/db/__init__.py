@@ -1,0 +1,1 @@
+"""Database access: named queries, the connection pool, migrations and per-table functions."""

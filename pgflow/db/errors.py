@@ -1,0 +1,86 @@
+"""The one place where psycopg errors become pgflow errors.
+
+The constraint or SQLSTATE picks the precise error; every message says what to do and never
+contains a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from ..errors import (
+    DatabaseError,
+    Deduplicated,
+    DatabaseUnavailable,
+    PermissionDenied,
+    SchemaNotMigrated,
+)
+
+DEDUP_CONSTRAINT = "workflow_status_dedup_active"
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Remove any password from a connection string or a message quoting one."""
+    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
+    return _PASSWORD_KV.sub(r"\1***", text)
+
+
+def describe_target(url: str) -> str:
+    """``host:port/dbname`` of a connection string, for messages (no user, no password)."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable database URL>"
+    host = str(info.get("host") or "localhost")
+    port = str(info.get("port") or "5432")
+    return f"{host}:{port}/{info.get('dbname') or ''}"
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the connection itself failed (the statement may be retried on a new one)."""
+    if isinstance(exc, (pgerrors.AdminShutdown, pgerrors.CannotConnectNow)):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        return True
+    return isinstance(exc, psycopg.InterfaceError)
+
+
+def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplicated:
+    """The pgflow error for a psycopg error."""
+    where = f" at {target}" if target else ""
+    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if isinstance(exc, pgerrors.UniqueViolation) and \
+            getattr(exc.diag, "constraint_name", None) == DEDUP_CONSTRAINT:
+        return Deduplicated("", "", None)
+    if isinstance(exc, pgerrors.UndefinedTable) or isinstance(exc, pgerrors.InvalidSchemaName):
+        return SchemaNotMigrated(
+            f"pgflow's tables are missing{where} ({message}); run `pgflow migrate` as the owner"
+        )
+    if isinstance(exc, pgerrors.InsufficientPrivilege):
+        return PermissionDenied(
+            f"permission denied{where} ({message}); grant the role pgflow's runtime privileges "
+            "with `pgflow migrate --grant ROLE` run as the owner"
+        )
+    if is_connection_error(exc):
+        return DatabaseUnavailable(
+            f"cannot reach the database{where}: {message}; check that it is running and that "
+            "the URL is right"
+        )
+    return DatabaseError(f"database error{where}: {message}")
+
+
+@contextlib.contextmanager
+def translated(target: str = "") -> Iterator[None]:
+    """Run a block, turning psycopg errors into pgflow errors."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate(exc, target) from None

@@ -1,0 +1,152 @@
+"""The connection pool, built lazily in the process that uses it and guarded by pid.
+
+Nothing crosses a fork: a pool created before a fork is never touched (nor closed, which would
+end the parent's sessions) in the child; the child builds its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import DatabaseUnavailable
+from .errors import describe_target, is_connection_error, translate
+from .sql import Queries
+
+T = TypeVar("T")
+
+# Pools inherited across a fork are parked here so that their connections are never finalized
+# in the child (finalizing would send a Terminate on the parent's sockets).
+_INHERITED: list[Any] = []
+
+
+class Database:
+    """A schema on a server: named queries plus a pid-guarded pool of autocommit connections."""
+
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        *,
+        max_size: int = 10,
+        application_name: str = "pgflow",
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.target = describe_target(url)
+        self.queries = Queries(schema)
+        self.schema = schema
+        self.max_size = max(2, max_size)
+        self.application_name = application_name[:63]
+        self.connect_timeout = connect_timeout
+        self._pool: ConnectionPool | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "application_name": self.application_name,
+            "connect_timeout": max(1, int(self.connect_timeout)),
+        }
+
+    def connect(self) -> psycopg.Connection[dict[str, Any]]:
+        """A new connection outside the pool (LISTEN, migrations, one-off commands)."""
+        try:
+            return psycopg.connect(self.url, **self._connect_kwargs())  # type: ignore[return-value]
+        except psycopg.Error as exc:
+            raise translate(exc, self.target) from None
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pid != os.getpid():
+            # Inherited across fork: park the parent's pool, build ours.
+            if self._pool is not None:
+                _INHERITED.append(self._pool)
+            self._pool = None
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self.url,
+                        min_size=1,
+                        max_size=self.max_size,
+                        kwargs=self._connect_kwargs(),
+                        open=True,
+                        timeout=self.connect_timeout,
+                        reconnect_timeout=3600.0,
+                        name=f"pgflow-{self.schema}",
+                    )
+        return self._pool
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """Borrow a pooled autocommit connection."""
+        try:
+            with self.pool.connection() as conn:
+                yield conn  # type: ignore[misc]
+        except PoolTimeout:
+            raise DatabaseUnavailable(
+                f"no database connection available at {self.target} within "
+                f"{self.connect_timeout:.0f}s; check that the server is up"
+            ) from None
+        except psycopg.Error as exc:
+            raise translate(exc, self.target) from None
+
+    def close(self) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.close()
+        self._pool = None
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def execute(
+        self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
+    ) -> psycopg.Cursor[Any]:
+        """Run the named statement on ``conn`` (errors translated by the caller's boundary)."""
+        return conn.execute(self.queries[name], params, prepare=True)  # type: ignore[arg-type]
+
+    def fetchone(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        with self.connection() as conn:
+            return self.execute(conn, name, params).fetchone()  # type: ignore[no-any-return]
+
+    def fetchall(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.connection() as conn:
+            return self.execute(conn, name, params).fetchall()
+
+    def run(self, name: str, params: dict[str, Any] | None = None) -> int:
+        """Run a statement; return its row count."""
+        with self.connection() as conn:
+            return self.execute(conn, name, params).rowcount
+
+    def retrying(self, fn: Callable[[], T], *, patience: float = 60.0) -> T:
+        """Call ``fn`` again while the database is unreachable, for up to ``patience`` seconds.
+
+        Only for operations that are safe to repeat (idempotent writes and reads).
+        """
+        deadline = time.monotonic() + patience
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except DatabaseUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+            except psycopg.Error as exc:
+                if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                    raise translate(exc, self.target) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)

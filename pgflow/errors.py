@@ -1,0 +1,120 @@
+"""The one pgflow error tree.
+
+Every error pgflow raises derives from :class:`PgflowError`, except the two signals that must not
+be swallowed by a user's ``except Exception``: cancellation and fencing derive from
+``BaseException`` so that they unwind a workflow whatever its body catches.
+"""
+
+from __future__ import annotations
+
+
+class PgflowError(Exception):
+    """Base class of every pgflow error."""
+
+
+class ConfigurationError(PgflowError):
+    """A setting is missing or invalid; the message names the setting and the fix."""
+
+
+class DatabaseError(PgflowError):
+    """The database refused or failed an operation (translated from psycopg)."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached. The message names the host, never the password."""
+
+
+class SchemaNotMigrated(DatabaseError):
+    """pgflow's tables are missing or older than this version: run ``pgflow migrate``."""
+
+
+class PermissionDenied(DatabaseError):
+    """The database role lacks a privilege pgflow needs."""
+
+
+class SerializationError(PgflowError, TypeError):
+    """A value cannot be stored: the message names the argument or step and the fix."""
+
+
+class Deduplicated(PgflowError):
+    """An active workflow already holds this deduplication id on this queue.
+
+    ``existing_workflow_id`` is the id of that workflow.
+    """
+
+    def __init__(self, queue: str, dedup_id: str, existing_workflow_id: str | None) -> None:
+        self.queue = queue
+        self.dedup_id = dedup_id
+        self.existing_workflow_id = existing_workflow_id
+        super().__init__(
+            f"queue {queue!r} already has an active workflow with dedup_id {dedup_id!r} "
+            f"({existing_workflow_id}); wait for it to finish or use another dedup_id"
+        )
+
+
+class UnknownWorkflow(PgflowError, LookupError):
+    """No workflow has this id."""
+
+
+class UnregisteredFunction(PgflowError, LookupError):
+    """A workflow or step name is not registered in this application."""
+
+
+class NonDeterminism(PgflowError):
+    """Replay met a different step than the one recorded at the same position."""
+
+
+class WorkflowFailed(PgflowError):
+    """A workflow ended in ERROR and its recorded error could not be rebuilt as its own type."""
+
+    def __init__(self, workflow_id: str, error_type: str, message: str) -> None:
+        self.workflow_id = workflow_id
+        self.error_type = error_type
+        super().__init__(f"workflow {workflow_id} failed with {error_type}: {message}")
+
+
+class MaxRecoveryAttemptsExceeded(PgflowError):
+    """A workflow crashed its process more often than its ``max_recovery_attempts``."""
+
+    def __init__(self, workflow_id: str, max_recovery_attempts: int | None = None) -> None:
+        self.workflow_id = workflow_id
+        self.max_recovery_attempts = max_recovery_attempts
+        limit = f" of {max_recovery_attempts}" if max_recovery_attempts is not None else ""
+        super().__init__(
+            f"workflow {workflow_id} exceeded its maximum{limit} recovery attempts "
+            "(it was running each time its process died); fix the cause, then "
+            "`pgflow workflows resume` it"
+        )
+
+
+class WorkflowTimeout(PgflowError, TimeoutError):
+    """Waiting for a result took longer than the caller's timeout (the workflow goes on)."""
+
+
+class StepTimeLimitExceeded(PgflowError):
+    """A step ran past its hard time limit and its process was replaced."""
+
+
+class WorkflowCancelled(BaseException):
+    """Raised inside a workflow (and to its waiters) once it is cancelled or past its deadline.
+
+    Derives from ``BaseException`` so a workflow's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, workflow_id: str, reason: str = "cancelled") -> None:
+        self.workflow_id = workflow_id
+        self.reason = reason
+        super().__init__(f"workflow {workflow_id} was {reason}")
+
+
+class FencedOut(BaseException):
+    """This process no longer owns the workflow (it was adopted elsewhere): abandon it.
+
+    Derives from ``BaseException``: nothing in user code may catch it and go on writing.
+    """
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"workflow {workflow_id} is now owned by another executor; this run was abandoned"
+        )

@@ -1,0 +1,178 @@
+"""Heartbeats, dead-owner detection, adoption of orphaned work and recovery attempts.
+
+Liveness is judged on the database clock only: an executor is dead when its heartbeat is older
+than the timeout by ``now()`` of the server, or at once when it lived on this host and its pid
+is gone. Releasing a dead executor's work happens in the transaction that deletes its row, so
+exactly one live executor does it however many notice together.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from . import serialization
+from .errors import MaxRecoveryAttemptsExceeded, PgflowError
+from .workflows import Claimed
+
+if TYPE_CHECKING:
+    from .app import App
+
+log = structlog.get_logger("pgflow")
+
+HOSTNAME = socket.gethostname()
+
+
+def new_executor_id() -> str:
+    """Fresh per process incarnation: never reused, so a restarted process is a new owner."""
+    return uuid.uuid4().hex
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_MAX_ATTEMPTS_ERROR = serialization.dumps_error(
+    MaxRecoveryAttemptsExceeded("(this workflow)"))
+
+
+def release_executors(app: App, executor_ids: list[str], *, charge: bool,
+                      workflow_ids: list[str] | None = None,
+                      me: str | None = None) -> list[dict[str, Any]]:
+    """Hand back the PENDING work of ``executor_ids`` (charged: a crash; uncharged: a drain)."""
+    params = {"executor_ids": executor_ids, "charge": charge,
+              "max_attempts_error": _MAX_ATTEMPTS_ERROR, "workflow_ids": workflow_ids}
+    rows = app.db.retrying(lambda: app.db.fetchall("release_executor_work", params))
+    for r in rows:
+        log.info("workflow_released", workflow_id=r["workflow_id"], status=r["status"],
+                 charged=charge)
+    app.completions.notify()
+    return rows
+
+
+def reap_dead_executors(app: App, me: str, dead_ids: list[str]) -> list[str]:
+    """Delete dead executors' rows and release their work, in one transaction."""
+    def attempt() -> list[str]:
+        with app.db.connection() as conn, conn.transaction():
+            rows = app.db.execute(conn, "claim_dead_executors", {
+                "executor_id": me, "dead_ids": dead_ids,
+                "timeout_s": app.settings.heartbeat_timeout}).fetchall()
+            ids = [r["executor_id"] for r in rows]
+            if ids:
+                released = app.db.execute(conn, "release_executor_work", {
+                    "executor_ids": ids, "charge": True,
+                    "max_attempts_error": _MAX_ATTEMPTS_ERROR,
+                    "workflow_ids": None}).fetchall()
+                log.info("dead_executors_reaped", executors=ids, released=len(released))
+            return ids
+    ids = app.db.retrying(attempt)
+    if ids:
+        app.completions.notify()
+    return ids
+
+
+class Executor:
+    """This process as an owner of workflows: its id, its heartbeat row and thread."""
+
+    def __init__(self, app: App, *, kind: str = "app", queues: tuple[str, ...] = (),
+                 executor_id: str | None = None,
+                 on_declared_dead: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.kind = kind
+        self.queues = queues
+        self.executor_id = executor_id or new_executor_id()
+        self.on_declared_dead = on_declared_dead
+        self._pid = os.getpid()
+        self._registered = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ensure_registered(self) -> None:
+        """Insert the heartbeat row and start the heartbeat thread (once per process)."""
+        if self._pid != os.getpid():
+            # Forked: a new incarnation is a new executor.
+            self.__init__(self.app, kind=self.kind, queues=self.queues,  # type: ignore[misc]
+                          on_declared_dead=self.on_declared_dead)
+        if self._registered:
+            return
+        with self._lock:
+            if self._registered:
+                return
+            self.app.db.retrying(lambda: self.app.db.fetchone("register_executor", {
+                "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
+                "app_version": self.app.app_version, "kind": self.kind,
+                "queues": list(self.queues)}))
+            self._registered = True
+            self._thread = threading.Thread(target=self._beat, name="pgflow-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+            log.debug("executor_registered", executor_id=self.executor_id)
+
+    def _beat(self) -> None:
+        interval = self.app.settings.heartbeat_interval
+        while not self._stop.wait(interval):
+            try:
+                row = self.app.db.fetchone("heartbeat", {"executor_id": self.executor_id})
+            except PgflowError as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+                continue
+            if row is None:
+                self._declared_dead()
+                return
+
+    def _declared_dead(self) -> None:
+        log.error("executor_declared_dead", executor_id=self.executor_id,
+                  action="abandoning in-flight work; it was adopted elsewhere")
+        if self.on_declared_dead is not None:
+            self.on_declared_dead()
+            return
+        # An application process lives on as a new executor; its old runs are fenced out.
+        with self._lock:
+            self.executor_id = new_executor_id()
+            self._registered = False
+        self.ensure_registered()
+
+    def stop(self, *, deregister: bool = True) -> None:
+        self._stop.set()
+        if deregister and self._registered and self._pid == os.getpid():
+            try:
+                self.app.db.run("deregister_executor", {"executor_id": self.executor_id})
+            except PgflowError:
+                pass
+        self._registered = False
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def dead_on_this_host(self) -> list[str]:
+        rows = self.app.db.fetchall("executors_on_host", {
+            "hostname": HOSTNAME, "executor_id": self.executor_id})
+        return [r["executor_id"] for r in rows
+                if r["pid"] == os.getpid() or not pid_alive(r["pid"])]
+
+    def recover(self) -> list[str]:
+        """Reap executors that are dead (pid gone here, or heartbeat expired anywhere)."""
+        return reap_dead_executors(self.app, self.executor_id, self.dead_on_this_host())
+
+    def adopt(self, limit: int) -> list[Claimed]:
+        """Take over up to ``limit`` ownerless PENDING workflows of this version."""
+        if limit <= 0:
+            return []
+        rows = self.app.db.retrying(lambda: self.app.db.fetchall("adopt_orphans", {
+            "executor_id": self.executor_id, "app_version": self.app.app_version,
+            "limit": limit}))
+        return [Claimed.from_row(r) for r in rows]

@@ -1,0 +1,221 @@
+"""Step and transaction wrappers: checkpoint lookup, the name check, retries, the record.
+
+Inside a workflow a step first looks up its checkpoint (loaded once at the start of a replay,
+so a fresh run pays no lookup); a recorded step returns its output (or raises its error)
+without running. Otherwise it runs, with retries, and writes its checkpoint in one fenced
+INSERT. A transaction step runs its body and writes its checkpoint in one Postgres transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from . import context, serialization
+from .errors import FencedOut, NonDeterminism, WorkflowCancelled
+
+if TYPE_CHECKING:
+    from .app import App
+    from .context import WorkflowContext
+    from .registry import StepDef
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``retries`` more attempts after the first, waiting ``interval * backoff**n`` (capped)."""
+
+    retries: int = 0
+    interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+
+
+def retry_delay(policy: RetryPolicy, failures: int) -> float:
+    """Seconds to wait after the ``failures``-th failed attempt (pure; 1-based)."""
+    if failures < 1:
+        return 0.0
+    delay = policy.interval * (policy.backoff ** (failures - 1))
+    return float(min(max(delay, 0.0), policy.max_interval))
+
+
+def _with_retries(
+    policy: RetryPolicy, ctx: WorkflowContext | None, body: Callable[[], Any]
+) -> Any:
+    failures = 0
+    while True:
+        try:
+            return body()
+        except Exception:
+            failures += 1
+            if failures > policy.retries:
+                raise
+            delay = retry_delay(policy, failures)
+            if ctx is not None:
+                left = ctx.seconds_left()
+                if left is not None and left < delay:
+                    raise WorkflowCancelled(ctx.workflow_id, "past its deadline") from None
+            time.sleep(delay)
+
+
+def check_deadline(ctx: WorkflowContext) -> None:
+    left = ctx.seconds_left()
+    if left is not None and left <= 0:
+        raise WorkflowCancelled(ctx.workflow_id, "past its deadline")
+
+
+def replay(ctx: WorkflowContext, step_id: int, name: str) -> tuple[bool, Any]:
+    """``(True, output)`` when step ``step_id`` is recorded (raising its recorded error);
+    ``(False, None)`` when it must run. Raises NonDeterminism on a different recorded name."""
+    rec = ctx.recorded.get(step_id)
+    if rec is None:
+        return False, None
+    if rec.name != name:
+        raise NonDeterminism(
+            f"workflow {ctx.workflow_id} ({ctx.name}) recorded step {step_id} as {rec.name!r} "
+            f"but the code now calls {name!r} there; the workflow's code changed while it "
+            "was running: run it on the version that started it, or fork it")
+    if rec.error is not None:
+        raise serialization.loads_error(rec.error)
+    return True, serialization.loads_value(ctx.app.serializer, ctx.serializer, rec.output)
+
+
+def call_step(
+    app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a ``@app.step`` or ``@app.transaction`` function, durably when inside a workflow."""
+    ctx = context.current()
+    if ctx is None or ctx.in_step:
+        return _run_unrecorded(app, step, policy, ctx, args, kwargs)
+    step_id = ctx.take_step_id()
+    done, output = replay(ctx, step_id, step.name)
+    if done:
+        return output
+    check_deadline(ctx)
+    if step.kind == "transaction":
+        return _run_transaction(step, policy, ctx, step_id, args, kwargs)
+    return _run_step(step, policy, ctx, step_id, args, kwargs)
+
+
+def _run_unrecorded(
+    app: App, step: StepDef, policy: RetryPolicy, ctx: WorkflowContext | None,
+    args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> Any:
+    """Outside a workflow (or nested in another step): a plain call with retries; a
+    transaction still gets its own transaction (or joins the enclosing one)."""
+    if step.kind == "transaction" and context.in_transaction() is False:
+        def body() -> Any:
+            with app.db.connection() as conn, conn.transaction():
+                token = context.enter_transaction(conn.cursor())
+                try:
+                    return step.fn(*args, **kwargs)
+                finally:
+                    context.leave_transaction(token)
+        return _with_retries(policy, ctx, body)
+    return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
+
+
+def _run_step(
+    step: StepDef, policy: RetryPolicy, ctx: WorkflowContext, step_id: int,
+    args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> Any:
+    started = datetime.now(timezone.utc)
+    ctx.in_step = True
+    try:
+        result = _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
+    except Exception as exc:
+        ctx.in_step = False
+        record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
+                          started_at=started)
+        raise
+    finally:
+        ctx.in_step = False
+    try:
+        output = serialization.dumps_value(
+            ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
+            what=f"output of step {step.name!r}")
+    except Exception as exc:
+        record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
+                          started_at=started)
+        raise
+    record_checkpoint(ctx, step_id, step.name, output=output, started_at=started)
+    return result
+
+
+def _run_transaction(
+    step: StepDef, policy: RetryPolicy, ctx: WorkflowContext, step_id: int,
+    args: tuple[Any, ...], kwargs: dict[str, Any],
+) -> Any:
+    started = datetime.now(timezone.utc)
+    app = ctx.app
+
+    def attempt() -> Any:
+        with app.db.connection() as conn:
+            with conn.transaction():
+                cur = conn.cursor()
+                token = context.enter_transaction(cur)
+                ctx.in_step = True
+                try:
+                    result = step.fn(*args, **kwargs)
+                finally:
+                    ctx.in_step = False
+                    context.leave_transaction(token)
+                output = serialization.dumps_value(
+                    app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
+                    what=f"output of transaction step {step.name!r}")
+                row = app.db.execute(conn, "record_step", _checkpoint_params(
+                    ctx, step_id, step.name, output, None, None, started)).fetchone()
+                if row is None:
+                    # Not the owner any more: roll the body back with the checkpoint.
+                    raise _fenced_error(ctx)
+                return result
+
+    try:
+        return _with_retries(policy, ctx, attempt)
+    except Exception as exc:
+        record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
+                          started_at=started)
+        raise
+
+
+def _checkpoint_params(
+    ctx: WorkflowContext, step_id: int, name: str, output: str | None, error: str | None,
+    child_workflow_id: str | None, started_at: datetime | None,
+) -> dict[str, Any]:
+    return {
+        "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
+        "attempt": ctx.attempt, "step_id": step_id, "name": name, "output": output,
+        "error": error, "child_workflow_id": child_workflow_id, "started_at": started_at,
+    }
+
+
+def record_checkpoint(
+    ctx: WorkflowContext, step_id: int, name: str, *, output: str | None = None,
+    error: str | None = None, child_workflow_id: str | None = None,
+    started_at: datetime | None = None,
+) -> None:
+    """Write one checkpoint, fenced; raise FencedOut / WorkflowCancelled when not the owner.
+
+    Retried across lost connections; a retry that finds its own earlier write succeeded.
+    """
+    app = ctx.app
+    params = _checkpoint_params(ctx, step_id, name, output, error, child_workflow_id, started_at)
+    row = app.db.retrying(lambda: app.db.fetchone("record_step", params))
+    if row is not None:
+        return
+    existing = app.db.retrying(
+        lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id}))
+    if existing is not None and existing["executor_id"] == ctx.executor_id and \
+            existing["name"] == name:
+        return  # our own write, whose reply was lost with the connection
+    raise _fenced_error(ctx)
+
+
+def _fenced_error(ctx: WorkflowContext) -> BaseException:
+    owner = ctx.app.db.fetchone("owner_of", {"workflow_id": ctx.workflow_id})
+    if owner is not None and owner["status"] == "CANCELLED":
+        return WorkflowCancelled(ctx.workflow_id)
+    return FencedOut(ctx.workflow_id)

@@ -1,0 +1,1 @@
+"""The worker: a supervisor forking worker processes that claim and run queued workflows."""

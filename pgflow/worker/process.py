@@ -1,0 +1,321 @@
+"""One worker process: claim loop, workflow threads, batched completions, heartbeat, drain."""
+
+from __future__ import annotations
+
+import os
+import queue as stdqueue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .. import workflows
+from ..budget import claim_budget, partition_room, split_fairly
+from ..errors import FencedOut, PgflowError
+from ..recovery import Executor, release_executors
+from ..workflows import Claimed, Outcome, notify_channel
+from .listener import Listener
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..queues import Queue
+
+log = structlog.get_logger("pgflow")
+
+EXIT_OK = 0
+EXIT_DECLARED_DEAD = 3
+
+
+@dataclass
+class WorkerConfig:
+    threads: int
+    queues: list[Queue]
+    burst: bool = False
+    max_jobs: int = 0
+    grace: float = 30.0
+    poll_interval: float = 1.0
+
+
+class Completer:
+    """Writes final statuses in batches: everything finished since the last commit goes in the
+    next one (one commit for many workflows under load, immediate when idle)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.items: stdqueue.SimpleQueue[Outcome | None] = stdqueue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="pgflow-complete", daemon=True)
+        self.pending = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.pending += 1
+        self.items.put(outcome)
+
+    def _run(self) -> None:
+        while True:
+            first = self.items.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    item = self.items.get_nowait()
+                except stdqueue.Empty:
+                    break
+                if item is None:
+                    self.items.put(None)
+                    break
+                batch.append(item)
+            try:
+                workflows.finish(self.app, batch)
+            except PgflowError as exc:
+                # Not written: the rows stay PENDING under this executor and are recovered.
+                log.error("completion_write_failed", error=str(exc), workflows=len(batch))
+            with self._lock:
+                self.pending -= len(batch)
+                self._idle.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._lock:
+            while self.pending:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+
+class WorkerProcess:
+    """Claims workflows from its queues under their limits and runs them on threads."""
+
+    def __init__(self, app: App, config: WorkerConfig, executor_id: str) -> None:
+        self.app = app
+        self.config = config
+        self.executor_id = executor_id
+        self.stop = threading.Event()       # stop claiming (drain)
+        self.halt = threading.Event()       # stop everything now
+        self.wake = threading.Event()
+        self.parent_pid = os.getppid()
+        self.local_running: dict[str, int] = {q.name: 0 for q in config.queues}
+        self.inflight: set[str] = set()
+        self.done = 0
+        self._lock = threading.Lock()
+        self._rotation = 0
+        self.exit_code = EXIT_OK
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        app = self.app
+        executor = Executor(app, kind="worker", queues=tuple(q.name for q in self.config.queues),
+                            executor_id=self.executor_id, on_declared_dead=self._declared_dead)
+        app.use_executor(executor)
+        executor.ensure_registered()
+        for q in self.config.queues:
+            app.db.run("declare_queue", {
+                "name": q.name, "concurrency": q.concurrency,
+                "worker_concurrency": q.worker_concurrency,
+                "rate_limit": q.rate_limit.limit if q.rate_limit else None,
+                "rate_per_seconds": q.rate_limit.per if q.rate_limit else None,
+                "priority_enabled": q.priority, "partitioned": q.partitioned})
+        self.completer = Completer(app)
+        self.completer.start()
+        self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="pgflow-run")
+        Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
+        log.info("worker_started", executor_id=self.executor_id, pid=os.getpid(),
+                 threads=self.config.threads)
+        try:
+            self._loop()
+        finally:
+            self._drain()
+        return self.exit_code
+
+    def _declared_dead(self) -> None:
+        # Our work was adopted elsewhere: whatever still runs here must not go on.
+        log.error("worker_declared_dead", executor_id=self.executor_id)
+        self.exit_code = EXIT_DECLARED_DEAD
+        os._exit(EXIT_DECLARED_DEAD)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def _loop(self) -> None:
+        next_recovery = 0.0
+        burst_check = 0.0
+        while not self.stop.is_set():
+            if os.getppid() != self.parent_pid:
+                log.error("supervisor_gone", action="exiting")
+                self.halt.set()
+                os._exit(1)
+            now = time.monotonic()
+            if now >= next_recovery:
+                next_recovery = now + self.app.settings.heartbeat_interval
+                self._recover()
+            claimed = self._claim_all()
+            if self.config.max_jobs and self.done >= self.config.max_jobs:
+                log.info("max_jobs_reached", done=self.done)
+                return
+            if self.config.burst and not claimed and now >= burst_check:
+                burst_check = now + 0.2
+                if self._burst_finished():
+                    return
+            if claimed and self._free_slots() > 0:
+                continue  # there may be more right away
+            self.wake.wait(min(self.config.poll_interval, 0.5))
+            self.wake.clear()
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.config.threads - len(self.inflight)
+
+    def _burst_finished(self) -> bool:
+        with self._lock:
+            if self.inflight:
+                return False
+        if not self.completer.flush(5.0):
+            return False
+        row = self.app.db.fetchone("work_left", {
+            "app_version": self.app.app_version,
+            "queues": [q.name for q in self.config.queues]})
+        return row is not None and row["enqueued"] == 0 and row["pending"] == 0
+
+    # -- recovery and claiming -----------------------------------------------------------------
+
+    def _recover(self) -> None:
+        try:
+            self.app.executor.recover()
+            free = self._free_slots()
+            for claimed in self.app.executor.adopt(free):
+                self._submit(claimed, None)
+        except PgflowError as exc:
+            log.warning("recovery_failed", error=str(exc))
+
+    def _claim_all(self) -> int:
+        total = 0
+        queues = self.config.queues
+        # Rotate the starting queue so no queue always goes first.
+        self._rotation += 1
+        for i in range(len(queues)):
+            q = queues[(self._rotation + i) % len(queues)]
+            free = self._free_slots()
+            if free <= 0:
+                break
+            try:
+                rows = self._claim(q, free)
+            except PgflowError as exc:
+                log.warning("claim_failed", queue=q.name, error=str(exc))
+                continue
+            for row in rows:
+                self._submit(Claimed.from_row(row), q.name)
+            total += len(rows)
+        return total
+
+    def _claim(self, q: Queue, free: int) -> list[dict[str, Any]]:
+        app = self.app
+        with self._lock:
+            local = self.local_running[q.name]
+        base = claim_budget(free_slots=free, local_running=local,
+                            worker_concurrency=q.worker_concurrency, concurrency=None,
+                            running=0, rate_limit=None, started_in_window=0)
+        if base <= 0:
+            return []
+        names = sorted(app.registry.workflows)
+        common = {"queue_name": q.name, "app_version": app.app_version, "names": names,
+                  "executor_id": self.executor_id}
+        limited = q.concurrency is not None or q.rate_limit is not None
+        per_s = q.rate_limit.per if q.rate_limit else 0.0
+        if not limited and not q.partitioned:
+            return app.db.fetchall("claim_workflows", {**common, "limit": base})
+        with app.db.connection() as conn, conn.transaction():
+            if limited:
+                app.db.execute(conn, "lock_queue", {
+                    "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}"})
+            if not q.partitioned:
+                load = app.db.execute(conn, "queue_load", {
+                    "queue_name": q.name, "per_s": per_s}).fetchone()
+                n = claim_budget(
+                    free_slots=base, local_running=0, worker_concurrency=None,
+                    concurrency=q.concurrency, running=load["running"],
+                    rate_limit=q.rate_limit.limit if q.rate_limit else None,
+                    started_in_window=load["started"])
+                if n <= 0:
+                    return []
+                return app.db.execute(conn, "claim_workflows", {**common, "limit": n}).fetchall()
+            loads = app.db.execute(conn, "partition_load", {
+                "queue_name": q.name, "per_s": per_s,
+                "app_version": app.app_version}).fetchall()
+            rooms = {r["partition_key"]: partition_room(
+                concurrency=q.concurrency, running=r["running"],
+                rate_limit=q.rate_limit.limit if q.rate_limit else None,
+                started_in_window=r["started"], cap=base) for r in loads}
+            keys = sorted(rooms)
+            if not keys:
+                return []
+            start = self._rotation % len(keys)
+            order = keys[start:] + keys[:start]
+            rows: list[dict[str, Any]] = []
+            for key, n in split_fairly(base, rooms, order).items():
+                rows.extend(app.db.execute(conn, "claim_partition", {
+                    **common, "partition_key": key, "limit": n}).fetchall())
+            return rows
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _submit(self, claimed: Claimed, queue_name: str | None) -> None:
+        with self._lock:
+            self.inflight.add(claimed.workflow_id)
+            if queue_name is not None:
+                self.local_running[queue_name] = self.local_running.get(queue_name, 0) + 1
+        log.debug("workflow_claimed", workflow_id=claimed.workflow_id,
+                  workflow_name=claimed.name, queue=queue_name)
+        self.pool.submit(self._run_one, claimed, queue_name)
+
+    def _run_one(self, claimed: Claimed, queue_name: str | None) -> None:
+        app = self.app
+        try:
+            wf = app.registry.workflow(claimed.name)
+            outcome, _, _ = workflows.execute(app, claimed, wf)
+            if outcome is not None:
+                self.completer.submit(outcome)
+        except (FencedOut, PgflowError) as exc:
+            log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit etc. in a workflow: a crash
+            log.error("workflow_crashed", workflow_id=claimed.workflow_id, error=repr(exc))
+            release_executors(app, [self.executor_id], charge=True,
+                              workflow_ids=[claimed.workflow_id])
+        finally:
+            with self._lock:
+                self.inflight.discard(claimed.workflow_id)
+                if queue_name is not None:
+                    self.local_running[queue_name] -= 1
+                self.done += 1
+            self.wake.set()
+
+    def _drain(self) -> None:
+        """Stop claiming; let in-flight work finish within the grace period; hand the rest
+        back to its queue without charging a recovery attempt."""
+        self.stop.set()
+        end = time.monotonic() + self.config.grace
+        while time.monotonic() < end:
+            with self._lock:
+                if not self.inflight:
+                    break
+            time.sleep(0.02)
+        self.completer.flush(max(1.0, end - time.monotonic()))
+        with self._lock:
+            left = list(self.inflight)
+        if left:
+            log.warning("drain_handing_back", workflows=len(left))
+            release_executors(self.app, [self.executor_id], charge=False)
+        self.halt.set()
+        self.app.executor.stop(deregister=True)

@@ -1,0 +1,42 @@
+"""``pgflow worker``: load the task module, then hand over to the supervisor."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigurationError
+from ..loader import load_app
+from ..settings import Settings
+from .process import WorkerConfig
+from .supervisor import Supervisor
+
+
+def run_worker(app_spec: str, settings: Settings) -> int:
+    """Import the app (an import error fails here, before any fork), check the database,
+    and supervise the worker processes. Returns the exit code."""
+    app = load_app(app_spec)
+    overrides = {k: getattr(settings, k) for k in (
+        "heartbeat_interval", "heartbeat_timeout", "poll_interval", "threads", "grace",
+        "log_format", "log_level")}
+    if settings.database_url:
+        overrides["database_url"] = settings.database_url
+    if settings.schema != "pgflow":
+        overrides["schema"] = settings.schema
+    app.settings = app.settings.replace(**overrides)
+    names = settings.queues or tuple(app.queues)
+    unknown = [n for n in names if n not in app.queues]
+    if unknown:
+        raise ConfigurationError(
+            f"queue(s) {', '.join(unknown)} are not declared by the app "
+            f"(declared: {', '.join(app.queues) or 'none'})")
+    if not names:
+        raise ConfigurationError(f"app {app.name!r} declares no queue; add app.queue(...)")
+    # Connect once now: a bad URL or an unmigrated schema fails before any fork.
+    app.db.fetchone("work_left", {"app_version": app.app_version, "queues": list(names)})
+    app.close_db()
+    config = WorkerConfig(
+        threads=settings.threads, queues=[app.queues[n] for n in names], burst=settings.burst,
+        max_jobs=settings.max_jobs_per_child, grace=settings.grace,
+        poll_interval=settings.poll_interval)
+    processes = settings.processes or os.cpu_count() or 1
+    return Supervisor(app, config, processes).run()

@@ -1,0 +1,428 @@
+"""Start, run and finish workflows; children; handles; fencing of the final write."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from . import context, serialization
+from .context import RecordedStep, WorkflowContext
+from .errors import (
+    ConfigurationError,
+    Deduplicated,
+    FencedOut,
+    MaxRecoveryAttemptsExceeded,
+    NonDeterminism,
+    UnknownWorkflow,
+    WorkflowCancelled,
+    WorkflowTimeout,
+)
+from .records import Status, WorkflowStatus
+from .steps import check_deadline, record_checkpoint
+
+if TYPE_CHECKING:
+    from .app import App
+    from .registry import WorkflowDef
+
+log = structlog.get_logger("pgflow")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A workflow row this executor has just come to own (started, claimed or adopted)."""
+
+    workflow_id: str
+    name: str
+    serializer: str
+    inputs: str
+    attempt: int
+    recovery_attempts: int = 0
+    deadline: datetime | None = None
+    db_now: datetime | None = None
+    forked_from: str | None = None
+    queue_name: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Claimed:
+        return cls(
+            workflow_id=row["workflow_id"], name=row["name"], serializer=row["serializer"],
+            inputs=row["inputs"], attempt=row["attempt"],
+            recovery_attempts=row.get("recovery_attempts", 0), deadline=row.get("deadline"),
+            db_now=row.get("db_now"), forked_from=row.get("forked_from"),
+            queue_name=row.get("queue_name"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended, for the final write."""
+
+    workflow_id: str
+    attempt: int
+    status: Status
+    output: str | None = None
+    error: str | None = None
+
+
+# -- handles -----------------------------------------------------------------------------------
+
+class WorkflowHandle:
+    """A started or enqueued workflow: its id, its status, and a way to wait for its result."""
+
+    def __init__(self, app: App, workflow_id: str) -> None:
+        self.app = app
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    def status(self) -> WorkflowStatus:
+        """The workflow's current record (raises UnknownWorkflow if it does not exist)."""
+        found = self.app.retrieve_status(self.workflow_id)
+        if found is None:
+            raise UnknownWorkflow(f"no workflow has id {self.workflow_id!r}")
+        return found
+
+    get_status = status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end; return its output or raise its error.
+
+        Raises WorkflowTimeout after ``timeout`` seconds (the workflow goes on),
+        MaxRecoveryAttemptsExceeded or WorkflowCancelled for those endings.
+        """
+        return wait_result(self.app, self.workflow_id, timeout)
+
+    get_result = result
+
+
+def outcome_value(app: App, workflow_id: str, row: dict[str, Any]) -> Any:
+    status = Status(row["status"])
+    if status is Status.SUCCESS:
+        return serialization.loads_value(app.serializer_impl, row["serializer"], row["output"])
+    if status is Status.ERROR:
+        raise serialization.loads_error(row["error"]) if row["error"] else RuntimeError(
+            f"workflow {workflow_id} failed")
+    if status is Status.CANCELLED:
+        raise WorkflowCancelled(workflow_id)
+    raise MaxRecoveryAttemptsExceeded(workflow_id, row.get("max_recovery_attempts"))
+
+
+def wait_result(app: App, workflow_id: str, timeout: float | None) -> Any:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        row = app.db.retrying(
+            lambda: app.db.fetchone("get_workflow_outcome", {"workflow_id": workflow_id}))
+        if row is None:
+            raise UnknownWorkflow(f"no workflow has id {workflow_id!r}")
+        if Status(row["status"]).terminal:
+            return outcome_value(app, workflow_id, row)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WorkflowTimeout(
+                f"workflow {workflow_id} is still {row['status']} after {timeout}s")
+        wait = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+        app.completions.wait(workflow_id, wait)
+        delay = min(delay * 2, 0.25)
+
+
+class Completions:
+    """In-process wake-ups for waiters of workflows that finish in this process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def wait(self, workflow_id: str, seconds: float) -> None:
+        with self._cond:
+            start = self._generation
+            self._cond.wait_for(lambda: self._generation != start, timeout=seconds)
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+
+# -- starting ----------------------------------------------------------------------------------
+
+def new_workflow_id() -> str:
+    return str(uuid.uuid4())
+
+
+def start(
+    app: App, wf: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+    workflow_id: str | None = None, timeout: float | None = None, run: str = "thread",
+) -> tuple[WorkflowHandle, Any]:
+    """Start ``wf`` durably. ``run`` is "inline" (this thread; the result is returned) or
+    "thread" (a new thread). Inside a workflow the new one is its child, recorded as a step.
+
+    Returns the handle and, for "inline", the result.
+    """
+    parent = context.current()
+    if parent is not None and parent.in_step:
+        parent = None  # a workflow called from inside a step is not a checkpointed child
+    step_id = None
+    if parent is not None:
+        step_id = parent.take_step_id()
+        rec = parent.recorded.get(step_id)
+        if rec is not None:
+            if rec.name != wf.name:
+                raise NonDeterminism(
+                    f"workflow {parent.workflow_id} ({parent.name}) recorded step {step_id} as "
+                    f"{rec.name!r} but the code now starts workflow {wf.name!r} there")
+            workflow_id = rec.child_workflow_id or workflow_id
+        check_deadline(parent)
+        if workflow_id is None:
+            workflow_id = f"{parent.workflow_id}-{step_id}"
+    if workflow_id is None:
+        workflow_id = new_workflow_id()
+    inputs = serialization.dumps_inputs(
+        app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+        what=f"workflow {wf.name!r}")
+    if timeout is None:
+        timeout = wf.timeout
+    deadline = None
+    if parent is not None and parent.deadline_monotonic is not None:
+        deadline = None  # children inherit the parent's deadline through their own timeout
+    executor = app.executor
+    executor.ensure_registered()
+    params = {
+        "workflow_id": workflow_id, "name": wf.name,
+        "parent_workflow_id": parent.workflow_id if parent else None,
+        "executor_id": executor.executor_id, "app_version": app.app_version,
+        "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer_impl.name,
+        "inputs": inputs, "timeout_ms": None if timeout is None else int(timeout * 1000),
+        "deadline": deadline,
+    }
+    row = app.db.retrying(lambda: app.db.fetchone("insert_workflow", params))
+    claimed: Claimed | None = None
+    if row is not None:
+        claimed = Claimed(workflow_id=workflow_id, name=wf.name,
+                          serializer=app.serializer_impl.name, inputs=inputs,
+                          attempt=row["attempt"], deadline=row["deadline"],
+                          db_now=row["db_now"])
+    if parent is not None and step_id is not None and step_id not in parent.recorded:
+        record_checkpoint(parent, step_id, wf.name, child_workflow_id=workflow_id)
+    if claimed is None:
+        claimed = try_adopt(app, workflow_id)
+    handle = WorkflowHandle(app, workflow_id)
+    if claimed is None:
+        # Someone else runs it (or it is done): the handle waits on the recorded outcome.
+        if run == "inline":
+            return handle, handle.result()
+        return handle, None
+    if run == "inline":
+        return handle, run_claimed(app, claimed, wf, args, kwargs, reraise=True)
+    app.spawn(lambda: run_claimed(app, claimed, wf, args, kwargs))
+    return handle, None
+
+
+def try_adopt(app: App, workflow_id: str) -> Claimed | None:
+    """Take over an ownerless PENDING workflow of this version (after its owner died)."""
+    row = app.db.retrying(lambda: app.db.fetchone("adopt_workflow", {
+        "workflow_id": workflow_id, "executor_id": app.executor.executor_id,
+        "app_version": app.app_version}))
+    return Claimed.from_row(row) if row is not None else None
+
+
+def _max_attempts(app: App, wf: WorkflowDef) -> int | None:
+    if wf.max_recovery_attempts is not None:
+        return wf.max_recovery_attempts
+    return app.settings.max_recovery_attempts
+
+
+# -- running -----------------------------------------------------------------------------------
+
+def load_recorded(app: App, workflow_id: str) -> dict[int, RecordedStep]:
+    rows = app.db.retrying(lambda: app.db.fetchall("list_steps", {"workflow_id": workflow_id}))
+    return {
+        r["step_id"]: RecordedStep(r["name"], r["output"], r["error"], r["child_workflow_id"])
+        for r in rows
+    }
+
+
+def make_context(app: App, claimed: Claimed) -> WorkflowContext:
+    ctx = WorkflowContext(
+        app=app, workflow_id=claimed.workflow_id, name=claimed.name,
+        executor_id=app.executor.executor_id, attempt=claimed.attempt,
+        serializer=claimed.serializer)
+    if claimed.deadline is not None and claimed.db_now is not None:
+        ctx.deadline_monotonic = time.monotonic() + (
+            claimed.deadline - claimed.db_now).total_seconds()
+    # A first run has no checkpoints; a recovered, re-claimed or forked one loads them once.
+    if claimed.attempt > 1 or claimed.forked_from is not None:
+        ctx.recorded = load_recorded(app, claimed.workflow_id)
+    return ctx
+
+
+def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] | None = None,
+            kwargs: dict[str, Any] | None = None) -> tuple[Outcome | None, Any, BaseException | None]:
+    """Run the body. Returns the outcome to write (None when abandoned), the result, and the
+    exception to give a caller."""
+    if args is None or kwargs is None:
+        args, kwargs = serialization.loads_inputs(
+            _row_serializer(app, claimed.serializer), claimed.inputs)
+    ctx = make_context(app, claimed)
+    token = context.enter(ctx)
+    structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
+                                           workflow_name=claimed.name)
+    try:
+        check_deadline(ctx)
+        result = wf.fn(*args, **kwargs)
+        try:
+            output = serialization.dumps_value(
+                app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
+                what=f"output of workflow {wf.name!r}")
+        except Exception as exc:  # an unserializable result fails the workflow, clearly
+            return Outcome(claimed.workflow_id, claimed.attempt, Status.ERROR,
+                           error=serialization.dumps_error(exc)), None, exc
+        return Outcome(claimed.workflow_id, claimed.attempt, Status.SUCCESS,
+                       output=output), result, None
+    except FencedOut as exc:
+        log.warning("workflow_fenced_out", reason="adopted by another executor")
+        return None, None, exc
+    except WorkflowCancelled as exc:
+        return Outcome(claimed.workflow_id, claimed.attempt, Status.CANCELLED,
+                       error=serialization.dumps_error(exc)), None, exc
+    except Exception as exc:
+        log.info("workflow_failed", error=f"{type(exc).__name__}: {exc}")
+        return Outcome(claimed.workflow_id, claimed.attempt, Status.ERROR,
+                       error=serialization.dumps_error(exc)), None, exc
+    finally:
+        context.leave(token)
+        structlog.contextvars.unbind_contextvars("workflow_id", "workflow_name")
+
+
+def _row_serializer(app: App, name: str) -> serialization.Serializer:
+    if name != app.serializer_impl.name:
+        # loads_value gives the precise refusal (pickle rows in a JSON app)
+        serialization.loads_value(app.serializer_impl, name, "null")
+    return serialization.get_serializer(name)
+
+
+def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) -> set[str]:
+    """Write final statuses in one fenced statement; return the ids actually written."""
+    if not outcomes:
+        return set()
+    params = {
+        "executor_id": executor_id or app.executor.executor_id,
+        "workflow_ids": [o.workflow_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "statuses": [o.status.value for o in outcomes],
+        "outputs": [o.output for o in outcomes],
+        "errors": [o.error for o in outcomes],
+    }
+    rows = app.db.retrying(lambda: app.db.fetchall("finish_workflows", params))
+    app.completions.notify()
+    return {r["workflow_id"] for r in rows}
+
+
+def run_claimed(
+    app: App, claimed: Claimed, wf: WorkflowDef | None = None,
+    args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
+    *, reraise: bool = False,
+) -> Any:
+    """Run a claimed workflow to its end and write the outcome (fenced)."""
+    if wf is None:
+        wf = app.registry.workflow(claimed.name)
+    outcome, result, exc = execute(app, claimed, wf, args, kwargs)
+    if outcome is not None:
+        written = finish(app, [outcome])
+        if claimed.workflow_id not in written:
+            exc = FencedOut(claimed.workflow_id)
+            outcome = None
+    if outcome is None and reraise:
+        # Adopted elsewhere (or cancelled meanwhile): the recorded outcome is the answer.
+        return wait_result(app, claimed.workflow_id, None)
+    if reraise and exc is not None:
+        raise exc
+    return result
+
+
+# -- enqueueing --------------------------------------------------------------------------------
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of one schema (namespaced, so two apps never cross)."""
+    return f"pgflow_{schema}"
+
+
+def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> WorkflowHandle:
+    """INSERT one ENQUEUED row and NOTIFY the workers; nothing runs here."""
+    inputs = serialization.dumps_inputs(
+        app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+        what=f"workflow {wf.name!r}")
+    parent = context.current()
+    if parent is not None and parent.in_step:
+        parent = None
+    workflow_id = opts.workflow_id
+    step_id = None
+    if parent is not None:
+        step_id = parent.take_step_id()
+        rec = parent.recorded.get(step_id)
+        if rec is not None:
+            if rec.name != wf.name:
+                raise NonDeterminism(
+                    f"workflow {parent.workflow_id} ({parent.name}) recorded step {step_id} as "
+                    f"{rec.name!r} but the code now enqueues workflow {wf.name!r} there")
+            return WorkflowHandle(app, rec.child_workflow_id or "")
+        workflow_id = workflow_id or f"{parent.workflow_id}-{step_id}"
+    workflow_id = workflow_id or new_workflow_id()
+    timeout = opts.timeout if opts.timeout is not None else wf.timeout
+    params = {
+        "workflow_id": workflow_id, "name": wf.name, "queue_name": queue.name,
+        "dedup_id": opts.dedup_id, "priority": opts.priority or 0,
+        "partition_key": opts.partition_key,
+        "parent_workflow_id": parent.workflow_id if parent else None,
+        "app_version": app.app_version, "max_recovery_attempts": _max_attempts(app, wf),
+        "serializer": app.serializer_impl.name, "inputs": inputs,
+        "timeout_ms": None if timeout is None else int(timeout * 1000), "deadline": None,
+        "delay_ms": int((opts.delay or 0) * 1000), "channel": notify_channel(app.db.schema),
+    }
+    try:
+        app.db.retrying(lambda: app.db.fetchone("enqueue_workflow", params))
+    except Deduplicated:
+        existing = app.db.fetchone("find_active_dedup", {"queue_name": queue.name,
+                                                         "dedup_id": opts.dedup_id})
+        raise Deduplicated(queue.name, opts.dedup_id,
+                           existing["workflow_id"] if existing else None) from None
+    if parent is not None and step_id is not None:
+        record_checkpoint(parent, step_id, wf.name, child_workflow_id=workflow_id)
+    return WorkflowHandle(app, workflow_id)
+
+
+def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
+                 calls: list[Any]) -> list[WorkflowHandle]:
+    """Queue many calls of one workflow in one statement (all or nothing on a dedup clash)."""
+    if context.current() is not None and not context.current().in_step:  # type: ignore[union-attr]
+        raise ConfigurationError("enqueue_many is not available inside a workflow; "
+                                 "enqueue children one by one so each is recorded")
+    if opts.workflow_id is not None or opts.dedup_id is not None:
+        raise ConfigurationError("enqueue_many takes no workflow_id or dedup_id option")
+    inputs = []
+    for i, call in enumerate(calls):
+        args, kwargs = ((), call) if isinstance(call, dict) else (tuple(call), {})
+        inputs.append(serialization.dumps_inputs(
+            app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+            what=f"workflow {wf.name!r} (item {i})"))
+    ids = [new_workflow_id() for _ in calls]
+    timeout = opts.timeout if opts.timeout is not None else wf.timeout
+    params = {
+        "workflow_ids": ids, "dedup_ids": [None] * len(ids),
+        "priorities": [opts.priority or 0] * len(ids),
+        "partition_keys": [opts.partition_key] * len(ids), "inputs": inputs,
+        "name": wf.name, "queue_name": queue.name, "app_version": app.app_version,
+        "max_recovery_attempts": _max_attempts(app, wf),
+        "serializer": app.serializer_impl.name,
+        "timeout_ms": None if timeout is None else int(timeout * 1000),
+        "delay_ms": int((opts.delay or 0) * 1000), "channel": notify_channel(app.db.schema),
+    }
+    if ids:
+        app.db.retrying(lambda: app.db.fetchall("enqueue_workflows", params))
+    return [WorkflowHandle(app, i) for i in ids]

@@ -1,0 +1,51 @@
+-- name: register_executor
+INSERT INTO {schema}.executors (executor_id, hostname, pid, app_version, kind, queues)
+VALUES (%(executor_id)s, %(hostname)s, %(pid)s, %(app_version)s, %(kind)s, %(queues)s)
+ON CONFLICT (executor_id) DO UPDATE SET heartbeat_at = now()
+RETURNING heartbeat_at;
+
+-- name: heartbeat
+-- Returns no row when this executor was declared dead (its work is no longer its own).
+UPDATE {schema}.executors SET heartbeat_at = now()
+WHERE executor_id = %(executor_id)s
+RETURNING heartbeat_at, extract(epoch FROM now())::float8 AS db_epoch;
+
+-- name: deregister_executor
+DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s;
+
+-- name: executors_on_host
+SELECT executor_id, pid FROM {schema}.executors
+WHERE hostname = %(hostname)s AND executor_id <> %(executor_id)s;
+
+-- name: claim_dead_executors
+-- Whoever deletes a dead executor's row releases its work: exactly once, however many notice.
+DELETE FROM {schema}.executors
+WHERE executor_id <> %(executor_id)s
+  AND (executor_id = ANY(%(dead_ids)s::text[])
+       OR heartbeat_at < now() - %(timeout_s)s::float8 * interval '1 second')
+RETURNING executor_id;
+
+-- name: release_executor_work
+-- Hand back every PENDING workflow of the given executors: queued ones to their queue,
+-- the others to the ownerless PENDING pool. A charged release counts a recovery attempt and
+-- ends a workflow that is over its limit. Bumping the attempt fences the old owner out.
+UPDATE {schema}.workflow_status
+SET status = CASE
+        WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
+             AND recovery_attempts + 1 > max_recovery_attempts
+            THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+        WHEN queue_name IS NOT NULL THEN 'ENQUEUED'
+        ELSE 'PENDING' END,
+    error = CASE
+        WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
+             AND recovery_attempts + 1 > max_recovery_attempts
+            THEN %(max_attempts_error)s ELSE error END,
+    completed_at = CASE
+        WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
+             AND recovery_attempts + 1 > max_recovery_attempts
+            THEN now() ELSE completed_at END,
+    recovery_attempts = recovery_attempts + CASE WHEN %(charge)s THEN 1 ELSE 0 END,
+    executor_id = NULL, attempt = attempt + 1, updated_at = now()
+WHERE executor_id = ANY(%(executor_ids)s::text[]) AND status = 'PENDING'
+  AND (%(workflow_ids)s::text[] IS NULL OR workflow_id = ANY(%(workflow_ids)s::text[]))
+RETURNING workflow_id, status, executor_id;

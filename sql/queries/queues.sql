@@ -1,0 +1,104 @@
+-- name: lock_queue
+-- Serialize claims of one queue (namespaced by schema) for one short transaction, so two
+-- claimers never both see room under a global limit.
+SELECT pg_advisory_xact_lock(hashtextextended(%(lock_name)s, 0));
+
+-- name: queue_load
+-- Running workflows of a queue, and starts inside the current rate window.
+SELECT
+    (SELECT count(*) FROM {schema}.workflow_status
+      WHERE queue_name = %(queue_name)s AND status = 'PENDING') AS running,
+    (SELECT count(*) FROM {schema}.workflow_status
+      WHERE queue_name = %(queue_name)s
+        AND started_at > now() - %(per_s)s::float8 * interval '1 second') AS started;
+
+-- name: partition_load
+-- Per partition key with eligible ENQUEUED work: running count and starts in the window.
+WITH keys AS (
+    SELECT DISTINCT partition_key FROM {schema}.workflow_status
+    WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s AND partition_key IS NOT NULL
+      AND app_version = %(app_version)s AND (not_before IS NULL OR not_before <= now())
+)
+SELECT k.partition_key,
+    (SELECT count(*) FROM {schema}.workflow_status w
+      WHERE w.queue_name = %(queue_name)s AND w.partition_key = k.partition_key
+        AND w.status = 'PENDING') AS running,
+    (SELECT count(*) FROM {schema}.workflow_status w
+      WHERE w.queue_name = %(queue_name)s AND w.partition_key = k.partition_key
+        AND w.started_at > now() - %(per_s)s::float8 * interval '1 second') AS started
+FROM keys k;
+
+-- name: claim_workflows
+-- Take up to `limit` eligible ENQUEUED rows of a queue, in priority then FIFO order.
+WITH picked AS (
+    SELECT workflow_id FROM {schema}.workflow_status
+    WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
+      AND app_version = %(app_version)s
+      AND (not_before IS NULL OR not_before <= now())
+      AND name = ANY(%(names)s::text[])
+    ORDER BY priority, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.workflow_status AS w
+SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
+    started_at = now(), updated_at = now(),
+    deadline = coalesce(w.deadline, now() + w.timeout_ms * interval '1 millisecond')
+FROM picked WHERE w.workflow_id = picked.workflow_id
+RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, now() AS db_now;
+
+-- name: claim_partition
+-- The same for one partition key of a partitioned queue.
+WITH picked AS (
+    SELECT workflow_id FROM {schema}.workflow_status
+    WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
+      AND partition_key = %(partition_key)s AND app_version = %(app_version)s
+      AND (not_before IS NULL OR not_before <= now())
+      AND name = ANY(%(names)s::text[])
+    ORDER BY priority, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.workflow_status AS w
+SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
+    started_at = now(), updated_at = now(),
+    deadline = coalesce(w.deadline, now() + w.timeout_ms * interval '1 millisecond')
+FROM picked WHERE w.workflow_id = picked.workflow_id
+RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, now() AS db_now;
+
+-- name: declare_queue
+INSERT INTO {schema}.queues (name, concurrency, worker_concurrency, rate_limit,
+                             rate_per_seconds, priority_enabled, partitioned)
+VALUES (%(name)s, %(concurrency)s, %(worker_concurrency)s, %(rate_limit)s, %(rate_per_seconds)s,
+        %(priority_enabled)s, %(partitioned)s)
+ON CONFLICT (name) DO UPDATE SET
+    concurrency = EXCLUDED.concurrency, worker_concurrency = EXCLUDED.worker_concurrency,
+    rate_limit = EXCLUDED.rate_limit, rate_per_seconds = EXCLUDED.rate_per_seconds,
+    priority_enabled = EXCLUDED.priority_enabled, partitioned = EXCLUDED.partitioned,
+    updated_at = now();
+
+-- name: work_left
+-- What the given queues still hold that this version could run (for --burst).
+SELECT
+    count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
+    count(*) FILTER (WHERE status = 'PENDING') AS pending
+FROM {schema}.workflow_status
+WHERE app_version = %(app_version)s AND status IN ('ENQUEUED', 'PENDING')
+  AND (queue_name = ANY(%(queues)s::text[])
+       OR (queue_name IS NULL AND executor_id IS NULL));
+
+-- name: queue_progress
+-- Totals of the given queues since a point in time, for the burst progress line.
+SELECT
+    count(*) FILTER (WHERE status = 'SUCCESS' AND completed_at >= %(since)s) AS done,
+    count(*) FILTER (WHERE status IN ('ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                     AND completed_at >= %(since)s) AS failed,
+    count(*) FILTER (WHERE status IN ('ENQUEUED', 'PENDING')) AS left_
+FROM {schema}.workflow_status
+WHERE queue_name = ANY(%(queues)s::text[])
+  AND (status IN ('ENQUEUED', 'PENDING') OR completed_at >= %(since)s);
+
+-- name: listen
+LISTEN {channel};

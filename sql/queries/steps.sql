@@ -1,0 +1,26 @@
+-- name: record_step
+-- A step's checkpoint, written only while this executor still owns the workflow (fencing):
+-- FOR SHARE makes a concurrent adoption wait for this commit, or this insert see the adoption.
+WITH owner AS (
+    SELECT 1 FROM {schema}.workflow_status
+    WHERE workflow_id = %(workflow_id)s AND executor_id = %(executor_id)s
+      AND attempt = %(attempt)s AND status = 'PENDING'
+    FOR SHARE
+)
+INSERT INTO {schema}.operation_outputs (
+    workflow_id, step_id, name, output, error, child_workflow_id, executor_id, started_at)
+SELECT %(workflow_id)s, %(step_id)s, %(name)s, %(output)s, %(error)s, %(child_workflow_id)s,
+       %(executor_id)s, %(started_at)s
+FROM owner
+ON CONFLICT (workflow_id, step_id) DO NOTHING
+RETURNING step_id;
+
+-- name: list_steps
+SELECT step_id, name, output, error, child_workflow_id, started_at, completed_at
+FROM {schema}.operation_outputs
+WHERE workflow_id = %(workflow_id)s
+ORDER BY step_id;
+
+-- name: get_step
+SELECT step_id, name, executor_id FROM {schema}.operation_outputs
+WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;

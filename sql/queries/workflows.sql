@@ -1,0 +1,130 @@
+-- name: insert_workflow
+-- Start a workflow owned by this executor (attempt 1), or find the one already using the id.
+INSERT INTO {schema}.workflow_status AS w (
+    workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
+    parent_workflow_id, executor_id, attempt, app_version, max_recovery_attempts, serializer,
+    inputs, timeout_ms, deadline, started_at, forked_from)
+VALUES (
+    %(workflow_id)s, %(name)s, 'PENDING', NULL, NULL, 0, NULL,
+    %(parent_workflow_id)s, %(executor_id)s, 1, %(app_version)s, %(max_recovery_attempts)s,
+    %(serializer)s, %(inputs)s, %(timeout_ms)s,
+    coalesce(%(deadline)s::timestamptz,
+             now() + %(timeout_ms)s::bigint * interval '1 millisecond'),
+    now(), NULL)
+ON CONFLICT (workflow_id) DO NOTHING
+RETURNING workflow_id, attempt, deadline, now() AS db_now;
+
+-- name: enqueue_workflow
+-- Queue one workflow and wake the workers (NOTIFY is delivered at commit).
+WITH ins AS (
+    INSERT INTO {schema}.workflow_status (
+        workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
+        parent_workflow_id, app_version, max_recovery_attempts, serializer, inputs, timeout_ms,
+        deadline, not_before)
+    VALUES (
+        %(workflow_id)s, %(name)s, 'ENQUEUED', %(queue_name)s, %(dedup_id)s, %(priority)s,
+        %(partition_key)s, %(parent_workflow_id)s, %(app_version)s, %(max_recovery_attempts)s,
+        %(serializer)s, %(inputs)s, %(timeout_ms)s, %(deadline)s,
+        CASE WHEN %(delay_ms)s::bigint > 0
+             THEN now() + %(delay_ms)s::bigint * interval '1 millisecond' END)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id
+)
+SELECT workflow_id, pg_notify(%(channel)s, %(queue_name)s) FROM ins;
+
+-- name: enqueue_workflows
+-- Queue many workflows of one queue in one statement.
+WITH ins AS (
+    INSERT INTO {schema}.workflow_status (
+        workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
+        app_version, max_recovery_attempts, serializer, inputs, timeout_ms, not_before)
+    SELECT i.workflow_id, %(name)s, 'ENQUEUED', %(queue_name)s, i.dedup_id, i.priority,
+           i.partition_key, %(app_version)s, %(max_recovery_attempts)s, %(serializer)s,
+           i.inputs, %(timeout_ms)s,
+           CASE WHEN %(delay_ms)s::bigint > 0
+                THEN now() + %(delay_ms)s::bigint * interval '1 millisecond' END
+    FROM unnest(%(workflow_ids)s::text[], %(dedup_ids)s::text[], %(priorities)s::int[],
+                %(partition_keys)s::text[], %(inputs)s::text[])
+         AS i (workflow_id, dedup_id, priority, partition_key, inputs)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id
+), woke AS (
+    SELECT pg_notify(%(channel)s, %(queue_name)s) WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT ins.workflow_id FROM ins LEFT JOIN woke ON true;
+
+-- name: find_active_dedup
+SELECT workflow_id FROM {schema}.workflow_status
+WHERE queue_name = %(queue_name)s AND dedup_id = %(dedup_id)s
+  AND status IN ('ENQUEUED', 'PENDING');
+
+-- name: get_workflow
+SELECT * FROM {schema}.workflow_status WHERE workflow_id = %(workflow_id)s;
+
+-- name: get_workflow_outcome
+SELECT status, serializer, output, error, max_recovery_attempts
+FROM {schema}.workflow_status WHERE workflow_id = %(workflow_id)s;
+
+-- name: list_workflows
+SELECT * FROM {schema}.workflow_status
+WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s)
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(parent_workflow_id)s::text IS NULL OR parent_workflow_id = %(parent_workflow_id)s)
+ORDER BY CASE WHEN %(newest_first)s THEN -seq ELSE seq END
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: finish_workflows
+-- Final status of a batch of workflows, each fenced by owner and attempt, in one commit.
+UPDATE {schema}.workflow_status AS w
+SET status = f.status, output = f.output, error = f.error,
+    updated_at = now(), completed_at = now()
+FROM unnest(%(workflow_ids)s::text[], %(attempts)s::int[], %(statuses)s::text[],
+            %(outputs)s::text[], %(errors)s::text[])
+     AS f (workflow_id, attempt, status, output, error)
+WHERE w.workflow_id = f.workflow_id AND w.executor_id = %(executor_id)s
+  AND w.attempt = f.attempt AND w.status = 'PENDING'
+RETURNING w.workflow_id;
+
+-- name: owner_of
+-- Who holds a workflow now (to explain a fenced write).
+SELECT status, executor_id, attempt FROM {schema}.workflow_status
+WHERE workflow_id = %(workflow_id)s;
+
+-- name: adopt_workflow
+-- Take over one PENDING workflow that has no owner (its executor died or handed it back).
+UPDATE {schema}.workflow_status
+SET executor_id = %(executor_id)s, attempt = attempt + 1, updated_at = now(),
+    started_at = coalesce(started_at, now()),
+    deadline = coalesce(deadline, now() + timeout_ms * interval '1 millisecond')
+WHERE workflow_id = %(workflow_id)s AND status = 'PENDING' AND executor_id IS NULL
+  AND app_version = %(app_version)s
+RETURNING workflow_id, name, serializer, inputs, attempt, recovery_attempts, deadline,
+          forked_from, queue_name, max_recovery_attempts, now() AS db_now;
+
+-- name: adopt_orphans
+-- Take over ownerless PENDING workflows of this version (many at once, SKIP LOCKED).
+WITH picked AS (
+    SELECT workflow_id FROM {schema}.workflow_status
+    WHERE status = 'PENDING' AND executor_id IS NULL AND app_version = %(app_version)s
+    ORDER BY seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.workflow_status AS w
+SET executor_id = %(executor_id)s, attempt = w.attempt + 1, updated_at = now(),
+    started_at = coalesce(w.started_at, now()),
+    deadline = coalesce(w.deadline, now() + w.timeout_ms * interval '1 millisecond')
+FROM picked WHERE w.workflow_id = picked.workflow_id
+RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, now() AS db_now;
+
+-- name: count_stranded
+-- Work no running version can run: ENQUEUED or ownerless PENDING rows of other versions.
+SELECT app_version, count(*) AS n, min(updated_at) AS since
+FROM {schema}.workflow_status
+WHERE (status = 'ENQUEUED' OR (status = 'PENDING' AND executor_id IS NULL))
+  AND app_version IS DISTINCT FROM %(app_version)s
+GROUP BY app_version;
