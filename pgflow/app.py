@@ -357,8 +357,7 @@ class App:
 
         def inputs() -> Any:
             args, kwargs = serialization.loads_inputs(
-                serialization.get_serializer(ser) if ser == self.serializer_impl.name
-                or ser == "json" else _refuse(self, ser), row["inputs"])
+                serialization.serializer_for_row(self.serializer_impl, ser), row["inputs"])
             return {"args": list(args), "kwargs": kwargs}
 
         return WorkflowStatus(
@@ -374,11 +373,6 @@ class App:
             updated_at=row["updated_at"], deadline=row["deadline"],
             max_recovery_attempts=row["max_recovery_attempts"], attempt=row["attempt"],
             forked_from=row["forked_from"])
-
-
-def _refuse(app: App, ser: str) -> serialization.Serializer:
-    serialization.loads_value(app.serializer_impl, ser, "null")  # raises the precise refusal
-    return serialization.get_serializer(ser)
 
 
 __all__ = ["App", "Deduplicated"]

@@ -300,10 +300,8 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
 
 
 def _row_serializer(app: App, name: str) -> serialization.Serializer:
-    if name != app.serializer_impl.name:
-        # loads_value gives the precise refusal (pickle rows in a JSON app)
-        serialization.loads_value(app.serializer_impl, name, "null")
-    return serialization.get_serializer(name)
+    # Refuses a pickled row in a JSON-configured app, saying why.
+    return serialization.serializer_for_row(app.serializer_impl, name)
 
 
 def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) -> set[str]:
