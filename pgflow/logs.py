@@ -1,0 +1,164 @@
+"""structlog set-up: a console format for people, one JSON object per line for machines.
+
+Every line carries what was bound with ``structlog.contextvars.bind_contextvars`` (the running
+workflow's id and name), and no line carries a password: every string value goes through
+:func:`pgflow.db.errors.redact`. Before :func:`configure_logging` is called, structlog's own
+defaults apply.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, ExcInfo, FilteringBoundLogger, Processor, WrappedLogger
+
+from .db.errors import redact
+from .errors import ConfigurationError
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+FORMATS = ("auto", "console", "json")
+_SECRET_KEYS = frozenset({"password", "passwd", "secret", "token"})
+_FIRST_KEYS = ("timestamp", "level", "event")
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_redacted(v) for v in value)
+    return value
+
+
+def redact_passwords(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: remove passwords from every string field (and secret-named fields whole)."""
+    for key, value in event_dict.items():
+        if key in _SECRET_KEYS and value is not None:
+            event_dict[key] = "***"
+        else:
+            event_dict[key] = _redacted(value)
+    return event_dict
+
+
+def _leading_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: put timestamp, level and event first in the JSON object."""
+    ordered: dict[str, Any] = {k: event_dict.pop(k) for k in _FIRST_KEYS if k in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def _redacted_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(redact(buffer.getvalue()))
+
+
+class _LineWriter:
+    """The logger structlog writes rendered lines to: one line per event, whole.
+
+    Its lock is rebuilt in a forked child, where a lock held by another thread at the fork
+    would never be released. With no stream given it writes to the current ``sys.stderr``.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+        stream = self._stream if self._stream is not None else sys.stderr
+        with self._lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = failure = msg
+
+
+class _LineWriterFactory:
+    def __init__(self, stream: TextIO | None) -> None:
+        self._writer = _LineWriter(stream)
+
+    def __call__(self, *args: Any) -> _LineWriter:
+        return self._writer
+
+
+def _is_tty(stream: TextIO | None) -> bool:
+    target = stream if stream is not None else sys.stderr
+    try:
+        return bool(target.isatty())
+    except (AttributeError, ValueError):  # closed or not a real file
+        return False
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog for pgflow and the application (idempotent; call again after fork).
+
+    ``fmt``: ``console`` (aligned, coloured on a terminal), ``json`` (one object per line with an
+    ISO UTC ``timestamp``, ``level`` and ``event``) or ``auto`` (console on a terminal, else
+    json). ``stream`` defaults to standard error.
+
+    >>> configure_logging("json", "debug")  # doctest: +SKIP
+    """
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"log format must be auto, console or json, not {fmt!r}")
+    level_name = str(level).lower()
+    if level_name not in LEVELS:
+        raise ConfigurationError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+    tty = _is_tty(stream)
+    console = fmt == "console" or (fmt == "auto" and tty)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+    ]
+    processors: list[Processor]
+    if console:
+        processors = [
+            *shared,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            redact_passwords,
+            structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=_redacted_traceback),
+        ]
+    else:
+        processors = [
+            *shared,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_passwords,
+            _leading_keys,
+            structlog.processors.JSONRenderer(),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level_name]),
+        context_class=dict,
+        logger_factory=_LineWriterFactory(stream),
+        # Not cached: configuring again (another format, a forked child) takes effect at once.
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "pgflow") -> FilteringBoundLogger:
+    """A structlog logger; loggers other than ``pgflow`` carry ``logger_name``.
+
+    >>> get_logger().info("workflow_claimed", workflow_id="w1", queue="payments")  # doctest: +SKIP
+    """
+    extra = {} if name == "pgflow" else {"logger_name": name}
+    logger: FilteringBoundLogger = structlog.get_logger(name, **extra)
+    return logger
