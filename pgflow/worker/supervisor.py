@@ -134,7 +134,7 @@ class Supervisor:
                     return 0
                 if now > self.state.drain_deadline:
                     self._kill_all(signal.SIGKILL)
-            elif self.config.burst and not self.state.children:
+            elif self.config.burst and not self.state.children and not self.state.respawn_at:
                 self._progress(final=True)
                 log.info("worker_stopped", reason="burst finished")
                 return 0
