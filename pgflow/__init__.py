@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from .app import App
+from .client import Client
 from .context import db, workflow_id
 from .errors import (
     ConfigurationError,
@@ -31,6 +32,7 @@ from .errors import (
     UnregisteredFunction,
     WorkflowCancelled,
     WorkflowFailed,
+    WorkflowParked,
     WorkflowTimeout,
 )
 from .messages import get_event, recv, send, set_event, sleep
@@ -42,10 +44,11 @@ from .workflows import WorkflowHandle
 __version__ = "0.1.0"
 
 __all__ = [
-    "App", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
+    "App", "Client", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
     "FencedOut", "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied",
     "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError", "Settings",
     "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow", "UnregisteredFunction",
-    "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowStatus", "WorkflowTimeout",
+    "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowParked", "WorkflowStatus",
+    "WorkflowTimeout",
     "db", "get_event", "recv", "send", "set_event", "sleep", "workflow_id",
 ]

@@ -13,14 +13,16 @@ from typing import Any, TypeVar
 
 import structlog
 
-from . import serialization, steps, workflows
+from . import management, messages, schedules, serialization, steps, workflows
 from .db import migrate as migrations
+from .db.notify import Notifications
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
 from .queues import EnqueueOptions, Queue, Rate, validate_name
 from .records import Status, StepRecord, WorkflowStatus
 from .recovery import Executor
 from .registry import Registry, StepDef, WorkflowDef, qualified_name
+from .schedules import Schedule
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle
 
@@ -66,6 +68,8 @@ class App:
         self.serializer = self.serializer_impl
         self.registry = Registry()
         self.queues: dict[str, Queue] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self._notifications: Notifications | None = None
         self.completions = Completions()
         self._db: Database | None = None
         self._db_lock = threading.Lock()
@@ -129,9 +133,11 @@ class App:
             self._executor = Executor(self)
         return self._executor
 
-    def use_executor(self, executor: Executor) -> None:
-        """Make ``executor`` this process's owner identity (the worker does this)."""
-        self._executor = executor
+    def use_executor(self, executor: Executor | None) -> Executor | None:
+        """Make ``executor`` this process's owner identity (the worker does this; None: a new
+        one on next use). Returns the one it replaces (pgflow.testing.drain puts it back)."""
+        previous, self._executor = self._executor, executor
+        return previous
 
     @property
     def app_version(self) -> str:
@@ -159,10 +165,14 @@ class App:
         return decorate
 
     def step(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
-             backoff: float = 2.0, max_interval: float = 60.0) -> Callable[[F], F]:
-        """Declare a checkpointed step, retried ``retries`` times with exponential backoff."""
+             backoff: float = 2.0, max_interval: float = 60.0,
+             time_limit: float | None = None) -> Callable[[F], F]:
+        """Declare a checkpointed step, retried ``retries`` times with exponential backoff.
+
+        ``time_limit``: seconds one attempt may run in a worker; past it the worker process is
+        replaced and the workflow ends ERROR with StepTimeLimitExceeded."""
         return self._step_decorator("step", name, steps.RetryPolicy(
-            retries, interval, backoff, max_interval))
+            retries, interval, backoff, max_interval, time_limit))
 
     def transaction(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
                     backoff: float = 2.0, max_interval: float = 60.0) -> Callable[[F], F]:
@@ -274,6 +284,9 @@ class App:
         self.wait_idle(timeout)
         if self._executor is not None:
             self._executor.stop(deregister=not any(t.is_alive() for t in self._threads))
+        if self._notifications is not None:
+            self._notifications.stop()
+            self._notifications = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -308,8 +321,7 @@ class App:
         return handle
 
     def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
-        row = self.db.fetchone("get_workflow", {"workflow_id": workflow_id})
-        return None if row is None else self._status_record(row)
+        return management.get_status(self.db, self.serializer_impl, workflow_id)
 
     def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
                        name: str | None = None, queue: str | None = None,
@@ -318,61 +330,100 @@ class App:
                        parent_workflow_id: str | None = None, limit: int = 100,
                        offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
         """Workflows matching every filter given, oldest first unless ``newest_first``."""
-        statuses = None
-        if status is not None:
-            items = status if isinstance(status, list) else [status]
-            statuses = [Status(str(s)).value for s in items]
-        rows = self.db.fetchall("list_workflows", {
-            "status": statuses, "name": name, "queue_name": queue,
-            "created_after": created_after, "created_before": created_before,
-            "parent_workflow_id": parent_workflow_id, "limit": limit, "offset": offset,
-            "newest_first": newest_first})
-        return [self._status_record(r) for r in rows]
+        return management.list_workflows(
+            self.db, self.serializer_impl, status=status, name=name, queue=queue,
+            created_after=created_after, created_before=created_before,
+            parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
+            newest_first=newest_first)
+
+    def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
+        """ENQUEUED and PENDING workflows of ``queue`` (of every queue when None), in the order
+        workers claim them."""
+        return management.list_queued(self.db, self.serializer_impl, queue, limit)
 
     def steps(self, workflow_id: str) -> list[StepRecord]:
         """The recorded steps of a workflow, in order."""
-        rows = self.db.fetchall("list_steps", {"workflow_id": workflow_id})
-        return [StepRecord(
-            step_id=r["step_id"], name=r["name"],
-            output=self._decode(lambda: serialization.loads_value(
-                self.serializer_impl, "json" if r["output"] is None else
-                self._row_serializer_of(workflow_id), r["output"])),
-            error=None if r["error"] is None else serialization.loads_error(r["error"]),
-            child_workflow_id=r["child_workflow_id"], started_at=r["started_at"],
-            completed_at=r["completed_at"]) for r in rows]
+        return management.steps(self.db, self.serializer_impl, workflow_id)
 
-    def _row_serializer_of(self, workflow_id: str) -> str:
-        row = self.db.fetchone("get_workflow_outcome", {"workflow_id": workflow_id})
-        return row["serializer"] if row else self.serializer_impl.name
+    def cancel(self, workflow_id: str) -> WorkflowStatus:
+        """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
+        running one stops at its next step (or wherever it waits). Returns its record."""
+        return management.cancel(self.db, self.serializer_impl, workflow_id)
 
-    @staticmethod
-    def _decode(fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - a listing shows what it cannot decode
-            return f"<not decodable: {exc}>"
+    def resume(self, workflow_id: str) -> WorkflowHandle:
+        """Run a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its
+        last completed step: on its queue if it had one, else right here when this process
+        can run it (else by any launched executor of its version)."""
+        found = management.resume(self.db, self.serializer_impl, workflow_id)
+        self._run_ownerless(found)
+        return WorkflowHandle(self, workflow_id)
 
-    def _status_record(self, row: dict[str, Any]) -> WorkflowStatus:
-        ser = row["serializer"]
+    def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
+             app_version: str | None = None) -> WorkflowHandle:
+        """A new workflow with the same inputs that reuses the recorded steps before
+        ``from_step`` (they do not run again) and runs the rest; on the original's queue, or
+        right here when this process can run it. Returns the new workflow's handle."""
+        new_id = management.fork(self.db, workflow_id, from_step,
+                                 new_workflow_id=new_workflow_id, app_version=app_version)
+        self._run_ownerless(management.require_status(self.db, self.serializer_impl, new_id))
+        return WorkflowHandle(self, new_id)
 
-        def inputs() -> Any:
-            args, kwargs = serialization.loads_inputs(
-                serialization.serializer_for_row(self.serializer_impl, ser), row["inputs"])
-            return {"args": list(args), "kwargs": kwargs}
+    def _run_ownerless(self, found: WorkflowStatus) -> None:
+        """Adopt and start a resumed or forked workflow that no queue will hand out, when it
+        is this process's code and version (else a launched executor of that version will)."""
+        if found.status is not Status.PENDING or found.queue_name is not None \
+                or found.name not in self.registry.workflows \
+                or found.app_version != self.app_version:
+            return
+        self.executor.ensure_registered()
+        claimed = workflows.try_adopt(self, found.workflow_id)
+        if claimed is not None:
+            self.spawn(functools.partial(workflows.run_claimed, self, claimed))
 
-        return WorkflowStatus(
-            workflow_id=row["workflow_id"], name=row["name"], status=Status(row["status"]),
-            queue_name=row["queue_name"], dedup_id=row["dedup_id"], priority=row["priority"],
-            partition_key=row["partition_key"], parent_workflow_id=row["parent_workflow_id"],
-            executor_id=row["executor_id"], app_version=row["app_version"],
-            recovery_attempts=row["recovery_attempts"], inputs=self._decode(inputs),
-            output=self._decode(lambda: serialization.loads_value(
-                self.serializer_impl, ser, row["output"])),
-            error=None if row["error"] is None else serialization.loads_error(row["error"]),
-            created_at=row["created_at"], started_at=row["started_at"],
-            updated_at=row["updated_at"], deadline=row["deadline"],
-            max_recovery_attempts=row["max_recovery_attempts"], attempt=row["attempt"],
-            forked_from=row["forked_from"])
+    # -- messages and events -------------------------------------------------------------------
+
+    @property
+    def notifications(self) -> Notifications:
+        """This process's LISTEN connection for messages and events (started on first use)."""
+        notes = self._notifications
+        if notes is None or notes.pid != os.getpid():
+            db = self.db  # before the lock: building the pool takes it too
+            with self._db_lock:
+                notes = self._notifications
+                if notes is None or notes.pid != os.getpid():
+                    notes = self._notifications = Notifications(db)
+        return notes
+
+    def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
+        """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
+        one, ``pgflow.send`` sends exactly once)."""
+        messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
+                              max_bytes=self.settings.max_payload_bytes)
+
+    def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
+        """The latest value workflow ``workflow_id`` published for ``key`` with
+        ``pgflow.set_event``, waiting up to ``timeout`` seconds; None when there is none."""
+        return messages.read_event(self.db, self.notifications, self.serializer_impl,
+                                   workflow_id, key, timeout)
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    def scheduled(self, cron: str, *, catch_up: bool = False) -> Callable[[F], F]:
+        """Run a workflow on a cron schedule (UTC), once per tick across every worker:
+
+        >>> @app.scheduled("*/5 * * * *")
+        ... @app.workflow()
+        ... def report(at: datetime) -> None: ...
+
+        The workflow gets the tick's time. Ticks missed while no worker ran: only the latest
+        runs, or every one with ``catch_up=True``. Workers serve the internal queue
+        ``pgflow.schedules`` for these on their own.
+        """
+        schedules.validate_cron(cron)
+
+        def decorate(fn: F) -> F:
+            return schedules.declare(self, fn, cron, catch_up)
+        return decorate
 
 
 __all__ = ["App", "Deduplicated"]

@@ -1,21 +1,28 @@
 """The ``pgflow`` command: thin click commands that build Settings and call one function.
 
-Exit codes: 0 success; 1 an error (one line on stderr says what to do); 2 usage errors and
-commands not available in this version.
+Exit codes: 0 success; 1 an error (one line on stderr says what to do; with several ids, the
+others were still handled); 2 a usage error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from . import tables
 from .errors import PgflowError
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .client import Client
+    from .records import StepRecord, WorkflowStatus
+
+T = TypeVar("T")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -137,12 +144,27 @@ def _embedded(settings: Settings) -> str:
     return start_embedded(settings.home)
 
 
-def _not_yet(name: str) -> Callable[..., None]:
-    def command(**_: Any) -> None:
-        click.echo(f"pgflow {name}: not available in this version yet", err=True)
-        sys.exit(2)
-    command.__name__ = name.replace(" ", "_")
-    return command
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON (for scripts) instead of a table.")(fn)
+
+
+def with_client(settings: Settings, fn: Callable[[Client], T]) -> T:
+    """Call ``fn`` with a Client on the configured database (management commands never import
+    the app), closed afterwards; a pgflow error becomes one line and exit code 1."""
+    from .client import Client
+
+    def go() -> T:
+        url = settings.database_url or _embedded(settings)
+        with Client(settings=settings.replace(database_url=url)) as client:
+            return fn(client)
+
+    return run_guarded(go)  # type: ignore[no-any-return]
+
+
+def _statuses(values: tuple[str, ...]) -> list[str] | None:
+    found = [v.strip().upper() for value in values for v in value.split(",") if v.strip()]
+    return found or None
 
 
 @main.group(context_settings=CONTEXT)
@@ -150,19 +172,218 @@ def workflows() -> None:
     """List, inspect, cancel, resume and fork workflows."""
 
 
-for _name, _doc in (("list", "List workflows."), ("show", "Show one workflow and its steps."),
-                    ("cancel", "Cancel workflows."), ("resume", "Resume workflows."),
-                    ("fork", "Fork a workflow from a step.")):
-    workflows.command(name=_name, help=_doc + " (not available yet)",
-                      context_settings={**CONTEXT, "ignore_unknown_options": True})(
-        click.argument("args", nargs=-1)(_not_yet(f"workflows {_name}")))
+@workflows.command(name="list", context_settings=CONTEXT)
+@click.option("--status", multiple=True, metavar="STATUS[,STATUS]",
+              help="ENQUEUED, PENDING, SUCCESS, ERROR, CANCELLED or "
+                   "MAX_RECOVERY_ATTEMPTS_EXCEEDED (repeat or comma-separate).")
+@click.option("--name", default=None, help="Only workflows of this name.")
+@click.option("--queue", default=None, help="Only workflows of this queue.")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
+@click.option("--offset", type=int, default=0, help="Skip this many first.")
+@click.option("--oldest-first", is_flag=True, help="Oldest first [default: newest first].")
+@json_option
+@common_options
+def list_workflows(status: tuple[str, ...], name: str | None, queue: str | None, limit: int,
+                   offset: int, oldest_first: bool, as_json: bool, **given: Any) -> None:
+    """List workflows, newest first."""
+    settings = build_settings(**given)
+    found = with_client(settings, lambda c: c.list_workflows(
+        status=_statuses(status), name=name, queue=queue,
+        limit=limit, offset=offset, newest_first=not oldest_first))
+    if as_json:
+        click.echo(tables.to_json(found))
+        return
+    click.echo(tables.table(
+        ["workflow_id", "name", "status", "queue", "created", "took"],
+        [[w.workflow_id, w.name, w.status, w.queue_name, w.created_at, _took(w)]
+         for w in found]))
 
-main.command(name="queues", help="Per-queue counts and limits. (not available yet)",
-             context_settings={**CONTEXT, "ignore_unknown_options": True})(
-    click.argument("args", nargs=-1)(_not_yet("queues")))
-main.command(name="enqueue", help="Enqueue QUEUE WORKFLOW ARGS_JSON. (not available yet)",
-             context_settings={**CONTEXT, "ignore_unknown_options": True})(
-    click.argument("args", nargs=-1)(_not_yet("enqueue")))
+
+def _took(w: WorkflowStatus) -> str:
+    if w.started_at is None or not w.status.terminal:
+        return "-"
+    return tables.duration((w.updated_at - w.started_at).total_seconds())
+
+
+@workflows.command(context_settings=CONTEXT)
+@click.argument("workflow_id")
+@json_option
+@common_options
+def show(workflow_id: str, as_json: bool, **given: Any) -> None:
+    """Show one workflow: status, inputs, outcome, every step with timings, children."""
+    settings = build_settings(**given)
+
+    def load(client: Client) -> tuple[WorkflowStatus, list[StepRecord], list[WorkflowStatus]]:
+        return (client.retrieve(workflow_id).status(), client.steps(workflow_id),
+                client.list_workflows(parent_workflow_id=workflow_id, limit=1000))
+
+    wf, steps, children = with_client(settings, load)
+    if as_json:
+        click.echo(tables.to_json({"workflow": wf, "steps": steps, "children": children}))
+        return
+    click.echo(tables.fields([
+        ("workflow", wf.workflow_id), ("name", wf.name), ("status", wf.status),
+        ("queue", wf.queue_name), ("priority", wf.priority),
+        ("partition", wf.partition_key), ("dedup id", wf.dedup_id),
+        ("parent", wf.parent_workflow_id), ("forked from", wf.forked_from),
+        ("app version", wf.app_version), ("executor", wf.executor_id),
+        ("recoveries", f"{wf.recovery_attempts} of {wf.max_recovery_attempts}"),
+        ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
+        ("deadline", wf.deadline), ("inputs", wf.inputs),
+        ("output", wf.output), ("error", wf.error)]))
+    click.echo("\nsteps:")
+    click.echo(tables.table(
+        ["step", "name", "result", "started", "took", "output / error / child"],
+        [[s.step_id, s.name,
+          "error" if s.error is not None else ("child" if s.child_workflow_id else "ok"),
+          s.started_at,
+          tables.duration((s.completed_at - s.started_at).total_seconds())
+          if s.started_at and s.completed_at else None,
+          s.error if s.error is not None else (s.child_workflow_id or s.output)]
+         for s in steps]))
+    if children:
+        click.echo("\nchildren:")
+        click.echo(tables.table(["workflow_id", "name", "status"],
+                                [[c.workflow_id, c.name, c.status] for c in children]))
+
+
+def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
+          describe: Callable[[str, Any], str]) -> None:
+    """Apply ``act`` to every id; report each; exit 1 if any failed (the others still ran)."""
+    results: dict[str, Any] = {}
+    failed = False
+    for workflow_id in ids:
+        try:
+            results[workflow_id] = act(workflow_id)
+        except PgflowError as exc:
+            failed = True
+            results[workflow_id] = {"error": str(exc)}
+            if not as_json:
+                from .db.errors import redact
+
+                click.echo(f"pgflow: {redact(str(exc))}", err=True)
+            continue
+        if not as_json:
+            click.echo(describe(workflow_id, results[workflow_id]))
+    if as_json:
+        click.echo(tables.to_json(results))
+    if failed:
+        sys.exit(1)
+
+
+@workflows.command(context_settings=CONTEXT)
+@click.argument("workflow_ids", nargs=-1, required=True)
+@json_option
+@common_options
+def cancel(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
+    """Cancel workflows and their children (a running one stops at its next step)."""
+    settings = build_settings(**given)
+    with_client(settings, lambda c: _each(
+        workflow_ids, as_json, lambda i: {"status": c.cancel(i).status},
+        lambda i, r: f"{i}: {r['status']}"))
+
+
+@workflows.command(context_settings=CONTEXT)
+@click.argument("workflow_ids", nargs=-1, required=True)
+@json_option
+@common_options
+def resume(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
+    """Run CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows again from their
+    last completed step (on their queue, or by any executor of their version)."""
+    settings = build_settings(**given)
+    with_client(settings, lambda c: _each(
+        workflow_ids, as_json, lambda i: {"status": c.resume(i).status().status},
+        lambda i, r: f"{i}: {r['status']}"))
+
+
+@workflows.command(context_settings=CONTEXT)
+@click.argument("workflow_id")
+@click.option("--step", "from_step", type=int, default=1, show_default=True,
+              help="First step to run again; the steps before it are reused.")
+@click.option("--workflow-id", "new_workflow_id", default=None,
+              help="Id of the new workflow [default: a new UUID].")
+@click.option("--app-version", default=None,
+              help="Run it on workers of this version [default: the original's].")
+@json_option
+@common_options
+def fork(workflow_id: str, from_step: int, new_workflow_id: str | None,
+         app_version: str | None, as_json: bool, **given: Any) -> None:
+    """Start a new workflow from WORKFLOW_ID's inputs, reusing its steps before --step."""
+    settings = build_settings(**given)
+    handle = with_client(settings, lambda c: c.fork(
+        workflow_id, from_step, new_workflow_id=new_workflow_id, app_version=app_version))
+    if as_json:
+        click.echo(tables.to_json({"workflow_id": handle.workflow_id,
+                                   "forked_from": workflow_id}))
+    else:
+        click.echo(handle.workflow_id)
+
+
+@main.command(context_settings=CONTEXT)
+@json_option
+@common_options
+def queues(as_json: bool, **given: Any) -> None:
+    """Per queue: enqueued, running, partitions, limits, rate-window use, oldest wait; and
+    work no live worker of its version can run."""
+    settings = build_settings(**given)
+    found, stranded = with_client(settings, lambda c: c.queue_report())
+    if as_json:
+        click.echo(tables.to_json({"queues": found, "stranded": stranded}))
+        return
+    rows = []
+    for q in found:
+        rate = None if q.rate_limit is None else \
+            f"{q.started_in_window}/{q.rate_limit} per {q.rate_per_seconds:g}s"
+        rows.append([q.name, q.enqueued, q.delayed, q.pending, q.live_workers, q.concurrency,
+                     q.worker_concurrency, rate, tables.duration(q.oldest_wait_s)])
+        rows += [[f"  {q.name}[{key}]", n["enqueued"], None, n["pending"], None, None, None,
+                  None, None] for key, n in q.partitions.items()]
+    click.echo(tables.table(["queue", "enqueued", "delayed", "running", "workers",
+                             "concurrency", "per_worker", "rate_window", "oldest_wait"], rows))
+    if stranded:
+        click.echo("\nstranded (no live worker of their version serves them):")
+        click.echo(tables.table(["queue", "app_version", "workflows", "since"],
+                                [[s.queue_name or "(no queue)", s.app_version, s.count, s.since]
+                                 for s in stranded]))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("queue")
+@click.argument("workflow")
+@click.argument("args_json", default="[]", required=False)
+@click.option("--workflow-id", default=None, help="Id of the new workflow (idempotency key).")
+@click.option("--dedup-id", default=None, help="At most one active workflow per id and queue.")
+@click.option("--priority", type=int, default=None, help="Lower runs first (priority queues).")
+@click.option("--partition-key", default=None, help="Partition of a partitioned queue.")
+@click.option("--delay", type=float, default=None, help="Seconds before it may start.")
+@click.option("--timeout", type=float, default=None, help="Seconds until it is cancelled.")
+@click.option("--app-version", default=None,
+              help="Version of the workers to run it [default: the newest live worker's].")
+@json_option
+@common_options
+def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
+            dedup_id: str | None, priority: int | None, partition_key: str | None,
+            delay: float | None, timeout: float | None, app_version: str | None,
+            as_json: bool, **given: Any) -> None:
+    """Queue WORKFLOW (its registered name, e.g. shop.tasks.checkout) on QUEUE with ARGS_JSON:
+    a JSON list of positional arguments, or an object of keyword arguments."""
+    try:
+        parsed = json.loads(args_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc})", param_hint="ARGS_JSON") from None
+    if not isinstance(parsed, (list, dict)):
+        raise click.BadParameter("give a JSON list (positional arguments) or object "
+                                 "(keyword arguments)", param_hint="ARGS_JSON")
+    args, kwargs = (parsed, {}) if isinstance(parsed, list) else ([], parsed)
+    settings = build_settings(**given)
+    handle = with_client(settings, lambda c: c.enqueue(
+        queue, workflow, *args, kwargs=kwargs, workflow_id=workflow_id, dedup_id=dedup_id,
+        priority=priority, partition_key=partition_key, delay=delay, timeout=timeout,
+        app_version=app_version))
+    if as_json:
+        click.echo(tables.to_json({"workflow_id": handle.workflow_id, "queue": queue}))
+    else:
+        click.echo(handle.workflow_id)
 
 
 @main.command(context_settings=CONTEXT)

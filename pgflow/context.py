@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import PgflowError
@@ -37,8 +38,13 @@ class WorkflowContext:
     serializer: str
     recorded: dict[int, RecordedStep] = field(default_factory=dict)
     deadline_monotonic: float | None = None
+    deadline: datetime | None = None  # the database's deadline (children inherit it)
+    queue_name: str | None = None  # set when a worker claimed it from a queue
     next_step: int = 1
     in_step: bool = False
+    # The running step's hard time limit (monotonic time), watched by the worker process.
+    step_name: str | None = None
+    step_hard_deadline: float | None = None
 
     def take_step_id(self) -> int:
         step_id = self.next_step

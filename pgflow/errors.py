@@ -107,6 +107,19 @@ class WorkflowCancelled(BaseException):
         super().__init__(f"workflow {workflow_id} was {reason}")
 
 
+class WorkflowParked(BaseException):
+    """A queued workflow went back to its queue to sleep (its thread is free for other work).
+
+    Not an error: the worker writes no outcome, and the workflow is claimed again, from its
+    checkpoints, at its wake-up time. Derives from ``BaseException`` so it unwinds the body.
+    """
+
+    def __init__(self, workflow_id: str, seconds: float) -> None:
+        self.workflow_id = workflow_id
+        self.seconds = seconds
+        super().__init__(f"workflow {workflow_id} sleeps {seconds:.0f}s back on its queue")
+
+
 class FencedOut(BaseException):
     """This process no longer owns the workflow (it was adopted elsewhere): abandon it.
 

@@ -1,49 +1,301 @@
-"""Durable sleep (and, with the messages issue, send/recv and events)."""
+"""Messages between workflows, events a workflow publishes, and durable sleep.
+
+Inside a workflow each of ``send``, ``recv``, ``set_event``, ``get_event`` and ``sleep`` is a
+checkpointed step: on replay it returns what it returned the first time. ``send`` and
+``set_event`` write their row and their checkpoint in one transaction (exactly once); ``recv``
+deletes the message it takes in the transaction that checkpoints it, so a message is delivered
+exactly once however the process dies. Waiting uses LISTEN/NOTIFY (:mod:`pgflow.db.notify`).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psycopg
 
 from . import context, serialization
-from .errors import PgflowError
-from .steps import check_deadline, record_checkpoint, replay
+from .db.notify import event_channel, message_channel
+from .errors import FencedOut, PgflowError, WorkflowParked
+from .queues import validate_name
+from .steps import (
+    check_deadline,
+    ensure_owner,
+    record_checkpoint,
+    record_in_transaction,
+    replay,
+)
+
+if TYPE_CHECKING:
+    from .context import WorkflowContext
+    from .db.notify import Notifications
+    from .db.pool import Database
+
+SEND, RECV, SET_EVENT, GET_EVENT, SLEEP = (
+    "pgflow.send", "pgflow.recv", "pgflow.set_event", "pgflow.get_event", "pgflow.sleep")
+
+_NOT_YET = object()
+
+
+# -- outside a workflow (App and Client call these) --------------------------------------------
+
+def send_params(db: Database, serializer: serialization.Serializer, destination_id: str,
+                message: Any, topic: str | None, max_bytes: int) -> dict[str, Any]:
+    """The parameters of ``send_message``: validated ids, the message serialized."""
+    validate_name("destination workflow id", destination_id, limit=1000)
+    return {
+        "destination_id": destination_id, "topic": _topic(topic),
+        "serializer": serializer.name, "channel": message_channel(db.schema),
+        "message": serialization.dumps_value(
+            serializer, message, max_bytes=max_bytes,
+            what=f"message to workflow {destination_id!r}"),
+    }
+
+
+def send_message(db: Database, serializer: serialization.Serializer, destination_id: str,
+                 message: Any, topic: str | None = None, *, max_bytes: int) -> None:
+    """Send from outside a workflow (``app.send`` / ``Client.send``). Not deduplicated: a
+    caller that retries may deliver twice; send from a workflow for exactly once."""
+    params = send_params(db, serializer, destination_id, message, topic, max_bytes)
+    db.fetchone("send_message", params)
+
+
+def read_event(db: Database, notes: Notifications, serializer: serialization.Serializer,
+               workflow_id: str, key: str, timeout: float) -> Any:
+    """The latest value ``workflow_id`` published for ``key``, waiting up to ``timeout``
+    seconds for one to appear; None when none did."""
+    end = time.monotonic() + max(0.0, float(timeout))
+    with notes.watch(event_channel(db.schema), workflow_id) as woke:
+        while True:
+            woke.clear()
+            row = db.fetchone("get_event", {"workflow_id": workflow_id, "key": key})
+            if row is not None:
+                return serialization.loads_value(serializer, row["serializer"], row["value"])
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            woke.wait(min(left, notes.recheck_after()))
+
+
+# -- inside a workflow ------------------------------------------------------------------------
+
+def _topic(topic: str | None) -> str:
+    return "" if topic is None else validate_name("topic", topic)
+
+
+def _workflow(what: str, outside: str) -> WorkflowContext:
+    ctx = context.current()
+    if ctx is None:
+        raise PgflowError(f"pgflow.{what} was called outside a workflow; {outside}")
+    if ctx.in_step:
+        raise PgflowError(f"pgflow.{what} was called inside a step; call it from the "
+                          "workflow's own body so it is checkpointed")
+    return ctx
+
+
+def _as_checkpoint(ctx: WorkflowContext, serializer_name: str, text: str) -> str:
+    """A stored value in the form the workflow's checkpoints are read back with."""
+    if serializer_name == ctx.serializer:
+        return text
+    app = ctx.app
+    value = serialization.loads_value(app.serializer_impl, serializer_name, text)
+    return serialization.dumps_value(
+        serialization.serializer_for_row(app.serializer_impl, ctx.serializer), value,
+        max_bytes=app.settings.max_payload_bytes, what="a received value")
+
+
+def _checkpointed(ctx: WorkflowContext, step_id: int, name: str,
+                  body: Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None]
+                  ) -> Any:
+    """Run ``body`` and write its checkpoint in ONE transaction, fenced. ``body`` returns
+    ``(checkpoint output, value)``, or None when there is nothing to record yet (then this
+    returns ``_NOT_YET`` and nothing is written). Retried on a lost connection; a retry first
+    looks for the checkpoint a lost commit may have written."""
+    app = ctx.app
+    started = datetime.now(timezone.utc)
+    tries = 0
+
+    def attempt() -> Any:
+        nonlocal tries
+        tries += 1
+        if tries > 1:
+            rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
+                                                      "step_id": step_id})
+            if rec is not None and rec["executor_id"] == ctx.executor_id \
+                    and rec["name"] == name:
+                return serialization.loads_value(app.serializer, ctx.serializer, rec["output"])
+        with app.db.connection() as conn, conn.transaction():
+            got = body(conn)
+            if got is None:
+                return _NOT_YET
+            output, value = got
+            record_in_transaction(ctx, conn, step_id, name, output, started)
+            return value
+
+    return app.db.retrying(attempt)
+
+
+def send(destination_id: str, message: Any, topic: str | None = None) -> None:
+    """Send ``message`` to workflow ``destination_id`` (received by its ``pgflow.recv``).
+
+    In a workflow this is a step: sent once, however often the workflow is recovered.
+    Outside a workflow use ``app.send`` or ``Client.send``.
+    """
+    ctx = _workflow("send", "use app.send(...) or pgflow.Client(url).send(...)")
+    step_id = ctx.take_step_id()
+    done, _ = replay(ctx, step_id, SEND)
+    if done:
+        return
+    check_deadline(ctx)
+    app = ctx.app
+    params = send_params(app.db, app.serializer_impl, destination_id, message, topic,
+                         app.settings.max_payload_bytes)
+
+    def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
+        app.db.execute(conn, "send_message", params)
+        return None, None
+
+    _checkpointed(ctx, step_id, SEND, body)
+
+
+def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
+    """The oldest message sent to this workflow on ``topic``, waiting up to ``timeout``
+    seconds; None on timeout. Each message is delivered exactly once, and a recovered
+    workflow gets the same message (or the same None) again."""
+    ctx = _workflow("recv", "only a workflow receives messages")
+    step_id = ctx.take_step_id()
+    done, value = replay(ctx, step_id, RECV)
+    if done:
+        return value
+    check_deadline(ctx)
+    app = ctx.app
+    key = {"destination_id": ctx.workflow_id, "topic": _topic(topic)}
+    end = time.monotonic() + max(0.0, float(timeout))
+
+    def take(final: bool) -> Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None]:
+        def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
+            row = app.db.execute(conn, "consume_message", key).fetchone()
+            if row is None:
+                return (None, None) if final else None
+            value = serialization.loads_value(app.serializer_impl, row["serializer"],
+                                              row["message"])
+            return _as_checkpoint(ctx, row["serializer"], row["message"]), value
+        return body
+
+    notes = app.notifications
+    with notes.watch(message_channel(app.db.schema), ctx.workflow_id) as woke:
+        while True:
+            woke.clear()
+            final = time.monotonic() >= end
+            got = _checkpointed(ctx, step_id, RECV, take(final))
+            if got is not _NOT_YET:
+                return got
+            _wait(ctx, woke, end - time.monotonic(), notes.recheck_after())
+
+
+def _wait(ctx: WorkflowContext, woke: Any, left: float, recheck: float) -> None:
+    """Wait for a NOTIFY, ``left`` seconds or the deadline. Each wait first checks that the
+    workflow is still ours: a cancel NOTIFYs it, and one that came before the watch began is
+    seen here."""
+    check_deadline(ctx)
+    ensure_owner(ctx)
+    remaining = ctx.seconds_left()
+    limit = min(max(0.0, left), recheck, remaining if remaining is not None else recheck)
+    woke.wait(max(0.0, limit))
+
+
+def set_event(key: str, value: Any) -> None:
+    """Publish ``value`` as this workflow's latest value for ``key`` (read with
+    ``get_event``); a checkpointed step, written once."""
+    ctx = _workflow("set_event", "only a workflow publishes events")
+    step_id = ctx.take_step_id()
+    done, _ = replay(ctx, step_id, SET_EVENT)
+    if done:
+        return
+    check_deadline(ctx)
+    app = ctx.app
+    params = {
+        "workflow_id": ctx.workflow_id, "key": validate_name("event key", key),
+        "serializer": app.serializer_impl.name, "channel": event_channel(app.db.schema),
+        "value": serialization.dumps_value(
+            app.serializer_impl, value, max_bytes=app.settings.max_payload_bytes,
+            what=f"event {key!r}"),
+    }
+
+    def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
+        app.db.execute(conn, "set_event", params)
+        return None, None
+
+    _checkpointed(ctx, step_id, SET_EVENT, body)
+
+
+def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Any:
+    """The latest value workflow ``workflow_id`` published for ``key``, waiting up to
+    ``timeout`` seconds; None when there is none. In a workflow the answer is checkpointed.
+    Outside a workflow use ``app.get_event`` or ``Client.get_event``."""
+    ctx = _workflow("get_event", "use app.get_event(...) or pgflow.Client(url).get_event(...)")
+    step_id = ctx.take_step_id()
+    done, value = replay(ctx, step_id, GET_EVENT)
+    if done:
+        return value
+    check_deadline(ctx)
+    app = ctx.app
+    started = datetime.now(timezone.utc)
+    remaining = ctx.seconds_left()
+    wait = timeout if remaining is None else max(0.0, min(timeout, remaining))
+    value = read_event(app.db, app.notifications, app.serializer_impl, workflow_id, key, wait)
+    check_deadline(ctx)
+    output = serialization.dumps_value(
+        serialization.serializer_for_row(app.serializer_impl, ctx.serializer), value,
+        max_bytes=app.settings.max_payload_bytes, what=f"event {key!r}")
+    record_checkpoint(ctx, step_id, GET_EVENT, output=output, started_at=started)
+    return value
 
 
 def sleep(seconds: float) -> None:
     """Sleep durably: the wake-up time is checkpointed, so a workflow recovered after a crash
-    sleeps only what is left. Outside a workflow this is ``time.sleep``."""
+    sleeps only what is left. Outside a workflow this is ``time.sleep``.
+
+    A workflow a worker claimed from a queue, sleeping longer than the ``sleep_threshold``
+    setting (30 s), goes back to its queue until it wakes: its thread serves other work and
+    the queue's concurrency does not count it meanwhile.
+    """
     ctx = context.current()
     if ctx is None or ctx.in_step:
         time.sleep(seconds)
         return
     step_id = ctx.take_step_id()
-    done, wake_at = replay(ctx, step_id, "pgflow.sleep")
+    done, wake_at = replay(ctx, step_id, SLEEP)
     if not done:
         wake_at = time.time() + max(0.0, float(seconds))
-        record_checkpoint(ctx, step_id, "pgflow.sleep",
-                          output=serialization.JSON.dumps(wake_at),
+        # Encoded as the workflow's checkpoints are read back (a pickle row reads pickle).
+        encoder = serialization.serializer_for_row(ctx.app.serializer_impl, ctx.serializer)
+        record_checkpoint(ctx, step_id, SLEEP, output=encoder.dumps(wake_at),
                           started_at=datetime.now(timezone.utc))
-    while True:
-        left = float(wake_at) - time.time()
-        if left <= 0:
-            return
-        remaining = ctx.seconds_left()
-        if remaining is not None and remaining < left:
-            time.sleep(max(0.0, remaining))
-            check_deadline(ctx)
-        time.sleep(min(left, 1.0))
+    left = float(wake_at) - time.time()
+    if left <= 0:
+        return
+    if ctx.queue_name is not None and left > ctx.app.settings.sleep_threshold:
+        _park(ctx, left)
+    end = time.monotonic() + left
+    notes = ctx.app.notifications
+    with notes.watch(message_channel(ctx.app.db.schema), ctx.workflow_id) as woke:
+        while (left := end - time.monotonic()) > 0:
+            woke.clear()
+            _wait(ctx, woke, left, notes.recheck_after())
 
 
-def _not_yet(name: str) -> Any:
-    def fn(*args: Any, **kwargs: Any) -> Any:
-        raise PgflowError(f"pgflow.{name} is not available in this version yet")
-    fn.__name__ = name
-    return fn
-
-
-send = _not_yet("send")
-recv = _not_yet("recv")
-set_event = _not_yet("set_event")
-get_event = _not_yet("get_event")
+def _park(ctx: WorkflowContext, seconds: float) -> None:
+    """Hand the workflow back to its queue until it wakes (or its deadline, if sooner)."""
+    remaining = ctx.seconds_left()
+    if remaining is not None:
+        seconds = max(0.0, min(seconds, remaining))
+    row = ctx.app.db.retrying(lambda: ctx.app.db.fetchone("park_workflow", {
+        "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
+        "attempt": ctx.attempt, "seconds": seconds}))
+    if row is None:
+        ensure_owner(ctx)  # raises WorkflowCancelled when cancelled
+        raise FencedOut(ctx.workflow_id)
+    raise WorkflowParked(ctx.workflow_id, seconds)

@@ -158,15 +158,19 @@ class Executor:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    def dead_on_this_host(self) -> list[str]:
+    def dead_on_this_host(self, *, own_pid_dead: bool = True) -> list[str]:
+        """Executors of this host whose process is gone. Another executor of our own pid is
+        an earlier incarnation (dead) unless ``own_pid_dead`` is False: several executors live
+        in one process when pgflow.testing runs a worker in-process."""
         rows = self.app.db.fetchall("executors_on_host", {
             "hostname": HOSTNAME, "executor_id": self.executor_id})
         return [r["executor_id"] for r in rows
-                if r["pid"] == os.getpid() or not pid_alive(r["pid"])]
+                if (own_pid_dead and r["pid"] == os.getpid()) or not pid_alive(r["pid"])]
 
-    def recover(self) -> list[str]:
+    def recover(self, *, own_pid_dead: bool = True) -> list[str]:
         """Reap executors that are dead (pid gone here, or heartbeat expired anywhere)."""
-        return reap_dead_executors(self.app, self.executor_id, self.dead_on_this_host())
+        return reap_dead_executors(self.app, self.executor_id,
+                                   self.dead_on_this_host(own_pid_dead=own_pid_dead))
 
     def adopt(self, limit: int) -> list[Claimed]:
         """Take over up to ``limit`` ownerless PENDING workflows of this version."""

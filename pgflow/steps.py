@@ -18,6 +18,8 @@ from . import context, serialization
 from .errors import FencedOut, NonDeterminism, WorkflowCancelled
 
 if TYPE_CHECKING:
+    import psycopg
+
     from .app import App
     from .context import WorkflowContext
     from .registry import StepDef
@@ -31,6 +33,7 @@ class RetryPolicy:
     interval: float = 1.0
     backoff: float = 2.0
     max_interval: float = 60.0
+    time_limit: float | None = None
 
 
 def retry_delay(policy: RetryPolicy, failures: int) -> float:
@@ -124,15 +127,22 @@ def _run_step(
 ) -> Any:
     started = datetime.now(timezone.utc)
     ctx.in_step = True
+    ctx.step_name = step.name
+    if policy.time_limit is not None:
+        # A step stuck past this (e.g. in C code) is ended by the worker replacing its process.
+        ctx.step_hard_deadline = time.monotonic() + policy.time_limit * (1 + policy.retries) \
+            + sum(retry_delay(policy, n) for n in range(1, policy.retries + 1))
     try:
         result = _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
     except Exception as exc:
         ctx.in_step = False
+        ctx.step_hard_deadline = None
         record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                           started_at=started)
         raise
     finally:
         ctx.in_step = False
+        ctx.step_hard_deadline = None
     try:
         output = serialization.dumps_value(
             ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
@@ -166,11 +176,7 @@ def _run_transaction(
                 output = serialization.dumps_value(
                     app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
                     what=f"output of transaction step {step.name!r}")
-                row = app.db.execute(conn, "record_step", _checkpoint_params(
-                    ctx, step_id, step.name, output, None, None, started)).fetchone()
-                if row is None:
-                    # Not the owner any more: roll the body back with the checkpoint.
-                    raise _fenced_error(ctx)
+                record_in_transaction(ctx, conn, step_id, step.name, output, started)
                 return result
 
     try:
@@ -210,8 +216,32 @@ def record_checkpoint(
         lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id}))
     if existing is not None and existing["executor_id"] == ctx.executor_id and \
             existing["name"] == name:
-        return  # our own write, whose reply was lost with the connection
+        # Our executor id wrote it: our own write whose reply was lost, unless a later
+        # attempt (a re-adoption under the same id) wrote it; only the former may go on.
+        ensure_owner(ctx)
+        return
     raise _fenced_error(ctx)
+
+
+def record_in_transaction(
+    ctx: WorkflowContext, conn: psycopg.Connection[Any], step_id: int, name: str,
+    output: str | None, started_at: datetime | None,
+) -> None:
+    """Write a checkpoint on ``conn``'s open transaction, fenced; raise FencedOut or
+    WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
+    row = ctx.app.db.execute(conn, "record_step", _checkpoint_params(
+        ctx, step_id, name, output, None, None, started_at)).fetchone()
+    if row is None:
+        raise _fenced_error(ctx)
+
+
+def ensure_owner(ctx: WorkflowContext) -> None:
+    """Raise WorkflowCancelled or FencedOut when this run no longer owns its workflow (a
+    waiting workflow checks when woken, so a cancel reaches it without waiting for a step)."""
+    owner = ctx.app.db.fetchone("owner_of", {"workflow_id": ctx.workflow_id})
+    if owner is None or owner["status"] != "PENDING" or \
+            owner["executor_id"] != ctx.executor_id or owner["attempt"] != ctx.attempt:
+        raise _fenced_error(ctx)
 
 
 def _fenced_error(ctx: WorkflowContext) -> BaseException:

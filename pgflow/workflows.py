@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import context, serialization
+from . import context, management, serialization
 from .context import RecordedStep, WorkflowContext
+from .db.notify import queue_channel
 from .errors import (
     ConfigurationError,
     Deduplicated,
@@ -21,6 +23,7 @@ from .errors import (
     NonDeterminism,
     UnknownWorkflow,
     WorkflowCancelled,
+    WorkflowParked,
     WorkflowTimeout,
 )
 from .records import Status, WorkflowStatus
@@ -28,6 +31,7 @@ from .steps import check_deadline, record_checkpoint
 
 if TYPE_CHECKING:
     from .app import App
+    from .db.pool import Database
     from .registry import WorkflowDef
 
 log = structlog.get_logger("pgflow")
@@ -187,9 +191,8 @@ def start(
         what=f"workflow {wf.name!r}")
     if timeout is None:
         timeout = wf.timeout
-    deadline = None
-    if parent is not None and parent.deadline_monotonic is not None:
-        deadline = None  # children inherit the parent's deadline through their own timeout
+    # A child's deadline is the sooner of its own timeout and its parent's deadline.
+    deadline = parent.deadline if parent is not None else None
     executor = app.executor
     executor.ensure_registered()
     params = {
@@ -208,7 +211,7 @@ def start(
                           attempt=row["attempt"], deadline=row["deadline"],
                           db_now=row["db_now"])
     if parent is not None and step_id is not None and step_id not in parent.recorded:
-        record_checkpoint(parent, step_id, wf.name, child_workflow_id=workflow_id)
+        _record_child(parent, step_id, wf.name, workflow_id)
     if claimed is None:
         claimed = try_adopt(app, workflow_id)
     handle = WorkflowHandle(app, workflow_id)
@@ -221,6 +224,16 @@ def start(
         return handle, run_claimed(app, claimed, wf, args, kwargs, reraise=True)
     app.spawn(lambda: run_claimed(app, claimed, wf, args, kwargs))
     return handle, None
+
+
+def _record_child(parent: WorkflowContext, step_id: int, name: str, child_id: str) -> None:
+    """Checkpoint a child in its parent. A parent cancelled meanwhile cancels the child it has
+    just created too, so nothing of a cancelled tree runs on."""
+    try:
+        record_checkpoint(parent, step_id, name, child_workflow_id=child_id)
+    except WorkflowCancelled:
+        management.cancel_tree(parent.app.db, [child_id])
+        raise
 
 
 def try_adopt(app: App, workflow_id: str) -> Claimed | None:
@@ -251,7 +264,8 @@ def make_context(app: App, claimed: Claimed) -> WorkflowContext:
     ctx = WorkflowContext(
         app=app, workflow_id=claimed.workflow_id, name=claimed.name,
         executor_id=app.executor.executor_id, attempt=claimed.attempt,
-        serializer=claimed.serializer)
+        serializer=claimed.serializer, deadline=claimed.deadline,
+        queue_name=claimed.queue_name)
     if claimed.deadline is not None and claimed.db_now is not None:
         ctx.deadline_monotonic = time.monotonic() + (
             claimed.deadline - claimed.db_now).total_seconds()
@@ -262,13 +276,17 @@ def make_context(app: App, claimed: Claimed) -> WorkflowContext:
 
 
 def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] | None = None,
-            kwargs: dict[str, Any] | None = None) -> tuple[Outcome | None, Any, BaseException | None]:
+            kwargs: dict[str, Any] | None = None,
+            on_start: Callable[[WorkflowContext], None] | None = None,
+            ) -> tuple[Outcome | None, Any, BaseException | None]:
     """Run the body. Returns the outcome to write (None when abandoned), the result, and the
-    exception to give a caller."""
+    exception to give a caller. ``on_start`` sees the context (the worker's watchdog)."""
     if args is None or kwargs is None:
         args, kwargs = serialization.loads_inputs(
             _row_serializer(app, claimed.serializer), claimed.inputs)
     ctx = make_context(app, claimed)
+    if on_start is not None:
+        on_start(ctx)
     token = context.enter(ctx)
     structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
                                            workflow_name=claimed.name)
@@ -287,7 +305,13 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     except FencedOut as exc:
         log.warning("workflow_fenced_out", reason="adopted by another executor")
         return None, None, exc
+    except WorkflowParked as exc:
+        log.info("workflow_parked", seconds=round(exc.seconds, 3))
+        return None, None, exc
     except WorkflowCancelled as exc:
+        if exc.reason != "cancelled":
+            # Past its deadline: its children go with it (a cancel() did that already).
+            management.cancel_tree(app.db, [claimed.workflow_id], include_roots=False)
         return Outcome(claimed.workflow_id, claimed.attempt, Status.CANCELLED,
                        error=serialization.dumps_error(exc)), None, exc
     except Exception as exc:
@@ -347,7 +371,7 @@ def run_claimed(
 
 def notify_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel of one schema (namespaced, so two apps never cross)."""
-    return f"pgflow_{schema}"
+    return queue_channel(schema)
 
 
 def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, ...],
@@ -380,19 +404,25 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         "parent_workflow_id": parent.workflow_id if parent else None,
         "app_version": app.app_version, "max_recovery_attempts": _max_attempts(app, wf),
         "serializer": app.serializer_impl.name, "inputs": inputs,
-        "timeout_ms": None if timeout is None else int(timeout * 1000), "deadline": None,
+        "timeout_ms": None if timeout is None else int(timeout * 1000),
+        "deadline": parent.deadline if parent is not None else None,
         "delay_ms": int((opts.delay or 0) * 1000), "channel": notify_channel(app.db.schema),
     }
-    try:
-        app.db.retrying(lambda: app.db.fetchone("enqueue_workflow", params))
-    except Deduplicated:
-        existing = app.db.fetchone("find_active_dedup", {"queue_name": queue.name,
-                                                         "dedup_id": opts.dedup_id})
-        raise Deduplicated(queue.name, opts.dedup_id,
-                           existing["workflow_id"] if existing else None) from None
+    insert_enqueued(app.db, params)
     if parent is not None and step_id is not None:
-        record_checkpoint(parent, step_id, wf.name, child_workflow_id=workflow_id)
+        _record_child(parent, step_id, wf.name, workflow_id)
     return WorkflowHandle(app, workflow_id)
+
+
+def insert_enqueued(db: Database, params: dict[str, Any]) -> None:
+    """Run ``enqueue_workflow``; a dedup clash raises Deduplicated naming the holder."""
+    try:
+        db.retrying(lambda: db.fetchone("enqueue_workflow", params))
+    except Deduplicated:
+        existing = db.fetchone("find_active_dedup", {"queue_name": params["queue_name"],
+                                                     "dedup_id": params["dedup_id"]})
+        raise Deduplicated(params["queue_name"], params["dedup_id"],
+                           existing["workflow_id"] if existing else None) from None
 
 
 def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,

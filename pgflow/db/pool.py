@@ -10,6 +10,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -50,6 +51,12 @@ class Database:
         self._pool: ConnectionPool | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        # The database clock's offset (pgflow.testing.Clock moves it). Generation 0 means it
+        # was never set: checkouts then cost nothing extra, and sessions keep the default.
+        self._clock_offset = 0.0
+        self._clock_generation = 0
+        self._clock_applied: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._clock_lock = threading.Lock()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -64,9 +71,49 @@ class Database:
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection outside the pool (LISTEN, migrations, one-off commands)."""
         try:
-            return psycopg.connect(self.url, **self._connect_kwargs())  # type: ignore[return-value]
+            conn = psycopg.connect(self.url, **self._connect_kwargs())
+            if self._clock_generation:
+                try:
+                    self._apply_clock(conn)  # type: ignore[arg-type]
+                except BaseException:
+                    conn.close()
+                    raise
+            return conn  # type: ignore[return-value]
         except psycopg.Error as exc:
             raise translate(exc, self.target) from None
+
+    # -- the database clock --------------------------------------------------------------------
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds added to database time ({schema}.clock()) on this Database's sessions.
+
+        0 in production. Setting it (pgflow.testing.Clock does) reaches every pooled session at
+        its next checkout, and every new one.
+        """
+        return self._clock_offset
+
+    @clock_offset.setter
+    def clock_offset(self, seconds: float) -> None:
+        with self._clock_lock:
+            self._clock_offset = float(seconds)
+            self._clock_generation += 1
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move this Database's clock forward (atomic against concurrent advances)."""
+        with self._clock_lock:
+            self._clock_offset += float(seconds)
+            self._clock_generation += 1
+
+    def _apply_clock(self, conn: psycopg.Connection[Any]) -> None:
+        """Bring one session's offset up to date (one round trip, only after a change)."""
+        with self._clock_lock:
+            generation, offset = self._clock_generation, self._clock_offset
+        if self._clock_applied.get(conn) == generation:
+            return
+        conn.execute(self.queries["set_clock_offset"], {"offset": repr(offset)})
+        with self._clock_lock:
+            self._clock_applied[conn] = generation
 
     @property
     def pool(self) -> ConnectionPool:
@@ -77,6 +124,8 @@ class Database:
             self._pool = None
             self._pid = os.getpid()
             self._lock = threading.Lock()
+            self._clock_lock = threading.Lock()
+            self._clock_applied = weakref.WeakKeyDictionary()
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
@@ -97,6 +146,8 @@ class Database:
         """Borrow a pooled autocommit connection."""
         try:
             with self.pool.connection() as conn:
+                if self._clock_generation:  # an int test per checkout; 0 in production
+                    self._apply_clock(conn)
                 yield conn  # type: ignore[misc]
         except PoolTimeout:
             raise DatabaseUnavailable(

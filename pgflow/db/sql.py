@@ -18,6 +18,8 @@ from ..errors import ConfigurationError
 from ..settings import validate_schema
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+# Identifier places other than {schema} ({role}, {channel}, {database}, ...) are filled per call.
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 def sql_root() -> Path:
@@ -74,7 +76,7 @@ class Queries:
         self._rendered = {
             name: render(body, schema)
             for name, body in _raw_queries().items()
-            if "{role}" not in body and "{channel}" not in body
+            if set(_PLACEHOLDER.findall(body)) <= {"schema"}
         }
 
     def __getitem__(self, name: str) -> str:

@@ -6,27 +6,33 @@ import os
 import queue as stdqueue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .. import workflows
+from .. import schedules, serialization, workflows
 from ..budget import claim_budget, partition_room, split_fairly
-from ..errors import FencedOut, PgflowError
+from ..errors import FencedOut, PgflowError, StepTimeLimitExceeded, WorkflowCancelled
+from ..records import Status
 from ..recovery import Executor, release_executors
 from ..workflows import Claimed, Outcome, notify_channel
 from .listener import Listener
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..context import WorkflowContext
     from ..queues import Queue
 
 log = structlog.get_logger("pgflow")
 
 EXIT_OK = 0
 EXIT_DECLARED_DEAD = 3
+EXIT_TIME_LIMIT = 4
+# A workflow still running this long after its deadline ignores it (stuck in a step).
+DEADLINE_GRACE = 1.0
 
 
 @dataclass
@@ -37,6 +43,9 @@ class WorkerConfig:
     max_jobs: int = 0
     grace: float = 30.0
     poll_interval: float = 1.0
+    # In the caller's own process (pgflow.testing.drain): no supervisor to watch, never
+    # os._exit, and executors of this pid other than ours are alive (the app's own).
+    in_process: bool = False
 
 
 class Completer:
@@ -45,7 +54,8 @@ class Completer:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.items: stdqueue.SimpleQueue[Outcome | None] = stdqueue.SimpleQueue()
+        self.items: stdqueue.SimpleQueue[
+            tuple[Outcome, Callable[[], None] | None] | None] = stdqueue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="pgflow-complete", daemon=True)
         self.pending = 0
         self._lock = threading.Lock()
@@ -54,10 +64,14 @@ class Completer:
     def start(self) -> None:
         self.thread.start()
 
-    def submit(self, outcome: Outcome) -> None:
+    def submit(self, outcome: Outcome, written: Callable[[], None] | None = None) -> None:
+        """Queue a final write; ``written`` runs once its batch is committed (or failed)."""
         with self._lock:
             self.pending += 1
-        self.items.put(outcome)
+        self.items.put((outcome, written))
+
+    def stop(self) -> None:
+        self.items.put(None)
 
     def _run(self) -> None:
         while True:
@@ -75,10 +89,13 @@ class Completer:
                     break
                 batch.append(item)
             try:
-                workflows.finish(self.app, batch)
+                workflows.finish(self.app, [outcome for outcome, _ in batch])
             except PgflowError as exc:
                 # Not written: the rows stay PENDING under this executor and are recovered.
                 log.error("completion_write_failed", error=str(exc), workflows=len(batch))
+            for _, written in batch:
+                if written is not None:
+                    written()
             with self._lock:
                 self.pending -= len(batch)
                 self._idle.notify_all()
@@ -97,8 +114,15 @@ class Completer:
 class WorkerProcess:
     """Claims workflows from its queues under their limits and runs them on threads."""
 
-    def __init__(self, app: App, config: WorkerConfig, executor_id: str) -> None:
+    def __init__(self, app: App, config: WorkerConfig, executor_id: str, *,
+                 on_idle: Callable[[], bool] | None = None) -> None:
         self.app = app
+        # Burst mode, nothing running, work left that cannot start yet: the hook may move the
+        # database clock (pgflow.testing.drain) and returns True when it did.
+        self.on_idle = on_idle
+        if app.schedules and all(q.name != schedules.SCHEDULE_QUEUE for q in config.queues):
+            # Schedule ticks are served whatever -Q says.
+            config.queues = [*config.queues, app.queues[schedules.SCHEDULE_QUEUE]]
         self.config = config
         self.executor_id = executor_id
         self.stop = threading.Event()       # stop claiming (drain)
@@ -107,6 +131,7 @@ class WorkerProcess:
         self.parent_pid = os.getppid()
         self.local_running: dict[str, int] = {q.name: 0 for q in config.queues}
         self.inflight: set[str] = set()
+        self.contexts: dict[str, WorkflowContext] = {}
         self.done = 0
         self._lock = threading.Lock()
         self._rotation = 0
@@ -130,20 +155,31 @@ class WorkerProcess:
         self.completer = Completer(app)
         self.completer.start()
         self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="pgflow-run")
-        Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
+        if not self.config.in_process:  # in-process, the short poll interval stands in
+            Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
         log.info("worker_started", executor_id=self.executor_id, pid=os.getpid(),
                  threads=self.config.threads)
         try:
             self._loop()
         finally:
             self._drain()
+            if self.config.in_process:  # a forked worker exits; in-process, end our threads
+                self.completer.stop()
+                self.pool.shutdown(wait=False)
         return self.exit_code
 
     def _declared_dead(self) -> None:
         # Our work was adopted elsewhere: whatever still runs here must not go on.
         log.error("worker_declared_dead", executor_id=self.executor_id)
-        self.exit_code = EXIT_DECLARED_DEAD
-        os._exit(EXIT_DECLARED_DEAD)
+        self._exit(EXIT_DECLARED_DEAD)
+
+    def _exit(self, code: int) -> None:
+        """End this worker process now; in-process, stop the loop (in-flight work is fenced)."""
+        self.exit_code = code
+        if not self.config.in_process:
+            os._exit(code)
+        self.halt.set()
+        self.request_stop()
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -152,26 +188,46 @@ class WorkerProcess:
     def _loop(self) -> None:
         next_recovery = 0.0
         burst_check = 0.0
+        next_poll = 0.0
+        next_tick = 0.0
+        woken = True
         while not self.stop.is_set():
-            if os.getppid() != self.parent_pid:
+            if not self.config.in_process and os.getppid() != self.parent_pid:
                 log.error("supervisor_gone", action="exiting")
                 self.halt.set()
                 os._exit(1)
             now = time.monotonic()
+            self._watch_limits(now)
+            if self.stop.is_set():
+                return
             if now >= next_recovery:
                 next_recovery = now + self.app.settings.heartbeat_interval
                 self._recover()
-            claimed = self._claim_all()
+            if self.app.schedules and now >= next_tick:
+                next_tick = now + 1.0
+                self._tick_schedules()
+            claimed = 0
+            # Claim when woken (NOTIFY, a finished workflow) or when the poll interval is up;
+            # the shorter tick below only keeps the parent, limit and burst checks prompt.
+            if woken or now >= next_poll:
+                next_poll = now + self.config.poll_interval
+                claimed = self._claim_all()
             if self.config.max_jobs and self.done >= self.config.max_jobs:
                 log.info("max_jobs_reached", done=self.done)
                 return
             if self.config.burst and not claimed and now >= burst_check:
-                burst_check = now + 0.2
+                burst_check = now + min(0.2, self.config.poll_interval)
                 if self._burst_finished():
                     return
+                if self.on_idle is not None and self._free_slots() == self.config.threads \
+                        and self.on_idle():
+                    next_recovery = 0.0  # time moved: owners may have died, windows ended
+                    woken = True
+                    continue
             if claimed and self._free_slots() > 0:
+                woken = True
                 continue  # there may be more right away
-            self.wake.wait(min(self.config.poll_interval, 0.5))
+            woken = self.wake.wait(min(self.config.poll_interval, 0.5))
             self.wake.clear()
 
     def _free_slots(self) -> int:
@@ -193,12 +249,20 @@ class WorkerProcess:
 
     def _recover(self) -> None:
         try:
-            self.app.executor.recover()
+            self.app.executor.recover(own_pid_dead=not self.config.in_process)
             free = self._free_slots()
             for claimed in self.app.executor.adopt(free):
                 self._submit(claimed, None)
         except PgflowError as exc:
             log.warning("recovery_failed", error=str(exc))
+
+    def _tick_schedules(self) -> None:
+        """Enqueue due schedule ticks (every worker does; each tick is inserted once)."""
+        try:
+            for workflow_id in schedules.tick(self.app):
+                log.info("schedule_tick_enqueued", workflow_id=workflow_id)
+        except PgflowError as exc:
+            log.warning("schedule_tick_failed", error=str(exc))
 
     def _claim_all(self) -> int:
         total = 0
@@ -282,11 +346,18 @@ class WorkerProcess:
 
     def _run_one(self, claimed: Claimed, queue_name: str | None) -> None:
         app = self.app
+        # A queue slot (worker_concurrency) is held until the final write commits, so the rows
+        # PENDING under this executor never outnumber the limit, not only the running threads.
+        slot_handed = False
         try:
             wf = app.registry.workflow(claimed.name)
-            outcome, _, _ = workflows.execute(app, claimed, wf)
+            outcome, _, _ = workflows.execute(app, claimed, wf, on_start=self._track)
             if outcome is not None:
-                self.completer.submit(outcome)
+                if queue_name is None:
+                    self.completer.submit(outcome)
+                else:
+                    self.completer.submit(outcome, lambda: self._release_slot(queue_name))
+                    slot_handed = True
         except (FencedOut, PgflowError) as exc:
             log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
         except BaseException as exc:  # noqa: BLE001 - SystemExit etc. in a workflow: a crash
@@ -296,10 +367,51 @@ class WorkerProcess:
         finally:
             with self._lock:
                 self.inflight.discard(claimed.workflow_id)
-                if queue_name is not None:
+                self.contexts.pop(claimed.workflow_id, None)
+                if queue_name is not None and not slot_handed:
                     self.local_running[queue_name] -= 1
                 self.done += 1
             self.wake.set()
+
+    def _release_slot(self, queue_name: str) -> None:
+        with self._lock:
+            self.local_running[queue_name] -= 1
+        self.wake.set()
+
+    def _track(self, ctx: WorkflowContext) -> None:
+        with self._lock:
+            self.contexts[ctx.workflow_id] = ctx
+
+    def _watch_limits(self, now: float) -> None:
+        """A thread cannot be killed: a step past its hard time limit, or a workflow ignoring
+        its deadline, ends this process. The stuck workflow gets its outcome first (ERROR with
+        StepTimeLimitExceeded, or CANCELLED), its siblings go back uncharged, and the supervisor
+        starts a fresh process."""
+        with self._lock:
+            contexts = list(self.contexts.values())
+        for ctx in contexts:
+            if ctx.step_hard_deadline is not None and now > ctx.step_hard_deadline:
+                exc: BaseException = StepTimeLimitExceeded(
+                    f"step {ctx.step_name!r} of workflow {ctx.workflow_id} ran past its "
+                    "time_limit; its worker process was replaced")
+                status = Status.ERROR
+            elif ctx.deadline_monotonic is not None and \
+                    now > ctx.deadline_monotonic + DEADLINE_GRACE:
+                exc = WorkflowCancelled(ctx.workflow_id, "past its deadline (timeout)")
+                status = Status.CANCELLED
+            else:
+                continue
+            log.error("workflow_time_limit", workflow_id=ctx.workflow_id,
+                      workflow_name=ctx.name, step=ctx.step_name, action="replacing process")
+            self.stop.set()
+            self.completer.flush(2.0)
+            try:
+                workflows.finish(self.app, [Outcome(
+                    ctx.workflow_id, ctx.attempt, status,
+                    error=serialization.dumps_error(exc))], self.executor_id)
+                release_executors(self.app, [self.executor_id], charge=False)
+            finally:
+                self._exit(EXIT_TIME_LIMIT)
 
     def _drain(self) -> None:
         """Stop claiming; let in-flight work finish within the grace period; hand the rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..db.pool import Database
 from ..errors import ConfigurationError
 from ..loader import load_app
 from ..settings import Settings
@@ -31,7 +32,10 @@ def run_worker(app_spec: str, settings: Settings) -> int:
             f"(declared: {', '.join(app.queues) or 'none'})")
     if not names:
         raise ConfigurationError(f"app {app.name!r} declares no queue; add app.queue(...)")
-    # Connect once now: a bad URL or an unmigrated schema fails before any fork.
+    # Connect once now: a bad URL or an unmigrated schema fails before any fork. A direct
+    # connection first: an unreachable server fails at once, in one line (the pool would
+    # retry for its whole timeout, logging every attempt).
+    Database(app.database_url(), app.settings.schema).connect().close()
     app.db.fetchone("work_left", {"app_version": app.app_version, "queues": list(names)})
     app.close_db()
     config = WorkerConfig(

@@ -1,14 +1,14 @@
 -- name: register_executor
 INSERT INTO {schema}.executors (executor_id, hostname, pid, app_version, kind, queues)
 VALUES (%(executor_id)s, %(hostname)s, %(pid)s, %(app_version)s, %(kind)s, %(queues)s)
-ON CONFLICT (executor_id) DO UPDATE SET heartbeat_at = now()
+ON CONFLICT (executor_id) DO UPDATE SET heartbeat_at = {schema}.clock()
 RETURNING heartbeat_at;
 
 -- name: heartbeat
 -- Returns no row when this executor was declared dead (its work is no longer its own).
-UPDATE {schema}.executors SET heartbeat_at = now()
+UPDATE {schema}.executors SET heartbeat_at = {schema}.clock()
 WHERE executor_id = %(executor_id)s
-RETURNING heartbeat_at, extract(epoch FROM now())::float8 AS db_epoch;
+RETURNING heartbeat_at, extract(epoch FROM {schema}.clock())::float8 AS db_epoch;
 
 -- name: deregister_executor
 DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s;
@@ -22,7 +22,7 @@ WHERE hostname = %(hostname)s AND executor_id <> %(executor_id)s;
 DELETE FROM {schema}.executors
 WHERE executor_id <> %(executor_id)s
   AND (executor_id = ANY(%(dead_ids)s::text[])
-       OR heartbeat_at < now() - %(timeout_s)s::float8 * interval '1 second')
+       OR heartbeat_at < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
 RETURNING executor_id;
 
 -- name: release_executor_work
@@ -43,9 +43,9 @@ SET status = CASE
     completed_at = CASE
         WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
              AND recovery_attempts + 1 > max_recovery_attempts
-            THEN now() ELSE completed_at END,
+            THEN {schema}.clock() ELSE completed_at END,
     recovery_attempts = recovery_attempts + CASE WHEN %(charge)s THEN 1 ELSE 0 END,
-    executor_id = NULL, attempt = attempt + 1, updated_at = now()
+    executor_id = NULL, attempt = attempt + 1, updated_at = {schema}.clock()
 WHERE executor_id = ANY(%(executor_ids)s::text[]) AND status = 'PENDING'
   AND (%(workflow_ids)s::text[] IS NULL OR workflow_id = ANY(%(workflow_ids)s::text[]))
 RETURNING workflow_id, status, executor_id;

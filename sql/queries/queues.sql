@@ -10,14 +10,14 @@ SELECT
       WHERE queue_name = %(queue_name)s AND status = 'PENDING') AS running,
     (SELECT count(*) FROM {schema}.workflow_status
       WHERE queue_name = %(queue_name)s
-        AND started_at > now() - %(per_s)s::float8 * interval '1 second') AS started;
+        AND started_at > {schema}.clock() - %(per_s)s::float8 * interval '1 second') AS started;
 
 -- name: partition_load
 -- Per partition key with eligible ENQUEUED work: running count and starts in the window.
 WITH keys AS (
     SELECT DISTINCT partition_key FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s AND partition_key IS NOT NULL
-      AND app_version = %(app_version)s AND (not_before IS NULL OR not_before <= now())
+      AND app_version = %(app_version)s AND (not_before IS NULL OR not_before <= {schema}.clock())
 )
 SELECT k.partition_key,
     (SELECT count(*) FROM {schema}.workflow_status w
@@ -25,7 +25,7 @@ SELECT k.partition_key,
         AND w.status = 'PENDING') AS running,
     (SELECT count(*) FROM {schema}.workflow_status w
       WHERE w.queue_name = %(queue_name)s AND w.partition_key = k.partition_key
-        AND w.started_at > now() - %(per_s)s::float8 * interval '1 second') AS started
+        AND w.started_at > {schema}.clock() - %(per_s)s::float8 * interval '1 second') AS started
 FROM keys k;
 
 -- name: claim_workflows
@@ -34,7 +34,7 @@ WITH picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND app_version = %(app_version)s
-      AND (not_before IS NULL OR not_before <= now())
+      AND (not_before IS NULL OR not_before <= {schema}.clock())
       AND name = ANY(%(names)s::text[])
     ORDER BY priority, seq
     LIMIT %(limit)s
@@ -42,11 +42,11 @@ WITH picked AS (
 )
 UPDATE {schema}.workflow_status AS w
 SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
-    started_at = now(), updated_at = now(),
-    deadline = coalesce(w.deadline, now() + w.timeout_ms * interval '1 millisecond')
+    started_at = {schema}.clock(), updated_at = {schema}.clock(),
+    deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
 FROM picked WHERE w.workflow_id = picked.workflow_id
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
-          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, now() AS db_now;
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
 
 -- name: claim_partition
 -- The same for one partition key of a partitioned queue.
@@ -54,7 +54,7 @@ WITH picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND partition_key = %(partition_key)s AND app_version = %(app_version)s
-      AND (not_before IS NULL OR not_before <= now())
+      AND (not_before IS NULL OR not_before <= {schema}.clock())
       AND name = ANY(%(names)s::text[])
     ORDER BY priority, seq
     LIMIT %(limit)s
@@ -62,11 +62,11 @@ WITH picked AS (
 )
 UPDATE {schema}.workflow_status AS w
 SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
-    started_at = now(), updated_at = now(),
-    deadline = coalesce(w.deadline, now() + w.timeout_ms * interval '1 millisecond')
+    started_at = {schema}.clock(), updated_at = {schema}.clock(),
+    deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
 FROM picked WHERE w.workflow_id = picked.workflow_id
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
-          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, now() AS db_now;
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
 
 -- name: declare_queue
 INSERT INTO {schema}.queues (name, concurrency, worker_concurrency, rate_limit,

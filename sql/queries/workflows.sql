@@ -8,11 +8,11 @@ VALUES (
     %(workflow_id)s, %(name)s, 'PENDING', NULL, NULL, 0, NULL,
     %(parent_workflow_id)s, %(executor_id)s, 1, %(app_version)s, %(max_recovery_attempts)s,
     %(serializer)s, %(inputs)s, %(timeout_ms)s,
-    coalesce(%(deadline)s::timestamptz,
-             now() + %(timeout_ms)s::bigint * interval '1 millisecond'),
-    now(), NULL)
+    least(%(deadline)s::timestamptz,
+             {schema}.clock() + %(timeout_ms)s::bigint * interval '1 millisecond'),
+    {schema}.clock(), NULL)
 ON CONFLICT (workflow_id) DO NOTHING
-RETURNING workflow_id, attempt, deadline, now() AS db_now;
+RETURNING workflow_id, attempt, deadline, {schema}.clock() AS db_now;
 
 -- name: enqueue_workflow
 -- Queue one workflow and wake the workers (NOTIFY is delivered at commit).
@@ -26,7 +26,7 @@ WITH ins AS (
         %(partition_key)s, %(parent_workflow_id)s, %(app_version)s, %(max_recovery_attempts)s,
         %(serializer)s, %(inputs)s, %(timeout_ms)s, %(deadline)s,
         CASE WHEN %(delay_ms)s::bigint > 0
-             THEN now() + %(delay_ms)s::bigint * interval '1 millisecond' END)
+             THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id
 )
@@ -42,7 +42,7 @@ WITH ins AS (
            i.partition_key, %(app_version)s, %(max_recovery_attempts)s, %(serializer)s,
            i.inputs, %(timeout_ms)s,
            CASE WHEN %(delay_ms)s::bigint > 0
-                THEN now() + %(delay_ms)s::bigint * interval '1 millisecond' END
+                THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END
     FROM unnest(%(workflow_ids)s::text[], %(dedup_ids)s::text[], %(priorities)s::int[],
                 %(partition_keys)s::text[], %(inputs)s::text[])
          AS i (workflow_id, dedup_id, priority, partition_key, inputs)
@@ -80,7 +80,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- Final status of a batch of workflows, each fenced by owner and attempt, in one commit.
 UPDATE {schema}.workflow_status AS w
 SET status = f.status, output = f.output, error = f.error,
-    updated_at = now(), completed_at = now()
+    updated_at = {schema}.clock(), completed_at = {schema}.clock()
 FROM unnest(%(workflow_ids)s::text[], %(attempts)s::int[], %(statuses)s::text[],
             %(outputs)s::text[], %(errors)s::text[])
      AS f (workflow_id, attempt, status, output, error)
@@ -96,13 +96,13 @@ WHERE workflow_id = %(workflow_id)s;
 -- name: adopt_workflow
 -- Take over one PENDING workflow that has no owner (its executor died or handed it back).
 UPDATE {schema}.workflow_status
-SET executor_id = %(executor_id)s, attempt = attempt + 1, updated_at = now(),
-    started_at = coalesce(started_at, now()),
-    deadline = coalesce(deadline, now() + timeout_ms * interval '1 millisecond')
+SET executor_id = %(executor_id)s, attempt = attempt + 1, updated_at = {schema}.clock(),
+    started_at = coalesce(started_at, {schema}.clock()),
+    deadline = least(deadline, {schema}.clock() + timeout_ms * interval '1 millisecond')
 WHERE workflow_id = %(workflow_id)s AND status = 'PENDING' AND executor_id IS NULL
   AND app_version = %(app_version)s
 RETURNING workflow_id, name, serializer, inputs, attempt, recovery_attempts, deadline,
-          forked_from, queue_name, max_recovery_attempts, now() AS db_now;
+          forked_from, queue_name, max_recovery_attempts, {schema}.clock() AS db_now;
 
 -- name: adopt_orphans
 -- Take over ownerless PENDING workflows of this version (many at once, SKIP LOCKED).
@@ -114,12 +114,12 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.workflow_status AS w
-SET executor_id = %(executor_id)s, attempt = w.attempt + 1, updated_at = now(),
-    started_at = coalesce(w.started_at, now()),
-    deadline = coalesce(w.deadline, now() + w.timeout_ms * interval '1 millisecond')
+SET executor_id = %(executor_id)s, attempt = w.attempt + 1, updated_at = {schema}.clock(),
+    started_at = coalesce(w.started_at, {schema}.clock()),
+    deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
 FROM picked WHERE w.workflow_id = picked.workflow_id
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
-          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, now() AS db_now;
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
 
 -- name: count_stranded
 -- Work no running version can run: ENQUEUED or ownerless PENDING rows of other versions.

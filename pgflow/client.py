@@ -1,0 +1,214 @@
+"""Client: enqueue, message and manage workflows from a program that does not import the
+application's code (a web server of another team, a script, the ``pgflow`` CLI).
+
+>>> client = pgflow.Client("postgresql://localhost/shop")
+>>> h = client.enqueue("payments", "shop.tasks.checkout", 7, "4242", dedup_id="order-7")
+>>> h.result(timeout=60)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from datetime import datetime
+from typing import Any
+
+from . import management, messages, serialization
+from .db import migrate as migrations
+from .db.notify import Notifications
+from .db.pool import Database
+from .errors import ConfigurationError
+from .queues import EnqueueOptions, Queue, validate_name
+from .records import Status, StepRecord, WorkflowStatus
+from .settings import Settings
+from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
+
+
+class Client:
+    """Talks to pgflow's tables directly: no App, no workflow code, no migrations (run
+    ``pgflow migrate`` first). Workflows are named as the workers know them
+    (``module.function`` unless declared with ``name=``)."""
+
+    def __init__(self, database_url: str | None = None, schema: str | None = None, *,
+                 serializer: str | None = None, settings: Settings | None = None) -> None:
+        base = settings or Settings.from_env()
+        changes = {k: v for k, v in dict(database_url=database_url, schema=schema,
+                                         serializer=serializer).items() if v is not None}
+        self.settings = base.replace(**changes) if changes else base
+        if not self.settings.database_url:
+            raise ConfigurationError("pgflow.Client needs a database URL: pass it, or set "
+                                     "PGFLOW_DATABASE_URL")
+        self.serializer_impl = serialization.get_serializer(self.settings.serializer)
+        self.serializer = self.serializer_impl
+        self.completions = Completions()  # WorkflowHandle waits through these
+        self._db: Database | None = None
+        self._notifications: Notifications | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client(schema={self.settings.schema!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    db = Database(self.settings.database_url or "", self.settings.schema,
+                                  max_size=4, application_name="pgflow:client")
+                    try:
+                        # One direct connection first: an unreachable server fails now, with
+                        # its reason, rather than after the pool's wait.
+                        db.connect().close()
+                        migrations.check_migrated(db)
+                    except BaseException:
+                        db.close()
+                        raise
+                    self._db = db
+        return self._db
+
+    @property
+    def notifications(self) -> Notifications:
+        notes = self._notifications
+        if notes is None or notes.pid != os.getpid():
+            db = self.db  # before the lock: building the pool takes it too
+            with self._lock:
+                notes = self._notifications
+                if notes is None or notes.pid != os.getpid():
+                    notes = self._notifications = Notifications(db)
+        return notes
+
+    def close(self) -> None:
+        """Close the connections (the client opens them again if used afterwards)."""
+        if self._notifications is not None:
+            self._notifications.stop()
+            self._notifications = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- enqueueing ----------------------------------------------------------------------------
+
+    def enqueue(self, queue: str, workflow_name: str, *args: Any,
+                kwargs: dict[str, Any] | None = None, workflow_id: str | None = None,
+                dedup_id: str | None = None, priority: int | None = None,
+                partition_key: str | None = None, delay: float | None = None,
+                timeout: float | None = None, app_version: str | None = None,
+                max_recovery_attempts: int | None = None) -> WorkflowHandle:
+        """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
+
+        Workers claim only rows of their own version: ``app_version`` defaults to the version
+        of the newest live worker serving ``queue``. ``timeout`` (seconds) sets the deadline
+        the workflow's own declaration would have set (the client cannot read it).
+        """
+        validate_name("workflow name", workflow_name, limit=1000)
+        queue_def = self._queue_for(queue, priority, partition_key)
+        opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
+        queue_def.check_options(opts)
+        version = app_version or self._live_version(queue)
+        inputs = serialization.dumps_inputs(
+            self.serializer_impl, args, kwargs or {},
+            max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
+        workflow_id = workflow_id or new_workflow_id()
+        if max_recovery_attempts is None:
+            max_recovery_attempts = self.settings.max_recovery_attempts
+        insert_enqueued(self.db, {
+            "workflow_id": workflow_id, "name": workflow_name, "queue_name": queue,
+            "dedup_id": dedup_id, "priority": priority or 0, "partition_key": partition_key,
+            "parent_workflow_id": None, "app_version": version,
+            "max_recovery_attempts": max_recovery_attempts,
+            "serializer": self.serializer_impl.name, "inputs": inputs,
+            "timeout_ms": None if timeout is None else int(timeout * 1000), "deadline": None,
+            "delay_ms": math.ceil((delay or 0) * 1000),
+            "channel": notify_channel(self.db.schema)})
+        return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
+
+    def _queue_for(self, name: str, priority: int | None, partition_key: str | None) -> Queue:
+        """The queue as its workers last declared it (for the option checks); a queue no
+        worker declared yet is taken as the options describe it."""
+        row = self.db.fetchone("get_queue", {"name": name})
+        if row is None:
+            return Queue(name, priority=priority is not None,
+                         partitioned=partition_key is not None)
+        return Queue(name, priority=row["priority_enabled"], partitioned=row["partitioned"])
+
+    def _live_version(self, queue: str) -> str:
+        row = self.db.fetchone("live_app_version", {
+            "queue_name": queue, "timeout_s": self.settings.heartbeat_timeout})
+        if row is None or row["app_version"] is None:
+            raise ConfigurationError(
+                f"no live worker serves queue {queue!r}, so the workers' app version is "
+                "unknown; pass app_version=... (`pgflow queues` shows the versions of queued "
+                "work), or start a worker first")
+        return str(row["app_version"])
+
+    # -- messages and events -------------------------------------------------------------------
+
+    def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
+        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it)."""
+        messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
+                              max_bytes=self.settings.max_payload_bytes)
+
+    def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
+        """The latest value ``workflow_id`` published for ``key``, waiting up to ``timeout``
+        seconds; None when there is none."""
+        return messages.read_event(self.db, self.notifications, self.serializer_impl,
+                                   workflow_id, key, timeout)
+
+    # -- reading and managing ------------------------------------------------------------------
+
+    def retrieve(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
+        management.require_status(self.db, self.serializer_impl, workflow_id)
+        return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
+
+    def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
+        return management.get_status(self.db, self.serializer_impl, workflow_id)
+
+    def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
+                       name: str | None = None, queue: str | None = None,
+                       created_after: datetime | None = None,
+                       created_before: datetime | None = None,
+                       parent_workflow_id: str | None = None, limit: int = 100,
+                       offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
+        """Workflows matching every filter given, oldest first unless ``newest_first``."""
+        return management.list_workflows(
+            self.db, self.serializer_impl, status=status, name=name, queue=queue,
+            created_after=created_after, created_before=created_before,
+            parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
+            newest_first=newest_first)
+
+    def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
+        """ENQUEUED and PENDING workflows of ``queue`` (every queue when None), in claim order."""
+        return management.list_queued(self.db, self.serializer_impl, queue, limit)
+
+    def steps(self, workflow_id: str) -> list[StepRecord]:
+        """The recorded steps of a workflow, in order."""
+        return management.steps(self.db, self.serializer_impl, workflow_id)
+
+    def cancel(self, workflow_id: str) -> WorkflowStatus:
+        """Cancel a workflow and its children (see ``App.cancel``)."""
+        return management.cancel(self.db, self.serializer_impl, workflow_id)
+
+    def resume(self, workflow_id: str) -> WorkflowHandle:
+        """Run an ended workflow again from its last completed step (see ``App.resume``);
+        workers or launched executors of its version pick it up."""
+        management.resume(self.db, self.serializer_impl, workflow_id)
+        return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
+
+    def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
+             app_version: str | None = None) -> WorkflowHandle:
+        """A new workflow reusing the steps before ``from_step`` (see ``App.fork``)."""
+        new_id = management.fork(self.db, workflow_id, from_step,
+                                 new_workflow_id=new_workflow_id, app_version=app_version)
+        return WorkflowHandle(self, new_id)  # type: ignore[arg-type]
+
+    def queue_report(self) -> tuple[list[management.QueueInfo], list[management.Stranded]]:
+        """Per-queue counts, limits and rate-window use, and work no live version can run."""
+        return management.queue_report(self.db, self.settings.heartbeat_timeout)

@@ -1,0 +1,153 @@
+-- name: cancel_workflows
+-- Cancel workflows and, recursively, their children: ENQUEUED and PENDING rows become
+-- CANCELLED (terminal, dedup id released). A running one stops at its next checkpoint, which
+-- the fence refuses; the NOTIFY wakes it where it waits (recv, sleep).
+WITH RECURSIVE tree AS (
+    SELECT workflow_id FROM {schema}.workflow_status
+    WHERE workflow_id = ANY(%(workflow_ids)s::text[])
+    UNION
+    SELECT w.workflow_id FROM {schema}.workflow_status AS w
+    JOIN tree ON w.parent_workflow_id = tree.workflow_id
+), cancelled AS (
+    UPDATE {schema}.workflow_status AS w
+    SET status = 'CANCELLED', updated_at = {schema}.clock(), completed_at = {schema}.clock()
+    FROM tree
+    WHERE w.workflow_id = tree.workflow_id AND w.status IN ('ENQUEUED', 'PENDING')
+      AND (%(include_roots)s OR w.workflow_id <> ALL(%(workflow_ids)s::text[]))
+    RETURNING w.workflow_id
+)
+SELECT workflow_id, pg_notify(%(channel)s, workflow_id) FROM cancelled;
+
+-- name: resume_workflow
+-- Run an ended workflow again from its last completed step: back to its queue, or ownerless
+-- PENDING for any executor of its version to adopt. Failed steps after the last completed one
+-- are forgotten (so they run again); the attempt bump fences out a run still in progress.
+WITH target AS (
+    SELECT workflow_id FROM {schema}.workflow_status
+    WHERE workflow_id = %(workflow_id)s
+      AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    FOR UPDATE
+), forgotten AS (
+    DELETE FROM {schema}.operation_outputs AS o
+    USING target
+    WHERE o.workflow_id = target.workflow_id AND o.error IS NOT NULL
+      AND o.step_id > coalesce((SELECT max(k.step_id) FROM {schema}.operation_outputs AS k
+                                WHERE k.workflow_id = target.workflow_id
+                                  AND k.error IS NULL), 0)
+), resumed AS (
+    UPDATE {schema}.workflow_status AS w
+    SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+        executor_id = NULL, attempt = w.attempt + 1, recovery_attempts = 0, output = NULL,
+        error = NULL, deadline = NULL, not_before = NULL, completed_at = NULL,
+        updated_at = {schema}.clock()
+    FROM target WHERE w.workflow_id = target.workflow_id
+    RETURNING w.workflow_id, w.status, w.queue_name
+)
+SELECT workflow_id, status, pg_notify(%(channel)s, coalesce(queue_name, '')) FROM resumed;
+
+-- name: fork_workflow
+-- A new workflow running the same code on the same inputs, starting with copies of the
+-- source's checkpoints before step `from_step` (so those steps are not run again).
+WITH ins AS (
+    INSERT INTO {schema}.workflow_status (
+        workflow_id, name, status, queue_name, priority, partition_key, attempt, app_version,
+        max_recovery_attempts, serializer, inputs, timeout_ms, forked_from)
+    SELECT %(workflow_id)s, s.name,
+           CASE WHEN s.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+           s.queue_name, s.priority, s.partition_key, 0,
+           coalesce(%(app_version)s, s.app_version), s.max_recovery_attempts, s.serializer,
+           s.inputs, s.timeout_ms, s.workflow_id
+    FROM {schema}.workflow_status AS s WHERE s.workflow_id = %(source_id)s
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id, status, queue_name
+), copied AS (
+    INSERT INTO {schema}.operation_outputs (
+        workflow_id, step_id, name, output, error, child_workflow_id, executor_id,
+        started_at, completed_at)
+    SELECT ins.workflow_id, o.step_id, o.name, o.output, o.error, o.child_workflow_id,
+           o.executor_id, o.started_at, o.completed_at
+    FROM {schema}.operation_outputs AS o, ins
+    WHERE o.workflow_id = %(source_id)s AND o.step_id < %(from_step)s
+)
+SELECT workflow_id, status, pg_notify(%(channel)s, coalesce(queue_name, '')) FROM ins;
+
+-- name: list_queued
+-- Active workflows of one queue (or of every queue), in the order they are claimed.
+SELECT * FROM {schema}.workflow_status
+WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
+ORDER BY queue_name, priority, seq
+LIMIT %(limit)s;
+
+-- name: live_app_version
+-- The version of the newest live executor serving a queue (what a Client enqueues for).
+SELECT app_version FROM {schema}.executors
+WHERE %(queue_name)s = ANY(queues)
+  AND heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'
+ORDER BY started_at DESC
+LIMIT 1;
+
+-- name: get_queue
+SELECT * FROM {schema}.queues WHERE name = %(name)s;
+
+-- name: queue_overview
+-- Per queue (declared, or holding active work): limits as last declared, counts, use of the
+-- rate window, how long the oldest claimable row has waited, and live workers serving it.
+WITH names AS (
+    SELECT name FROM {schema}.queues
+    UNION
+    SELECT DISTINCT queue_name FROM {schema}.workflow_status
+    WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
+)
+SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit, q.rate_per_seconds,
+       coalesce(q.priority_enabled, false) AS priority_enabled,
+       coalesce(q.partitioned, false) AS partitioned,
+       a.enqueued, a.delayed, a.pending, a.oldest_wait_s,
+       CASE WHEN q.rate_per_seconds IS NULL THEN NULL ELSE
+           (SELECT count(*) FROM {schema}.workflow_status AS w
+            WHERE w.queue_name = n.name
+              AND w.started_at > {schema}.clock() - q.rate_per_seconds * interval '1 second')
+       END AS started_in_window,
+       (SELECT count(*) FROM {schema}.executors AS e
+        WHERE n.name = ANY(e.queues)
+          AND e.heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
+           AS live_workers
+FROM names AS n
+LEFT JOIN {schema}.queues AS q ON q.name = n.name
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE w.status = 'ENQUEUED') AS enqueued,
+           count(*) FILTER (WHERE w.status = 'ENQUEUED' AND w.not_before > {schema}.clock()) AS delayed,
+           count(*) FILTER (WHERE w.status = 'PENDING') AS pending,
+           extract(epoch FROM {schema}.clock() - min(greatest(w.created_at,
+                                                   coalesce(w.not_before, w.created_at)))
+                   FILTER (WHERE w.status = 'ENQUEUED'
+                             AND (w.not_before IS NULL OR w.not_before <= {schema}.clock())))::float8
+               AS oldest_wait_s
+    FROM {schema}.workflow_status AS w
+    WHERE w.queue_name = n.name AND w.status IN ('ENQUEUED', 'PENDING')
+) AS a
+ORDER BY n.name;
+
+-- name: queue_partitions
+SELECT queue_name, partition_key,
+       count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
+       count(*) FILTER (WHERE status = 'PENDING') AS pending
+FROM {schema}.workflow_status
+WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
+  AND partition_key IS NOT NULL
+GROUP BY queue_name, partition_key
+ORDER BY queue_name, partition_key;
+
+-- name: stranded_work
+-- Waiting work that no live executor of its version can run (queued rows: none serving the
+-- queue; ownerless PENDING rows: none at all). Reported, so it is never silent.
+SELECT w.queue_name, w.app_version, count(*) AS n, min(w.updated_at) AS since
+FROM {schema}.workflow_status AS w
+WHERE (w.status = 'ENQUEUED' OR (w.status = 'PENDING' AND w.executor_id IS NULL))
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.executors AS e
+      WHERE e.app_version IS NOT DISTINCT FROM w.app_version
+        AND e.heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'
+        AND (w.queue_name IS NULL OR w.queue_name = ANY(e.queues)))
+GROUP BY w.queue_name, w.app_version
+ORDER BY w.queue_name NULLS FIRST, w.app_version;

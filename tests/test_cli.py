@@ -1,0 +1,164 @@
+"""The operator commands through click's CliRunner, and each once as a real subprocess
+(``python -m pgflow.cli``). They use a Client: nothing here imports the app for them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import pgflow
+from pgflow.cli import main
+from tests import mgmt_app
+from tests.inprocess import running_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[pgflow.App]:
+    a = mgmt_app.app
+    a.settings = a.settings.replace(database_url=database_url)
+    yield a
+    a.shutdown(timeout=5)
+    a._stop.clear()
+    a._executor = None
+
+
+@pytest.fixture
+def cli(database_url: str) -> Any:
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0, url: str | None = None) -> Any:
+        result = runner.invoke(main, list(args), env={
+            "PGFLOW_DATABASE_URL": url or database_url, "PGFLOW_LOG_LEVEL": "warning"})
+        assert result.exit_code == code, (result.output, result.exception)
+        return result
+    return run
+
+
+def run_real(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"}
+    return subprocess.run([sys.executable, "-m", "pgflow.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_workflows_list_and_show(app: pgflow.App, cli: Any) -> None:
+    assert app.options(workflow_id="w1").call(mgmt_app.double, 4) == 8
+    mgmt_app.jobs.options(workflow_id="w2").enqueue(mgmt_app.double, 5)
+
+    table = cli("workflows", "list").output
+    assert table.splitlines()[0].split()[:4] == ["WORKFLOW_ID", "NAME", "STATUS", "QUEUE"]
+    assert "w1" in table and "w2" in table
+    listed = json.loads(cli("workflows", "list", "--json", "--status", "ENQUEUED").output)
+    assert [w["workflow_id"] for w in listed] == ["w2"]
+    assert listed[0]["queue_name"] == "jobs" and listed[0]["inputs"] == {
+        "args": [5], "kwargs": {}}
+    assert json.loads(cli("workflows", "list", "--json", "--queue", "jobs", "--status",
+                          "success,error").output) == []
+    assert len(json.loads(cli("workflows", "list", "--json", "--limit", "1").output)) == 1
+
+    shown = cli("workflows", "show", "w1").output
+    assert "SUCCESS" in shown and "tests.mgmt_app.double_step" in shown and "steps:" in shown
+    detail = json.loads(cli("workflows", "show", "w1", "--json").output)
+    assert detail["workflow"]["output"] == 8
+    assert [s["name"] for s in detail["steps"]] == ["tests.mgmt_app.double_step"]
+    assert detail["steps"][0]["output"] == 8 and detail["children"] == []
+
+    missing = cli("workflows", "show", "nope", code=1)
+    assert missing.output.strip() == "pgflow: no workflow has id 'nope'"
+
+
+def test_cancel_resume_fork(app: pgflow.App, cli: Any) -> None:
+    queued = mgmt_app.jobs.options(workflow_id="c1").enqueue(mgmt_app.double, 1)
+    assert app.options(workflow_id="done").call(mgmt_app.double, 3) == 6
+
+    assert cli("workflows", "cancel", "c1").output.strip() == "c1: CANCELLED"
+    both = cli("workflows", "cancel", "c1", "nope", code=1)
+    assert "c1: CANCELLED" in both.output and "no workflow has id 'nope'" in both.output
+    assert json.loads(cli("workflows", "resume", "c1", "--json").output) == {
+        "c1": {"status": "ENQUEUED"}}
+    refused = cli("workflows", "resume", "done", code=1)
+    assert "fork it" in refused.output
+
+    forked = cli("workflows", "fork", "done", "--step", "2", "--workflow-id", "f1")
+    assert forked.output.strip() == "f1"
+    assert json.loads(cli("workflows", "fork", "done", "--json").output)["forked_from"] == "done"
+    with running_worker(app):
+        assert queued.result(timeout=10) == 2
+    app.recover_now()  # the forks are ownerless PENDING: a launched executor adopts them
+    assert app.retrieve("f1").result(timeout=10) == 6
+    assert [s.step_id for s in app.steps("f1")] == [1]
+
+
+def test_enqueue_and_queues(app: pgflow.App, cli: Any, database_url: str) -> None:
+    needs_version = cli("enqueue", "jobs", "double", "[1]", code=1)
+    assert "app_version" in needs_version.output
+    first = cli("enqueue", "jobs", "double", "[20]", "--app-version", "mgmt-v1",
+                "--dedup-id", "d").output.strip()
+    dup = cli("enqueue", "jobs", "double", "[20]", "--app-version", "mgmt-v1", "--dedup-id",
+              "d", code=1)
+    assert first in dup.output and "dedup_id" in dup.output
+    later = json.loads(cli("enqueue", "jobs", "double", '{"x": 7}', "--app-version",
+                           "mgmt-v1", "--delay", "60", "--json").output)
+    stranded = cli("enqueue", "jobs", "double", "[1]", "--app-version", "old").output.strip()
+    assert cli("enqueue", "jobs", "double", "not json", code=2).exit_code == 2
+
+    report = json.loads(cli("queues", "--json").output)
+    [jobs] = report["queues"]
+    assert (jobs["name"], jobs["enqueued"], jobs["delayed"], jobs["pending"]) == (
+        "jobs", 3, 1, 0)
+    assert {(s["app_version"], s["count"]) for s in report["stranded"]} == {
+        ("mgmt-v1", 2), ("old", 1)}
+    table = cli("queues").output
+    assert table.startswith("QUEUE") and "stranded" in table
+
+    with running_worker(app):
+        assert app.retrieve(first).result(timeout=10) == 40
+        # A live worker of mgmt-v1 serves the queue now: the version is found without a flag.
+        found = cli("enqueue", "jobs", "double", "[2]").output.strip()
+        assert app.retrieve(found).result(timeout=10) == 4
+        report = json.loads(cli("queues", "--json").output)
+        assert report["queues"][0]["live_workers"] == 1
+        assert {s["app_version"] for s in report["stranded"]} == {"old"}
+    assert app.retrieve(later["workflow_id"]).status().status is pgflow.Status.ENQUEUED
+    assert app.retrieve(stranded).status().app_version == "old"
+
+
+def test_errors_are_one_line_that_say_what_to_do(cli: Any, pg_server_url: str) -> None:
+    unreachable = cli("workflows", "list", code=1,
+                      url="postgresql://someone:s3cret@127.0.0.1:1/nowhere")
+    line = unreachable.output.strip()
+    assert line.startswith("pgflow: cannot reach the database at 127.0.0.1:1/nowhere")
+    assert "s3cret" not in line and len(line.splitlines()) == 1
+    unmigrated = cli("queues", code=1, url=pg_server_url)
+    assert "run `pgflow migrate`" in unmigrated.output
+
+
+def test_every_command_as_a_real_subprocess(app: pgflow.App, database_url: str) -> None:
+    assert app.options(workflow_id="s1").call(mgmt_app.double, 2) == 4
+    enq = run_real(database_url, "enqueue", "jobs", "double", "[3]", "--app-version",
+                   "mgmt-v1", "--workflow-id", "s2")
+    assert (enq.returncode, enq.stdout.strip()) == (0, "s2"), enq.stderr
+    listed = run_real(database_url, "workflows", "list", "--json")
+    assert {w["workflow_id"] for w in json.loads(listed.stdout)} == {"s1", "s2"}
+    shown = run_real(database_url, "workflows", "show", "s1")
+    assert shown.returncode == 0 and "double_step" in shown.stdout
+    assert run_real(database_url, "workflows", "cancel", "s2").stdout.strip() == \
+        "s2: CANCELLED"
+    assert run_real(database_url, "workflows", "resume", "s2").stdout.strip() == \
+        "s2: ENQUEUED"
+    assert run_real(database_url, "workflows", "fork", "s1", "--step", "2",
+                    "--workflow-id", "s3").stdout.strip() == "s3"
+    queues = run_real(database_url, "queues", "--json")
+    assert json.loads(queues.stdout)["queues"][0]["enqueued"] == 1
+    missing = run_real(database_url, "workflows", "show", "nope")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1, "pgflow: no workflow has id 'nope'")
