@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import serialization
-from .errors import MaxRecoveryAttemptsExceeded, PgflowError
-from .workflows import Claimed
+from .errors import PgflowError
+from .workflows import Claimed, notify_channel
 
 if TYPE_CHECKING:
     from .app import App
@@ -46,16 +45,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-_MAX_ATTEMPTS_ERROR = serialization.dumps_error(
-    MaxRecoveryAttemptsExceeded("(this workflow)"))
-
 
 def release_executors(app: App, executor_ids: list[str], *, charge: bool,
                       workflow_ids: list[str] | None = None,
                       me: str | None = None) -> list[dict[str, Any]]:
     """Hand back the PENDING work of ``executor_ids`` (charged: a crash; uncharged: a drain)."""
     params = {"executor_ids": executor_ids, "charge": charge,
-              "max_attempts_error": _MAX_ATTEMPTS_ERROR, "workflow_ids": workflow_ids}
+              "channel": notify_channel(app.db.schema), "workflow_ids": workflow_ids}
     rows = app.db.retrying(lambda: app.db.fetchall("release_executor_work", params))
     for r in rows:
         log.info("workflow_released", workflow_id=r["workflow_id"], status=r["status"],
@@ -75,7 +71,7 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str]) -> list[str]:
             if ids:
                 released = app.db.execute(conn, "release_executor_work", {
                     "executor_ids": ids, "charge": True,
-                    "max_attempts_error": _MAX_ATTEMPTS_ERROR,
+                    "channel": notify_channel(app.db.schema),
                     "workflow_ids": None}).fetchall()
                 log.info("dead_executors_reaped", executors=ids, released=len(released))
             return ids

@@ -741,6 +741,9 @@ def test_queued_workflow_over_its_recovery_limit(app: pgflow.App, database_url: 
     st = app.retrieve(child_id).status()
     assert st.status is pgflow.Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
     assert st.recovery_attempts == 2 and st.executor_id is None
+    # The recorded error names this workflow and its limit (written by the release statement).
+    assert isinstance(st.error, pgflow.MaxRecoveryAttemptsExceeded)
+    assert st.error.workflow_id == child_id and child_id in str(st.error)
 
     assert parent.result(timeout=10) == ["max", child_id, "MaxRecoveryAttemptsExceeded"]
     with pytest.raises(pgflow.MaxRecoveryAttemptsExceeded) as info:

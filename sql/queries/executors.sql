@@ -29,6 +29,8 @@ RETURNING executor_id;
 -- Hand back every PENDING workflow of the given executors: queued ones to their queue,
 -- the others to the ownerless PENDING pool. A charged release counts a recovery attempt and
 -- ends a workflow that is over its limit. Bumping the attempt fences the old owner out.
+-- Workers are woken (NOTIFY at commit) to claim what went back to a queue at once.
+WITH released AS (
 UPDATE {schema}.workflow_status
 SET status = CASE
         WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
@@ -39,7 +41,16 @@ SET status = CASE
     error = CASE
         WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
              AND recovery_attempts + 1 > max_recovery_attempts
-            THEN %(max_attempts_error)s ELSE error END,
+            THEN json_build_object(
+                'type', 'MaxRecoveryAttemptsExceeded', 'module', 'pgflow.errors',
+                'message', format('workflow %%s exceeded its maximum of %%s recovery attempts '
+                    '(it was running each time its process died); fix the cause, then '
+                    '`pgflow workflows resume` it', workflow_id, max_recovery_attempts),
+                'args', json_build_array(workflow_id, max_recovery_attempts),
+                'traceback', '',
+                'attrs', json_build_object('workflow_id', workflow_id,
+                                           'max_recovery_attempts', max_recovery_attempts)
+            )::text ELSE error END,
     completed_at = CASE
         WHEN %(charge)s AND max_recovery_attempts IS NOT NULL
              AND recovery_attempts + 1 > max_recovery_attempts
@@ -48,4 +59,7 @@ SET status = CASE
     executor_id = NULL, attempt = attempt + 1, updated_at = {schema}.clock()
 WHERE executor_id = ANY(%(executor_ids)s::text[]) AND status = 'PENDING'
   AND (%(workflow_ids)s::text[] IS NULL OR workflow_id = ANY(%(workflow_ids)s::text[]))
-RETURNING workflow_id, status, executor_id;
+RETURNING workflow_id, status, queue_name
+)
+SELECT workflow_id, status, pg_notify(%(channel)s, coalesce(queue_name, '')) IS NULL AS woke
+FROM released;
