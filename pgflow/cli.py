@@ -7,7 +7,6 @@ others were still handled); 2 a usage error.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -408,4 +407,4 @@ def reset(yes: bool, **given: Any) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main(prog_name=os.path.basename(sys.argv[0]))
+    main(prog_name="pgflow")
