@@ -35,16 +35,16 @@ def send_email(to: str) -> str:
 @settings(max_examples=15, deadline=None)
 @given(plan=enqueue_plans(emails, args=st.tuples(st.emails()), max_size=15, max_delay=3.0))
 def test_emails_respect_the_queue_limits(plan):
+    spans.clear()
     with database() as url, use_database(app, url):
         handles = enqueue_all(emails, send_email, plan)
-        clock = Clock(app)
 
-        summary = drain(app, clock=clock)
+        summary = drain(app, clock=Clock(app))  # the worker, in this process, on moved time
 
         # Every enqueued email was sent (deduplicated ones were refused at enqueue time).
         queued = [h for h in handles if h is not None]
         assert summary.done == len(queued) and summary.failed == 0 and summary.left == 0
-        for h, op in zip(handles, plan):
+        for h, op in zip(handles, plan, strict=True):
             if h is not None:
                 assert h.result(timeout=0) == f"sent to {op.args[0]}"
         # Never more than 2 at once nor 5 starts a second, FIFO among what was due; the clock,

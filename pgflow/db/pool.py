@@ -74,11 +74,11 @@ class Database:
             conn = psycopg.connect(self.url, **self._connect_kwargs())
             if self._clock_generation:
                 try:
-                    self._apply_clock(conn)  # type: ignore[arg-type]
+                    self._apply_clock(conn)
                 except BaseException:
                     conn.close()
                     raise
-            return conn  # type: ignore[return-value]
+            return conn
         except psycopg.Error as exc:
             raise translate(exc, self.target) from None
 

@@ -60,13 +60,12 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 def _drop(admin: Database, conn: psycopg.Connection[Any], name: str) -> None:
-    conn.execute(admin.queries.with_identifiers(  # type: ignore[arg-type]
-        "testing_drop_database", database=name))
+    conn.execute(admin.queries.with_identifiers("testing_drop_database", database=name))
 
 
 def _drop_leftovers(admin: Database, conn: psycopg.Connection[Any]) -> None:
     """Drop databases of test runs on this machine that died before dropping theirs."""
-    for row in conn.execute(admin.queries["testing_databases"]).fetchall():  # type: ignore[arg-type]
+    for row in conn.execute(admin.queries["testing_databases"]).fetchall():
         name = row["datname"]
         pid = name[len(PREFIX):].split("_")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
@@ -91,8 +90,7 @@ def database(url: str | None = None, schema: str = "pgflow") -> Iterator[str]:
     with admin.connect() as conn:
         if _on_this_machine(server):
             _drop_leftovers(admin, conn)
-        conn.execute(admin.queries.with_identifiers(  # type: ignore[arg-type]
-            "testing_create_database", database=name))
+        conn.execute(admin.queries.with_identifiers("testing_create_database", database=name))
     try:
         db_url = with_dbname(server, name)
         db = Database(db_url, schema)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -115,14 +116,15 @@ def _next_wait(app: App, queues: list[Queue]) -> float | None:
         "per_s": [q.rate_limit.per if q.rate_limit else None for q in queues],
         "app_version": app.app_version})
     assert row is not None
-    now = row["now"]
+    now: datetime = row["now"]
     if row["orphans"]:
         return 0.0
-    due = [t for t in (row["next_not_before"], row["next_window_end"]) if t is not None]
+    due: list[datetime] = [
+        t for t in (row["next_not_before"], row["next_window_end"]) if t is not None]
     if due:
         return max(0.0, (min(due) - now).total_seconds()) + MARGIN
     if row["owned"]:
         # Only rows held by executors that are not running them here: let their heartbeats
         # expire, as when their machine stops.
-        return app.settings.heartbeat_timeout + MARGIN
+        return float(app.settings.heartbeat_timeout) + MARGIN
     return None

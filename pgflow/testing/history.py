@@ -105,6 +105,11 @@ class Spans:
             with self._lock:
                 self._items.append(span)
 
+    def clear(self) -> None:
+        """Forget every span (at the start of each hypothesis example)."""
+        with self._lock:
+            self._items.clear()
+
     def __iter__(self) -> Iterator[Span]:
         with self._lock:
             return iter(list(self._items))
@@ -219,12 +224,13 @@ def first_excess(intervals: Iterable[tuple[T, T | None, Hashable]],
             events.append((end, 0, ident))  # 0 sorts first: an end frees its slot at once
     events.sort(key=lambda e: (e[0], e[1]))
     running: dict[Hashable, None] = {}
-    for moment, kind, ident in events:
+    for i, (moment, kind, ident) in enumerate(events):
         if kind == 0:
             running.pop(ident, None)
-            continue
-        running[ident] = None
-        if len(running) > limit:
+        else:
+            running[ident] = None
+        last_at_moment = i + 1 == len(events) or events[i + 1][0] != moment
+        if last_at_moment and len(running) > limit:
             return moment, list(running)
     return None
 

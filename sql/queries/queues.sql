@@ -10,14 +10,15 @@ SELECT
       WHERE queue_name = %(queue_name)s AND status = 'PENDING') AS running,
     (SELECT count(*) FROM {schema}.workflow_status
       WHERE queue_name = %(queue_name)s
-        AND started_at > {schema}.clock() - %(per_s)s::float8 * interval '1 second') AS started;
+        AND started_at > (SELECT {schema}.clock()) - %(per_s)s::float8 * interval '1 second') AS started;
 
 -- name: partition_load
 -- Per partition key with eligible ENQUEUED work: running count and starts in the window.
 WITH keys AS (
     SELECT DISTINCT partition_key FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s AND partition_key IS NOT NULL
-      AND app_version = %(app_version)s AND (not_before IS NULL OR not_before <= {schema}.clock())
+      AND app_version = %(app_version)s
+      AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
 )
 SELECT k.partition_key,
     (SELECT count(*) FROM {schema}.workflow_status w
@@ -25,16 +26,18 @@ SELECT k.partition_key,
         AND w.status = 'PENDING') AS running,
     (SELECT count(*) FROM {schema}.workflow_status w
       WHERE w.queue_name = %(queue_name)s AND w.partition_key = k.partition_key
-        AND w.started_at > {schema}.clock() - %(per_s)s::float8 * interval '1 second') AS started
+        AND w.started_at > (SELECT {schema}.clock()) - %(per_s)s::float8 * interval '1 second') AS started
 FROM keys k;
 
 -- name: claim_workflows
 -- Take up to `limit` eligible ENQUEUED rows of a queue, in priority then FIFO order.
+-- Time is {schema}.clock() (database time a test may move); in a WHERE clause it is read as
+-- (SELECT {schema}.clock()), computed once per statement rather than once per scanned row.
 WITH picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND app_version = %(app_version)s
-      AND (not_before IS NULL OR not_before <= {schema}.clock())
+      AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
       AND name = ANY(%(names)s::text[])
     ORDER BY priority, seq
     LIMIT %(limit)s
@@ -54,7 +57,7 @@ WITH picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND partition_key = %(partition_key)s AND app_version = %(app_version)s
-      AND (not_before IS NULL OR not_before <= {schema}.clock())
+      AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
       AND name = ANY(%(names)s::text[])
     ORDER BY priority, seq
     LIMIT %(limit)s
