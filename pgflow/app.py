@@ -249,6 +249,9 @@ class App:
 
     def recover_now(self) -> int:
         """Reap dead executors and run every ownerless PENDING workflow of this version."""
+        # Only a registered (heartbeating) executor may own work: should it die, its row is
+        # how others find and recover what it held.
+        self.executor.ensure_registered()
         self.executor.recover()
         adopted = 0
         while True:

@@ -108,6 +108,7 @@ class Client:
         the workflow's own declaration would have set (the client cannot read it).
         """
         validate_name("workflow name", workflow_name, limit=1000)
+        validate_name("queue name", queue)  # before it is looked up
         queue_def = self._queue_for(queue, priority, partition_key)
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
         queue_def.check_options(opts)

@@ -152,6 +152,24 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         # Not cached: configuring again (another format, a forked child) takes effect at once.
         cache_logger_on_first_use=False,
     )
+    # The driver's own warnings (the pool's reconnection attempts) become pgflow lines too:
+    # in json format every line of the stream stays one JSON object.
+    driver = logging.getLogger("psycopg")
+    driver.handlers = [h for h in driver.handlers if not isinstance(h, _DriverLog)]
+    driver.addHandler(_DriverLog(logging.WARNING))
+    driver.propagate = False
+
+
+class _DriverLog(logging.Handler):
+    """Forwards psycopg's standard-library log records to structlog as ``driver_log``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger("pgflow").log(record.levelno, "driver_log",
+                                               logger_name=record.name,
+                                               message=record.getMessage())
+        except Exception:  # logging must never raise
+            self.handleError(record)
 
 
 def get_logger(name: str = "pgflow") -> FilteringBoundLogger:

@@ -268,13 +268,18 @@ def sleep(seconds: float) -> None:
         return
     step_id = ctx.take_step_id()
     done, wake_at = replay(ctx, step_id, SLEEP)
+    # The database's clock, not this host's: a workflow recovered on another machine (whose
+    # clock may differ) wakes when it should.
+    db = ctx.app.db
+    row = db.retrying(lambda: db.fetchone("clock_now"))
+    now = row["now"].timestamp() if row is not None else time.time()
     if not done:
-        wake_at = time.time() + max(0.0, float(seconds))
+        wake_at = now + max(0.0, float(seconds))
         # Encoded as the workflow's checkpoints are read back (a pickle row reads pickle).
         encoder = serialization.serializer_for_row(ctx.app.serializer_impl, ctx.serializer)
         record_checkpoint(ctx, step_id, SLEEP, output=encoder.dumps(wake_at),
                           started_at=datetime.now(timezone.utc))
-    left = float(wake_at) - time.time()
+    left = float(wake_at) - now
     if left <= 0:
         return
     if ctx.queue_name is not None and left > ctx.app.settings.sleep_threshold:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pgflow")
 
 HOSTNAME = socket.gethostname()
+# Seconds between this host's clock and the database's above which a process says so.
+CLOCK_SKEW_WARNING = 5.0
 
 
 def new_executor_id() -> str:
@@ -60,13 +64,22 @@ def release_executors(app: App, executor_ids: list[str], *, charge: bool,
     return rows
 
 
-def reap_dead_executors(app: App, me: str, dead_ids: list[str]) -> list[str]:
-    """Delete dead executors' rows and release their work, in one transaction."""
+def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
+                        judge_heartbeats: bool = True,
+                        healthy_since: datetime | None = None) -> list[str]:
+    """Delete dead executors' rows and release their work, in one transaction.
+
+    ``dead_ids`` are dead for sure (their pid is gone). With ``judge_heartbeats``, executors
+    whose heartbeat expired go too; ``healthy_since`` (the database time since which the
+    reaper has heartbeat without a break) limits that judgement to time the reaper saw whole,
+    so after an outage (a server restart, a cut network) nobody is reaped for not beating
+    while nobody could: each gets the full timeout to reconnect."""
     def attempt() -> list[str]:
         with app.db.connection() as conn, conn.transaction():
             rows = app.db.execute(conn, "claim_dead_executors", {
-                "executor_id": me, "dead_ids": dead_ids,
-                "timeout_s": app.settings.heartbeat_timeout}).fetchall()
+                "executor_id": me, "dead_ids": dead_ids, "healthy_since": healthy_since,
+                "timeout_s": app.settings.heartbeat_timeout if judge_heartbeats
+                else None}).fetchall()
             ids = [r["executor_id"] for r in rows]
             if ids:
                 released = app.db.execute(conn, "release_executor_work", {
@@ -97,6 +110,8 @@ class Executor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Database time of the first heartbeat of the current unbroken run of them.
+        self.healthy_since: datetime | None = None
 
     def ensure_registered(self) -> None:
         """Insert the heartbeat row and start the heartbeat thread (once per process)."""
@@ -109,27 +124,44 @@ class Executor:
         with self._lock:
             if self._registered:
                 return
-            self.app.db.retrying(lambda: self.app.db.fetchone("register_executor", {
+            row = self.app.db.retrying(lambda: self.app.db.fetchone("register_executor", {
                 "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
                 "app_version": self.app.app_version, "kind": self.kind,
                 "queues": list(self.queues)}))
+            if row is not None:
+                self.healthy_since = row["heartbeat_at"]
+                self._check_clock(row["heartbeat_at"])
             self._registered = True
             self._thread = threading.Thread(target=self._beat, name="pgflow-heartbeat",
                                             daemon=True)
             self._thread.start()
             log.debug("executor_registered", executor_id=self.executor_id)
 
+    def _check_clock(self, db_time: datetime) -> None:
+        """Warn when this machine's clock is off: pgflow never relies on it (liveness,
+        delays, limits and sleeps follow the database's), but people reading logs do."""
+        skew = time.time() - (db_time.timestamp() - self.app.db.clock_offset)
+        if abs(skew) > CLOCK_SKEW_WARNING:
+            log.warning("clock_skew", executor_id=self.executor_id,
+                        local_minus_database_s=round(skew, 1),
+                        action="pgflow uses the database's clock; fix this host's (NTP)")
+
     def _beat(self) -> None:
         interval = self.app.settings.heartbeat_interval
         while not self._stop.wait(interval):
             try:
-                row = self.app.db.fetchone("heartbeat", {"executor_id": self.executor_id})
+                # A dead pooled connection is not a dead executor: retry within the interval.
+                row = self.app.db.retrying(lambda: self.app.db.fetchone(
+                    "heartbeat", {"executor_id": self.executor_id}), patience=interval)
             except PgflowError as exc:
+                self.healthy_since = None
                 log.warning("heartbeat_failed", error=str(exc))
                 continue
             if row is None:
                 self._declared_dead()
                 return
+            if self.healthy_since is None:
+                self.healthy_since = row["heartbeat_at"]
 
     def _declared_dead(self) -> None:
         log.error("executor_declared_dead", executor_id=self.executor_id,
@@ -166,7 +198,9 @@ class Executor:
     def recover(self, *, own_pid_dead: bool = True) -> list[str]:
         """Reap executors that are dead (pid gone here, or heartbeat expired anywhere)."""
         return reap_dead_executors(self.app, self.executor_id,
-                                   self.dead_on_this_host(own_pid_dead=own_pid_dead))
+                                   self.dead_on_this_host(own_pid_dead=own_pid_dead),
+                                   judge_heartbeats=self.healthy_since is not None,
+                                   healthy_since=self.healthy_since)
 
     def adopt(self, limit: int) -> list[Claimed]:
         """Take over up to ``limit`` ownerless PENDING workflows of this version."""
@@ -174,5 +208,6 @@ class Executor:
             return []
         rows = self.app.db.retrying(lambda: self.app.db.fetchall("adopt_orphans", {
             "executor_id": self.executor_id, "app_version": self.app.app_version,
+            "names": sorted(self.app.registry.workflows),
             "limit": limit}))
         return [Claimed.from_row(r) for r in rows]

@@ -179,8 +179,25 @@ def _run_transaction(
                 record_in_transaction(ctx, conn, step_id, step.name, output, started)
                 return result
 
+    tries = 0
+
+    def across_lost_connections() -> Any:
+        # A lost connection rolled the transaction back, unless it was lost after the commit:
+        # a retry first looks for the checkpoint such a commit wrote.
+        nonlocal tries
+        tries += 1
+        if tries > 1:
+            rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
+                                                      "step_id": step_id})
+            if rec is not None and rec["executor_id"] == ctx.executor_id \
+                    and rec["name"] == step.name:
+                ensure_owner(ctx)
+                return serialization.loads_value(app.serializer, ctx.serializer,
+                                                 rec["output"])
+        return attempt()
+
     try:
-        return _with_retries(policy, ctx, attempt)
+        return _with_retries(policy, ctx, lambda: app.db.retrying(across_lost_connections))
     except Exception as exc:
         record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                           started_at=started)
@@ -238,14 +255,16 @@ def record_in_transaction(
 def ensure_owner(ctx: WorkflowContext) -> None:
     """Raise WorkflowCancelled or FencedOut when this run no longer owns its workflow (a
     waiting workflow checks when woken, so a cancel reaches it without waiting for a step)."""
-    owner = ctx.app.db.fetchone("owner_of", {"workflow_id": ctx.workflow_id})
+    db = ctx.app.db
+    owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
     if owner is None or owner["status"] != "PENDING" or \
             owner["executor_id"] != ctx.executor_id or owner["attempt"] != ctx.attempt:
         raise _fenced_error(ctx)
 
 
 def _fenced_error(ctx: WorkflowContext) -> BaseException:
-    owner = ctx.app.db.fetchone("owner_of", {"workflow_id": ctx.workflow_id})
+    db = ctx.app.db
+    owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
     if owner is not None and owner["status"] == "CANCELLED":
         return WorkflowCancelled(ctx.workflow_id)
     return FencedOut(ctx.workflow_id)

@@ -21,6 +21,7 @@ from .errors import (
     FencedOut,
     MaxRecoveryAttemptsExceeded,
     NonDeterminism,
+    SerializationError,
     UnknownWorkflow,
     WorkflowCancelled,
     WorkflowParked,
@@ -203,9 +204,24 @@ def start(
         "inputs": inputs, "timeout_ms": None if timeout is None else int(timeout * 1000),
         "deadline": deadline,
     }
-    row = app.db.retrying(lambda: app.db.fetchone("insert_workflow", params))
+    tries = 0
+
+    def insert() -> dict[str, Any] | None:
+        nonlocal tries
+        tries += 1
+        found = app.db.fetchone("insert_workflow", params)
+        if found is None and tries > 1:
+            # A retry after a lost reply: the first INSERT may have landed, as ours.
+            mine = app.db.fetchone("get_workflow", {"workflow_id": workflow_id})
+            if mine is not None and mine["status"] == "PENDING" and mine["attempt"] == 1 \
+                    and mine["executor_id"] == executor.executor_id:
+                return {"attempt": 1, "deadline": mine["deadline"], "db_now": None,
+                        "owned": True}
+        return found
+
+    row = app.db.retrying(insert)
     claimed: Claimed | None = None
-    if row is not None:
+    if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
                           serializer=app.serializer_impl.name, inputs=inputs,
                           attempt=row["attempt"], deadline=row["deadline"],
@@ -282,8 +298,16 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     """Run the body. Returns the outcome to write (None when abandoned), the result, and the
     exception to give a caller. ``on_start`` sees the context (the worker's watchdog)."""
     if args is None or kwargs is None:
-        args, kwargs = serialization.loads_inputs(
-            _row_serializer(app, claimed.serializer), claimed.inputs)
+        try:
+            args, kwargs = serialization.loads_inputs(
+                _row_serializer(app, claimed.serializer), claimed.inputs)
+        except SerializationError as exc:
+            # Inputs this app will not read (a pickled row in a JSON app): it can never run
+            # here, and left PENDING it would be stuck; it ends ERROR, saying why.
+            log.warning("workflow_inputs_refused", workflow_id=claimed.workflow_id,
+                        error=str(exc))
+            return Outcome(claimed.workflow_id, claimed.attempt, Status.ERROR,
+                           error=serialization.dumps_error(exc)), None, exc
     ctx = make_context(app, claimed)
     if on_start is not None:
         on_start(ctx)

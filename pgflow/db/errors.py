@@ -14,6 +14,7 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from ..errors import (
+    ConfigurationError,
     DatabaseError,
     Deduplicated,
     DatabaseUnavailable,
@@ -53,10 +54,16 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.InterfaceError)
 
 
-def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplicated:
+def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplicated | \
+        ConfigurationError:
     """The pgflow error for a psycopg error."""
     where = f" at {target}" if target else ""
     message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if type(exc) is psycopg.DataError and "NUL" in str(exc):
+        # Raised by the driver before sending: a text value PostgreSQL cannot hold.
+        return ConfigurationError(
+            "a name or id contains a NUL character, which PostgreSQL text cannot hold; "
+            "remove it")
     if isinstance(exc, pgerrors.UniqueViolation) and \
             getattr(exc.diag, "constraint_name", None) == DEDUP_CONSTRAINT:
         return Deduplicated("", "", None)

@@ -15,7 +15,13 @@ import structlog
 
 from .. import schedules, serialization, workflows
 from ..budget import claim_budget, partition_room, split_fairly
-from ..errors import FencedOut, PgflowError, StepTimeLimitExceeded, WorkflowCancelled
+from ..errors import (
+    DatabaseUnavailable,
+    FencedOut,
+    PgflowError,
+    StepTimeLimitExceeded,
+    WorkflowCancelled,
+)
 from ..records import Status
 from ..recovery import Executor, release_executors
 from ..workflows import Claimed, Outcome, notify_channel
@@ -31,6 +37,8 @@ log = structlog.get_logger("pgflow")
 EXIT_OK = 0
 EXIT_DECLARED_DEAD = 3
 EXIT_TIME_LIMIT = 4
+# Seconds between two reports of stranded work (the first comes at start).
+STRANDED_EVERY = 60.0
 # A workflow still running this long after its deadline ignores it (stuck in a step).
 DEADLINE_GRACE = 1.0
 
@@ -88,11 +96,18 @@ class Completer:
                     self.items.put(None)
                     break
                 batch.append(item)
-            try:
-                workflows.finish(self.app, [outcome for outcome, _ in batch])
-            except PgflowError as exc:
-                # Not written: the rows stay PENDING under this executor and are recovered.
-                log.error("completion_write_failed", error=str(exc), workflows=len(batch))
+            while True:
+                try:
+                    workflows.finish(self.app, [outcome for outcome, _ in batch])
+                except DatabaseUnavailable as exc:
+                    # Keep trying while the process lives: these rows are PENDING under this
+                    # (live) executor, so nobody else would ever finish or recover them.
+                    log.warning("completion_write_retrying", error=str(exc),
+                                workflows=len(batch))
+                    continue
+                except PgflowError as exc:
+                    log.error("completion_write_failed", error=str(exc), workflows=len(batch))
+                break
             for _, written in batch:
                 if written is not None:
                     written()
@@ -115,8 +130,12 @@ class WorkerProcess:
     """Claims workflows from its queues under their limits and runs them on threads."""
 
     def __init__(self, app: App, config: WorkerConfig, executor_id: str, *,
-                 on_idle: Callable[[], bool] | None = None) -> None:
+                 on_idle: Callable[[], bool] | None = None,
+                 report_stranded: bool = False) -> None:
         self.app = app
+        # One process of a worker says, now and then, what waiting work no live worker of
+        # its version can run (another version's, or on a queue nobody serves).
+        self.report_stranded = report_stranded
         # Burst mode, nothing running, work left that cannot start yet: the hook may move the
         # database clock (pgflow.testing.drain) and returns True when it did.
         self.on_idle = on_idle
@@ -190,6 +209,7 @@ class WorkerProcess:
         burst_check = 0.0
         next_poll = 0.0
         next_tick = 0.0
+        next_stranded = 0.0
         woken = True
         while not self.stop.is_set():
             if not self.config.in_process and os.getppid() != self.parent_pid:
@@ -206,6 +226,9 @@ class WorkerProcess:
             if self.app.schedules and now >= next_tick:
                 next_tick = now + 1.0
                 self._tick_schedules()
+            if self.report_stranded and now >= next_stranded:
+                next_stranded = now + STRANDED_EVERY
+                self._warn_stranded()
             claimed = 0
             # Claim when woken (NOTIFY, a finished workflow) or when the poll interval is up;
             # the shorter tick below only keeps the parent, limit and burst checks prompt.
@@ -240,8 +263,11 @@ class WorkerProcess:
                 return False
         if not self.completer.flush(5.0):
             return False
+        # A --burst worker does not wait for names it does not know (it could never run
+        # them); pgflow.testing.drain does, and reports them when its timeout ends.
+        names = None if self.config.in_process else sorted(self.app.registry.workflows)
         row = self.app.db.fetchone("work_left", {
-            "app_version": self.app.app_version,
+            "app_version": self.app.app_version, "names": names,
             "queues": [q.name for q in self.config.queues]})
         return row is not None and row["enqueued"] == 0 and row["pending"] == 0
 
@@ -250,11 +276,24 @@ class WorkerProcess:
     def _recover(self) -> None:
         try:
             self.app.executor.recover(own_pid_dead=not self.config.in_process)
-            free = self._free_slots()
+            free = 0 if self.stop.is_set() else self._free_slots()
             for claimed in self.app.executor.adopt(free):
                 self._submit(claimed, None)
         except PgflowError as exc:
             log.warning("recovery_failed", error=str(exc))
+
+    def _warn_stranded(self) -> None:
+        try:
+            rows = self.app.db.fetchall("stranded_work", {
+                "timeout_s": self.app.settings.heartbeat_timeout})
+        except PgflowError as exc:
+            log.warning("stranded_check_failed", error=str(exc))
+            return
+        for r in rows:
+            log.warning("workflows_stranded", n=r["n"], app_version=r["app_version"],
+                        queue=r["queue_name"], since=r["since"].isoformat(),
+                        action="no live worker of that version serves them; run one, or "
+                               "`pgflow workflows fork --app-version` them")
 
     def _tick_schedules(self) -> None:
         """Enqueue due schedule ticks (every worker does; each tick is inserted once)."""
@@ -272,7 +311,7 @@ class WorkerProcess:
         for i in range(len(queues)):
             q = queues[(self._rotation + i) % len(queues)]
             free = self._free_slots()
-            if free <= 0:
+            if free <= 0 or self.stop.is_set():  # a drain may have begun since the loop test
                 break
             try:
                 rows = self._claim(q, free)
@@ -340,8 +379,6 @@ class WorkerProcess:
             self.inflight.add(claimed.workflow_id)
             if queue_name is not None:
                 self.local_running[queue_name] = self.local_running.get(queue_name, 0) + 1
-        log.debug("workflow_claimed", workflow_id=claimed.workflow_id,
-                  workflow_name=claimed.name, queue=queue_name)
         self.pool.submit(self._run_one, claimed, queue_name)
 
     def _run_one(self, claimed: Claimed, queue_name: str | None) -> None:
@@ -358,8 +395,17 @@ class WorkerProcess:
                 else:
                     self.completer.submit(outcome, lambda: self._release_slot(queue_name))
                     slot_handed = True
-        except (FencedOut, PgflowError) as exc:
+        except FencedOut as exc:
             log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
+        except PgflowError as exc:
+            # Still ours but not running any more: hand it back (uncharged), or it would sit
+            # PENDING under this live executor, where nobody recovers it.
+            log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
+            try:
+                release_executors(app, [self.executor_id], charge=False,
+                                  workflow_ids=[claimed.workflow_id])
+            except PgflowError as again:
+                log.error("release_failed", workflow_id=claimed.workflow_id, error=str(again))
         except BaseException as exc:  # noqa: BLE001 - SystemExit etc. in a workflow: a crash
             log.error("workflow_crashed", workflow_id=claimed.workflow_id, error=repr(exc))
             release_executors(app, [self.executor_id], charge=True,

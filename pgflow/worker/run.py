@@ -36,7 +36,8 @@ def run_worker(app_spec: str, settings: Settings) -> int:
     # connection first: an unreachable server fails at once, in one line (the pool would
     # retry for its whole timeout, logging every attempt).
     Database(app.database_url(), app.settings.schema).connect().close()
-    app.db.fetchone("work_left", {"app_version": app.app_version, "queues": list(names)})
+    app.db.fetchone("work_left", {"app_version": app.app_version, "queues": list(names),
+                                  "names": sorted(app.registry.workflows)})
     app.close_db()
     config = WorkerConfig(
         threads=settings.threads, queues=[app.queues[n] for n in names], burst=settings.burst,

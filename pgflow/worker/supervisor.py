@@ -28,7 +28,9 @@ log = structlog.get_logger("pgflow")
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 10.0
-STABLE_AFTER = 10.0
+# A child that lived this long was not crash-looping: its next restart is immediate again
+# (supervisord's startsecs). Longer would slow the replacement of children killed now and then.
+STABLE_AFTER = 1.0
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Supervisor:
                 signals.reset_in_child()
                 signals.restore(mask)
                 self.sigq.close()
-                code = self._child_main(executor_id)
+                code = self._child_main(executor_id, slot)
             except BaseException as exc:  # noqa: BLE001 - report and exit, never return
                 try:
                     log.error("worker_process_failed", error=repr(exc))
@@ -113,8 +115,8 @@ class Supervisor:
         self.state.children[pid] = Child(slot, pid, executor_id, time.monotonic())
         log.info("worker_process_started", pid=pid, slot=slot, executor_id=executor_id)
 
-    def _child_main(self, executor_id: str) -> int:
-        worker = WorkerProcess(self.app, self.config, executor_id)
+    def _child_main(self, executor_id: str, slot: int) -> int:
+        worker = WorkerProcess(self.app, self.config, executor_id, report_stranded=slot == 0)
 
         def on_term(signum: int, frame: object) -> None:
             worker.request_stop()
@@ -201,10 +203,11 @@ class Supervisor:
         if self.state.draining or (self.config.burst and clean):
             return
         lived = time.monotonic() - child.started
+        if not clean and lived > STABLE_AFTER:
+            self.state.backoff[child.slot] = BACKOFF_START  # not a crash loop: start over
         delay = 0.0 if clean else self.state.backoff.get(child.slot, BACKOFF_START)
         if not clean:
-            self.state.backoff[child.slot] = (
-                BACKOFF_START if lived > STABLE_AFTER else min(delay * 2, BACKOFF_MAX))
+            self.state.backoff[child.slot] = min(delay * 2, BACKOFF_MAX)
         self.state.respawn_at[child.slot] = time.monotonic() + delay
 
     def _release(self, executor_id: str) -> None:
@@ -212,7 +215,8 @@ class Supervisor:
 
         try:
             # A short-lived pool in the supervisor, closed before the next fork.
-            reap_dead_executors(self.app, "supervisor", [executor_id])
+            # Only this child: the supervisor has no heartbeat to judge others by.
+            reap_dead_executors(self.app, "supervisor", [executor_id], judge_heartbeats=False)
         except PgflowError as exc:
             log.error("release_failed", executor_id=executor_id, error=str(exc))
         finally:

@@ -33,12 +33,17 @@ FROM keys k;
 -- Take up to `limit` eligible ENQUEUED rows of a queue, in priority then FIFO order.
 -- Time is {schema}.clock() (database time a test may move); in a WHERE clause it is read as
 -- (SELECT {schema}.clock()), computed once per statement rather than once per scanned row.
-WITH picked AS (
+WITH alive AS (
+    -- Only a live executor claims: a reaped one (its row gone) gets nothing, and the lock
+    -- makes a concurrent reaping wait for this claim, then release what it took.
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+), picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND app_version = %(app_version)s
       AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
       AND name = ANY(%(names)s::text[])
+      AND EXISTS (SELECT 1 FROM alive)
     ORDER BY priority, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -47,18 +52,25 @@ UPDATE {schema}.workflow_status AS w
 SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
     started_at = {schema}.clock(), updated_at = {schema}.clock(),
     deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
-FROM picked WHERE w.workflow_id = picked.workflow_id
+-- ANY(ARRAY(...)) keeps the plan an index lookup of the picked ids whatever a cached generic
+-- plan estimates (a join here can turn into a scan of the whole table).
+WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
 
 -- name: claim_partition
 -- The same for one partition key of a partitioned queue.
-WITH picked AS (
+WITH alive AS (
+    -- Only a live executor claims: a reaped one (its row gone) gets nothing, and the lock
+    -- makes a concurrent reaping wait for this claim, then release what it took.
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+), picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND partition_key = %(partition_key)s AND app_version = %(app_version)s
       AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
       AND name = ANY(%(names)s::text[])
+      AND EXISTS (SELECT 1 FROM alive)
     ORDER BY priority, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -67,7 +79,9 @@ UPDATE {schema}.workflow_status AS w
 SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
     started_at = {schema}.clock(), updated_at = {schema}.clock(),
     deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
-FROM picked WHERE w.workflow_id = picked.workflow_id
+-- ANY(ARRAY(...)) keeps the plan an index lookup of the picked ids whatever a cached generic
+-- plan estimates (a join here can turn into a scan of the whole table).
+WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
 
@@ -83,12 +97,14 @@ ON CONFLICT (name) DO UPDATE SET
     updated_at = now();
 
 -- name: work_left
--- What the given queues still hold that this version could run (for --burst).
+-- What the given queues still hold that this version could run (for --burst): a workflow
+-- name this worker does not know is not work it could ever do (names NULL: count every name).
 SELECT
     count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
     count(*) FILTER (WHERE status = 'PENDING') AS pending
 FROM {schema}.workflow_status
 WHERE app_version = %(app_version)s AND status IN ('ENQUEUED', 'PENDING')
+  AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
   AND (queue_name = ANY(%(queues)s::text[])
        OR (queue_name IS NULL AND executor_id IS NULL));
 

@@ -1,18 +1,26 @@
 -- name: insert_workflow
 -- Start a workflow owned by this executor (attempt 1), or find the one already using the id.
+-- An executor that was reaped meanwhile starts it ownerless (any live executor adopts it),
+-- never under its dead id, which nobody would ever recover.
+WITH alive AS (
+    SELECT executor_id FROM {schema}.executors
+    WHERE executor_id = %(executor_id)s FOR KEY SHARE
+)
 INSERT INTO {schema}.workflow_status AS w (
     workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
     parent_workflow_id, executor_id, attempt, app_version, max_recovery_attempts, serializer,
     inputs, timeout_ms, deadline, started_at, forked_from)
 VALUES (
     %(workflow_id)s, %(name)s, 'PENDING', NULL, NULL, 0, NULL,
-    %(parent_workflow_id)s, %(executor_id)s, 1, %(app_version)s, %(max_recovery_attempts)s,
+    %(parent_workflow_id)s, (SELECT executor_id FROM alive), 1, %(app_version)s,
+    %(max_recovery_attempts)s,
     %(serializer)s, %(inputs)s, %(timeout_ms)s,
     least(%(deadline)s::timestamptz,
              {schema}.clock() + %(timeout_ms)s::bigint * interval '1 millisecond'),
     {schema}.clock(), NULL)
 ON CONFLICT (workflow_id) DO NOTHING
-RETURNING workflow_id, attempt, deadline, {schema}.clock() AS db_now;
+RETURNING workflow_id, attempt, deadline, {schema}.clock() AS db_now,
+          executor_id IS NOT NULL AS owned;
 
 -- name: enqueue_workflow
 -- Queue one workflow and wake the workers (NOTIFY is delivered at commit).
@@ -43,8 +51,9 @@ WITH ins AS (
            i.inputs, %(timeout_ms)s,
            CASE WHEN %(delay_ms)s::bigint > 0
                 THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END
-    FROM unnest(%(workflow_ids)s::text[], %(dedup_ids)s::text[], %(priorities)s::int[],
-                %(partition_keys)s::text[], %(inputs)s::text[])
+    -- Arrays travel in binary (%%b): no text escaping of hundreds of JSON documents.
+    FROM unnest(%(workflow_ids)b::text[], %(dedup_ids)b::text[], %(priorities)b::int[],
+                %(partition_keys)b::text[], %(inputs)b::text[])
          AS i (workflow_id, dedup_id, priority, partition_key, inputs)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id
@@ -94,21 +103,29 @@ SELECT status, executor_id, attempt FROM {schema}.workflow_status
 WHERE workflow_id = %(workflow_id)s;
 
 -- name: adopt_workflow
--- Take over one PENDING workflow that has no owner (its executor died or handed it back).
+-- Take over one PENDING workflow that has no owner (its executor died or handed it back);
+-- only a live executor adopts (see claim_workflows).
+WITH alive AS (
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+)
 UPDATE {schema}.workflow_status
 SET executor_id = %(executor_id)s, attempt = attempt + 1, updated_at = {schema}.clock(),
     started_at = coalesce(started_at, {schema}.clock()),
     deadline = least(deadline, {schema}.clock() + timeout_ms * interval '1 millisecond')
 WHERE workflow_id = %(workflow_id)s AND status = 'PENDING' AND executor_id IS NULL
-  AND app_version = %(app_version)s
+  AND app_version = %(app_version)s AND EXISTS (SELECT 1 FROM alive)
 RETURNING workflow_id, name, serializer, inputs, attempt, recovery_attempts, deadline,
           forked_from, queue_name, max_recovery_attempts, {schema}.clock() AS db_now;
 
 -- name: adopt_orphans
--- Take over ownerless PENDING workflows of this version (many at once, SKIP LOCKED).
-WITH picked AS (
+-- Take over ownerless PENDING workflows of this version (many at once, SKIP LOCKED); only a
+-- live executor adopts (see claim_workflows).
+WITH alive AS (
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+), picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'PENDING' AND executor_id IS NULL AND app_version = %(app_version)s
+      AND name = ANY(%(names)s::text[]) AND EXISTS (SELECT 1 FROM alive)
     ORDER BY seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -117,7 +134,9 @@ UPDATE {schema}.workflow_status AS w
 SET executor_id = %(executor_id)s, attempt = w.attempt + 1, updated_at = {schema}.clock(),
     started_at = coalesce(w.started_at, {schema}.clock()),
     deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
-FROM picked WHERE w.workflow_id = picked.workflow_id
+-- ANY(ARRAY(...)) keeps the plan an index lookup of the picked ids whatever a cached generic
+-- plan estimates (a join here can turn into a scan of the whole table).
+WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
 
