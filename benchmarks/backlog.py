@@ -73,9 +73,18 @@ def claim_params(tasks: ModuleType, limit: int) -> dict[str, Any]:
     }
 
 
+def register_claimer(tasks: ModuleType) -> None:
+    """Claims are taken only by a live executor: give the benchmark's claimer its row."""
+    app = tasks.app
+    app.db.fetchone("register_executor", {
+        "executor_id": "bench-claimer", "hostname": "bench", "pid": 0,
+        "app_version": app.app_version, "kind": "bench", "queues": ["plain"]})
+
+
 def time_claims(scratch: Scratch, tasks: ModuleType, n: int, limit: int) -> dict[str, Any]:
     """``n`` claims through Database.fetchall, each put back; and ``n`` rolled back."""
     db = tasks.app.db
+    register_claimer(tasks)
     params = claim_params(tasks, limit)
     committed: list[float] = []
     for _ in range(n):
@@ -131,6 +140,7 @@ def explain(tasks: ModuleType, limit: int) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the claim, rolled back: the plan with these values
     (custom) and the plan a prepared statement may settle on (generic)."""
     db = tasks.app.db
+    register_claimer(tasks)
     params = claim_params(tasks, limit)
     text = db.queries["claim_workflows"]
     out: dict[str, Any] = {}
@@ -161,6 +171,7 @@ def plan_trap(scratch: Scratch, tasks: ModuleType, grow_to: int, limit: int) -> 
     ANALYZE in between (autovacuum off, or not yet run): does the session keep a plan made for
     20 rows? Times 20 claims on that same session after the growth."""
     db = tasks.app.db
+    register_claimer(tasks)
     params = claim_params(tasks, limit)
     build_backlog(scratch, tasks, 20)
     with db.connect() as conn:  # one session of its own, prepared like pgflow's

@@ -191,9 +191,10 @@ def job_wal(scratch: Scratch, tasks: ModuleType, batch: int = 10) -> dict[str, A
     ``batch``, finish in batches of ``batch``) next to pgbench's job life (INSERT, UPDATE,
     UPDATE on a table with a primary key only). Measured on a second round, so that full-page
     images written after the last checkpoint do not count."""
-    from .backlog import claim_params
+    from .backlog import claim_params, register_claimer
     from .limit import CREATE_TABLE, SCRATCH_TABLE
 
+    register_claimer(tasks)
     db = tasks.app.db
     enqueue = capture("enqueue_workflow", lambda: tasks.plain.enqueue(tasks.noop, 0))
     finish = capture("finish_workflows", lambda: tasks.noop(0))
