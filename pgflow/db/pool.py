@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
 import time
 import weakref
@@ -27,6 +28,17 @@ T = TypeVar("T")
 # Pools inherited across a fork are parked here so that their connections are never finalized
 # in the child (finalizing would send a Terminate on the parent's sockets).
 _INHERITED: list[Any] = []
+
+
+def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """An idle pooled connection has nothing to read: readable means the server said goodbye
+    (it restarted, pg_terminate_backend, an idle timeout). One poll, no round trip; such a
+    connection is skipped at checkout instead of failing the statement run on it."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 class Database:
@@ -145,10 +157,15 @@ class Database:
     def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """Borrow a pooled autocommit connection."""
         try:
-            with self.pool.connection() as conn:
-                if self._clock_generation:  # an int test per checkout; 0 in production
-                    self._apply_clock(conn)
-                yield conn  # type: ignore[misc]
+            for tries_left in range(self.max_size, -1, -1):
+                with self.pool.connection() as conn:
+                    if tries_left and _closed_by_server(conn):
+                        conn.close()  # the pool discards it and opens a new one
+                        continue
+                    if self._clock_generation:  # an int test per checkout; 0 in production
+                        self._apply_clock(conn)
+                    yield conn  # type: ignore[misc]
+                    return
         except PoolTimeout:
             raise DatabaseUnavailable(
                 f"no database connection available at {self.target} within "

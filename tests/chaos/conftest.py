@@ -1,0 +1,81 @@
+"""Fixtures of the chaos tier: the chaos app on a fresh database with its ledger and audit
+tables, worker processes killed at teardown, and the ``--soak`` load factor.
+
+``pytest tests/chaos`` is the CI tier (minutes on two cores). ``pytest tests/chaos --soak``
+(or ``PGFLOW_CHAOS_SOAK=1``) multiplies every load by 10 and lengthens the outages, for runs
+by hand. Tests marked ``chaos_server`` restart the shared PostgreSQL server; they run last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgflow
+from tests.chaos import chaos_app
+from tests.chaos.harness import AUDIT, Worker
+
+SOAK_FACTOR = 10
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="chaos tests: 10x the load and longer outages (hand runs)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "chaos_server: restarts the shared PostgreSQL server (runs last)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Server restarts disturb every other test on the server: keep them for the very end.
+    items.sort(key=lambda item: item.get_closest_marker("chaos_server") is not None)
+
+
+@pytest.fixture(scope="session")
+def soak(request: pytest.FixtureRequest) -> int:
+    """The load factor: 1 in CI, 10 under --soak."""
+    on = request.config.getoption("--soak", default=False) or \
+        os.environ.get("PGFLOW_CHAOS_SOAK") == "1"
+    return SOAK_FACTOR if on else 1
+
+
+@pytest.fixture
+def chaos_url(database_url: str) -> str:
+    """The test's database with the ledger and the audit triggers."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(chaos_app.TABLES)
+        conn.execute(AUDIT)
+    return database_url
+
+
+@pytest.fixture
+def capp(chaos_url: str) -> Iterator[pgflow.App]:
+    """The chaos app, pointed at the test's database (for enqueueing and reading)."""
+    a = chaos_app.app
+    a.close_db()
+    a.settings = a.settings.replace(database_url=chaos_url)
+    yield a
+    a.close_db()
+
+
+@pytest.fixture
+def workers(chaos_url: str, tmp_path: Path) -> Iterator[Any]:
+    """Start workers with ``workers(*args, **kw)``; every process group is killed at
+    teardown (woken first, should a test have stopped it)."""
+    started: list[Worker] = []
+
+    def start(*args: str, **kw: Any) -> Worker:
+        w = Worker(kw.pop("url", chaos_url), tmp_path, *args, **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
