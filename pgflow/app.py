@@ -8,7 +8,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -19,7 +18,7 @@ from .db.notify import Notifications
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
 from .queues import EnqueueOptions, Queue, Rate, validate_name
-from .records import Status, StepRecord, WorkflowStatus
+from .records import Status, WorkflowStatus
 from .recovery import Executor
 from .registry import Registry, StepDef, WorkflowDef, qualified_name
 from .schedules import Schedule
@@ -48,7 +47,7 @@ class StartOptions:
         return result
 
 
-class App:
+class App(management.WorkflowQueries):
     """A pgflow application: its workflows, steps, queues and database.
 
     >>> app = pgflow.App("shop")   # PGFLOW_DATABASE_URL, else an embedded Postgres
@@ -322,36 +321,6 @@ class App:
         handle = WorkflowHandle(self, workflow_id)
         handle.status()
         return handle
-
-    def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
-        return management.get_status(self.db, self.serializer_impl, workflow_id)
-
-    def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
-                       name: str | None = None, queue: str | None = None,
-                       created_after: datetime | None = None,
-                       created_before: datetime | None = None,
-                       parent_workflow_id: str | None = None, limit: int = 100,
-                       offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
-        """Workflows matching every filter given, oldest first unless ``newest_first``."""
-        return management.list_workflows(
-            self.db, self.serializer_impl, status=status, name=name, queue=queue,
-            created_after=created_after, created_before=created_before,
-            parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
-            newest_first=newest_first)
-
-    def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
-        """ENQUEUED and PENDING workflows of ``queue`` (of every queue when None), in the order
-        workers claim them."""
-        return management.list_queued(self.db, self.serializer_impl, queue, limit)
-
-    def steps(self, workflow_id: str) -> list[StepRecord]:
-        """The recorded steps of a workflow, in order."""
-        return management.steps(self.db, self.serializer_impl, workflow_id)
-
-    def cancel(self, workflow_id: str) -> WorkflowStatus:
-        """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
-        running one stops at its next step (or wherever it waits). Returns its record."""
-        return management.cancel(self.db, self.serializer_impl, workflow_id)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Run a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from datetime import datetime
 from typing import Any
 
 from . import management, messages, serialization
@@ -20,12 +19,11 @@ from .db.notify import Notifications
 from .db.pool import Database
 from .errors import ConfigurationError
 from .queues import EnqueueOptions, Queue, validate_name
-from .records import Status, StepRecord, WorkflowStatus
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
 
 
-class Client:
+class Client(management.WorkflowQueries):
     """Talks to pgflow's tables directly: no App, no workflow code, no migrations (run
     ``pgflow migrate`` first). Workflows are named as the workers know them
     (``module.function`` unless declared with ``name=``)."""
@@ -168,34 +166,6 @@ class Client:
         """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
         management.require_status(self.db, self.serializer_impl, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
-
-    def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
-        return management.get_status(self.db, self.serializer_impl, workflow_id)
-
-    def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
-                       name: str | None = None, queue: str | None = None,
-                       created_after: datetime | None = None,
-                       created_before: datetime | None = None,
-                       parent_workflow_id: str | None = None, limit: int = 100,
-                       offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
-        """Workflows matching every filter given, oldest first unless ``newest_first``."""
-        return management.list_workflows(
-            self.db, self.serializer_impl, status=status, name=name, queue=queue,
-            created_after=created_after, created_before=created_before,
-            parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
-            newest_first=newest_first)
-
-    def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
-        """ENQUEUED and PENDING workflows of ``queue`` (every queue when None), in claim order."""
-        return management.list_queued(self.db, self.serializer_impl, queue, limit)
-
-    def steps(self, workflow_id: str) -> list[StepRecord]:
-        """The recorded steps of a workflow, in order."""
-        return management.steps(self.db, self.serializer_impl, workflow_id)
-
-    def cancel(self, workflow_id: str) -> WorkflowStatus:
-        """Cancel a workflow and its children (see ``App.cancel``)."""
-        return management.cancel(self.db, self.serializer_impl, workflow_id)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Run an ended workflow again from its last completed step (see ``App.resume``);

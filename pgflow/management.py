@@ -225,3 +225,42 @@ def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo
     stranded = [Stranded(r["queue_name"], r["app_version"], r["n"], r["since"])
                 for r in db.fetchall("stranded_work", params)]
     return queues, stranded
+
+
+class WorkflowQueries:
+    """Reading and cancelling workflows, shared by ``App`` and ``Client`` (which provide
+    ``db`` and ``serializer_impl``)."""
+
+    db: Database
+    serializer_impl: serialization.Serializer
+
+    def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
+        """The workflow's record, or None when no workflow has this id."""
+        return get_status(self.db, self.serializer_impl, workflow_id)
+
+    def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
+                       name: str | None = None, queue: str | None = None,
+                       created_after: datetime | None = None,
+                       created_before: datetime | None = None,
+                       parent_workflow_id: str | None = None, limit: int = 100,
+                       offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
+        """Workflows matching every filter given, oldest first unless ``newest_first``."""
+        return list_workflows(
+            self.db, self.serializer_impl, status=status, name=name, queue=queue,
+            created_after=created_after, created_before=created_before,
+            parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
+            newest_first=newest_first)
+
+    def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
+        """ENQUEUED and PENDING workflows of ``queue`` (of every queue when None), in the order
+        workers claim them."""
+        return list_queued(self.db, self.serializer_impl, queue, limit)
+
+    def steps(self, workflow_id: str) -> list[StepRecord]:
+        """The recorded steps of a workflow, in order."""
+        return steps(self.db, self.serializer_impl, workflow_id)
+
+    def cancel(self, workflow_id: str) -> WorkflowStatus:
+        """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
+        running one stops at its next step (or wherever it waits). Returns its record."""
+        return cancel(self.db, self.serializer_impl, workflow_id)
