@@ -1,8 +1,11 @@
-"""PURE: how many rows a claimer may take, given limits, running counts and recent starts."""
+"""PURE: how many rows a claimer may take, given limits, running counts and recent starts.
+
+The worker applies it to its own threads and worker_concurrency; the claim statements
+(sql/queries/queues.sql: claim_limited, claim_partitions) compute the global part the same
+way inside the database, and tests/test_claims.py checks them against this function.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 
 def claim_budget(*, free_slots: int, local_running: int, worker_concurrency: int | None,
@@ -18,36 +21,3 @@ def claim_budget(*, free_slots: int, local_running: int, worker_concurrency: int
     if rate_limit is not None:
         room = min(room, rate_limit - started_in_window)
     return max(0, room)
-
-
-def partition_room(*, concurrency: int | None, running: int, rate_limit: int | None,
-                   started_in_window: int, cap: int) -> int:
-    """Room in one partition key (limits apply per key); ``cap`` bounds an unlimited key."""
-    room = cap
-    if concurrency is not None:
-        room = min(room, concurrency - running)
-    if rate_limit is not None:
-        room = min(room, rate_limit - started_in_window)
-    return max(0, room)
-
-
-def split_fairly(total: int, rooms: Mapping[str, int], order: Sequence[str]) -> dict[str, int]:
-    """Share ``total`` claims across keys one at a time in ``order`` (round robin), never
-    giving a key more than its room: a hot key cannot starve the others."""
-    shares = {key: 0 for key in order}
-    left = max(0, total)
-    active = [k for k in order if rooms.get(k, 0) > 0]
-    while left > 0 and active:
-        still = []
-        for key in active:
-            if left == 0:
-                break
-            shares[key] += 1
-            left -= 1
-            if shares[key] < rooms[key]:
-                still.append(key)
-        else:
-            active = still
-            continue
-        break
-    return {k: v for k, v in shares.items() if v > 0}

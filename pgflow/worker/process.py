@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .. import schedules, serialization, workflows
-from ..budget import claim_budget, partition_room, split_fairly
+from ..budget import claim_budget
 from ..errors import (
     DatabaseUnavailable,
     FencedOut,
@@ -339,38 +339,23 @@ class WorkerProcess:
         per_s = q.rate_limit.per if q.rate_limit else 0.0
         if not limited and not q.partitioned:
             return app.db.fetchall("claim_workflows", {**common, "limit": base})
-        with app.db.connection() as conn, conn.transaction():
-            if limited:
+        params = {**common, "limit": base, "concurrency": q.concurrency,
+                  "rate_limit": q.rate_limit.limit if q.rate_limit else None, "per_s": per_s}
+        if q.partitioned:
+            name = "claim_partitions"
+            params["rotation"] = self._rotation
+        else:
+            name = "claim_limited"
+        if not limited:
+            return app.db.fetchall(name, params)
+        # The queue lock, then the claim that counts the room left, in one transaction sent
+        # as one pipeline: one round trip, and the lock is held only while the server works.
+        with app.db.connection() as conn, conn.pipeline():
+            with conn.transaction():
                 app.db.execute(conn, "lock_queue", {
                     "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}"})
-            if not q.partitioned:
-                load = app.db.execute(conn, "queue_load", {
-                    "queue_name": q.name, "per_s": per_s}).fetchone()
-                n = claim_budget(
-                    free_slots=base, local_running=0, worker_concurrency=None,
-                    concurrency=q.concurrency, running=load["running"],
-                    rate_limit=q.rate_limit.limit if q.rate_limit else None,
-                    started_in_window=load["started"])
-                if n <= 0:
-                    return []
-                return app.db.execute(conn, "claim_workflows", {**common, "limit": n}).fetchall()
-            loads = app.db.execute(conn, "partition_load", {
-                "queue_name": q.name, "per_s": per_s,
-                "app_version": app.app_version}).fetchall()
-            rooms = {r["partition_key"]: partition_room(
-                concurrency=q.concurrency, running=r["running"],
-                rate_limit=q.rate_limit.limit if q.rate_limit else None,
-                started_in_window=r["started"], cap=base) for r in loads}
-            keys = sorted(rooms)
-            if not keys:
-                return []
-            start = self._rotation % len(keys)
-            order = keys[start:] + keys[:start]
-            rows: list[dict[str, Any]] = []
-            for key, n in split_fairly(base, rooms, order).items():
-                rows.extend(app.db.execute(conn, "claim_partition", {
-                    **common, "partition_key": key, "limit": n}).fetchall())
-            return rows
+                cur = app.db.execute(conn, name, params)
+            return cur.fetchall()
 
     # -- running -------------------------------------------------------------------------------
 
