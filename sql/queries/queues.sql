@@ -10,7 +10,11 @@ SELECT pg_advisory_xact_lock(hashtextextended(%(lock_name)s, 0));
 WITH alive AS (
     -- Only a live executor claims: a reaped one (its row gone) gets nothing, and the lock
     -- makes a concurrent reaping wait for this claim, then release what it took.
-    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s
+      -- The claim's commit does not wait for its WAL flush (see "Claims commit
+      -- asynchronously" in the README): every durable write that follows it flushes it.
+      AND set_config('synchronous_commit', 'off', true) = 'off'
+    FOR KEY SHARE
 ), picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
@@ -39,7 +43,11 @@ RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_a
 -- trip, pipelined): under READ COMMITTED this statement's snapshot is taken after the lock,
 -- so it sees every claim committed by an earlier holder, and the limits hold exactly.
 WITH alive AS (
-    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s
+      -- The claim's commit does not wait for its WAL flush (see "Claims commit
+      -- asynchronously" in the README): every durable write that follows it flushes it.
+      AND set_config('synchronous_commit', 'off', true) = 'off'
+    FOR KEY SHARE
 ), room AS (
     SELECT greatest(0, least(
         %(limit)s::int,
@@ -90,7 +98,11 @@ WITH RECURSIVE keys AS (
             ORDER BY w.partition_key LIMIT 1)
     FROM keys k WHERE k.partition_key IS NOT NULL
 ), alive AS (
-    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
+    SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s
+      -- The claim's commit does not wait for its WAL flush (see "Claims commit
+      -- asynchronously" in the README): every durable write that follows it flushes it.
+      AND set_config('synchronous_commit', 'off', true) = 'off'
+    FOR KEY SHARE
 ), room AS (
     SELECT k.partition_key, greatest(0, least(
         %(limit)s::int,
