@@ -82,11 +82,10 @@ def list_workflows(db: Database, serializer: serialization.Serializer, *,
             raise ConfigurationError(
                 f"unknown status in {[str(s) for s in items]}; use one of "
                 f"{', '.join(s.value for s in Status)}") from None
-    rows = db.fetchall("list_workflows", {
+    rows = db.fetchall("list_workflows_newest" if newest_first else "list_workflows", {
         "status": statuses, "name": name, "queue_name": queue,
         "created_after": created_after, "created_before": created_before,
-        "parent_workflow_id": parent_workflow_id, "limit": limit, "offset": offset,
-        "newest_first": newest_first})
+        "parent_workflow_id": parent_workflow_id, "limit": limit, "offset": offset})
     return [status_record(serializer, r) for r in rows]
 
 

@@ -155,3 +155,21 @@ def test_claim_partitions_skips_keys_through_the_index(claims_db: Database) -> N
         conn.execute("RESET enable_seqscan")
     assert "Seq Scan on workflow_status" not in plan, plan
     assert "workflow_status_claim_partition" in plan, plan
+
+
+@pytest.mark.parametrize("statement", ["list_workflows", "list_workflows_newest"])
+def test_listing_walks_the_seq_index_and_stops_at_its_limit(
+        claims_db: Database, statement: str) -> None:
+    """Listing a big table does not sort it: it walks workflow_status_seq (generic plan)."""
+    with claims_db.connection() as conn:
+        conn.execute("INSERT INTO pgflow.workflow_status (workflow_id, name, status, inputs)"
+                     " SELECT 'l' || g, 'wf', 'SUCCESS', '[]' FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE pgflow.workflow_status")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        params = {"status": None, "name": None, "queue_name": None, "created_after": None,
+                  "created_before": None, "parent_workflow_id": None, "limit": 5, "offset": 0}
+        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
+            "EXPLAIN " + claims_db.queries[statement], params, prepare=True).fetchall())
+        conn.execute("RESET plan_cache_mode")
+    assert "workflow_status_seq" in plan, plan
+    assert "Sort" not in plan, plan

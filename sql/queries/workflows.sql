@@ -75,6 +75,7 @@ SELECT status, serializer, output, error, max_recovery_attempts
 FROM {schema}.workflow_status WHERE workflow_id = %(workflow_id)s;
 
 -- name: list_workflows
+-- Oldest first: a walk of workflow_status_seq that stops at the LIMIT.
 SELECT * FROM {schema}.workflow_status
 WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(name)s::text IS NULL OR name = %(name)s)
@@ -82,7 +83,19 @@ WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
   AND (%(parent_workflow_id)s::text IS NULL OR parent_workflow_id = %(parent_workflow_id)s)
-ORDER BY CASE WHEN %(newest_first)s THEN -seq ELSE seq END
+ORDER BY seq
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: list_workflows_newest
+-- The same, newest first.
+SELECT * FROM {schema}.workflow_status
+WHERE (%(status)s::text[] IS NULL OR status = ANY(%(status)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s)
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(parent_workflow_id)s::text IS NULL OR parent_workflow_id = %(parent_workflow_id)s)
+ORDER BY seq DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: finish_workflows
