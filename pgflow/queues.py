@@ -106,6 +106,7 @@ class Queue:
                 raise ConfigurationError(f"priority must be a 32-bit integer, not "
                                          f"{opts.priority!r}")
         if self.partitioned and opts.partition_key is None:
+            # No claim would ever take a keyless row of a partitioned queue.
             raise ConfigurationError(
                 f"queue {self.name!r} is partitioned: enqueue with "
                 ".options(partition_key=...)")
@@ -128,10 +129,14 @@ class Queue:
 
     def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
         """Queue ``fn(*args, **kwargs)`` for a worker; returns its handle at once."""
+        if self.partitioned and self.opts.partition_key is None:
+            self.check_options(self.opts)  # raises: say which key
         return self._bound()._enqueue(self, self.opts, fn, args, kwargs)
 
     def enqueue_many(self, fn: Callable[..., Any] | str,
                      calls: Iterable[Sequence[Any] | dict[str, Any]]) -> list[WorkflowHandle]:
         """Queue many calls of ``fn`` in one round trip. Each item is a tuple/list of positional
         arguments or a dict of keyword arguments."""
+        if self.partitioned and self.opts.partition_key is None:
+            self.check_options(self.opts)  # raises: say which key
         return self._bound()._enqueue_many(self, self.opts, fn, list(calls))

@@ -311,3 +311,30 @@ def test_client_checks_options_against_the_declared_queue(
 def test_client_refuses_an_unmigrated_schema(database_url: str) -> None:
     with pytest.raises(pgflow.SchemaNotMigrated, match="pgflow migrate"):
         pgflow.Client(database_url, schema="elsewhere").list_workflows()
+
+
+def test_the_readmes_pruning_statement_deletes_old_workflows_with_their_steps(
+        make_app: Any) -> None:
+    app = make_app("prune")
+
+    @app.step()
+    def one() -> int:
+        return 1
+
+    @app.workflow()
+    def two_steps() -> int:
+        return one() + one()
+
+    old, new = app.start(two_steps), app.start(two_steps)
+    assert old.get_result(timeout=10) == new.get_result(timeout=10) == 2
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    prune = readme.split("**Pruning.**", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    with app.db.connection() as conn:
+        conn.execute("UPDATE pgflow.workflow_status SET completed_at = now() - interval '31 days'"
+                     " WHERE workflow_id = %s", (old.workflow_id,))
+        conn.execute(prune)
+        left = conn.execute("SELECT workflow_id FROM pgflow.workflow_status").fetchall()
+        steps = conn.execute("SELECT workflow_id, count(*) AS n FROM pgflow.operation_outputs"
+                             " GROUP BY workflow_id").fetchall()
+    assert [r["workflow_id"] for r in left] == [new.workflow_id]
+    assert [(r["workflow_id"], r["n"]) for r in steps] == [(new.workflow_id, 2)]

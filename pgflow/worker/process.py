@@ -339,23 +339,14 @@ class WorkerProcess:
         per_s = q.rate_limit.per if q.rate_limit else 0.0
         if not limited and not q.partitioned:
             return app.db.fetchall("claim_workflows", {**common, "limit": base})
+        # Limits hold across processes: the claim takes the queue's lock (in the function,
+        # one round trip) and counts the room left after it.
         params = {**common, "limit": base, "concurrency": q.concurrency,
-                  "rate_limit": q.rate_limit.limit if q.rate_limit else None, "per_s": per_s}
+                  "rate_limit": q.rate_limit.limit if q.rate_limit else None, "per_s": per_s,
+                  "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}" if limited else None}
         if q.partitioned:
-            name = "claim_partitions"
-            params["rotation"] = self._rotation
-        else:
-            name = "claim_limited"
-        if not limited:
-            return app.db.fetchall(name, params)
-        # The queue lock, then the claim that counts the room left, in one transaction sent
-        # as one pipeline: one round trip, and the lock is held only while the server works.
-        with app.db.connection() as conn, conn.pipeline():
-            with conn.transaction():
-                app.db.execute(conn, "lock_queue", {
-                    "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}"})
-                cur = app.db.execute(conn, name, params)
-            return cur.fetchall()
+            return app.db.fetchall("claim_partitions", {**params, "rotation": self._rotation})
+        return app.db.fetchall("claim_limited", params)
 
     # -- running -------------------------------------------------------------------------------
 
