@@ -149,11 +149,13 @@ class WorkerProcess:
         self.wake = threading.Event()
         self.parent_pid = os.getppid()
         self.local_running: dict[str, int] = {q.name: 0 for q in config.queues}
+        self._queue_limits = {q.name: q.concurrency is not None for q in config.queues}
         self.inflight: set[str] = set()
         self.contexts: dict[str, WorkflowContext] = {}
         self.done = 0
         self._lock = threading.Lock()
         self._rotation = 0
+        self.more_waiting = False
         self.exit_code = EXIT_OK
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -247,7 +249,7 @@ class WorkerProcess:
                     next_recovery = 0.0  # time moved: owners may have died, windows ended
                     woken = True
                     continue
-            if claimed and self._free_slots() > 0:
+            if claimed and self.more_waiting and self._free_slots() > 0:
                 woken = True
                 continue  # there may be more right away
             woken = self.wake.wait(min(self.config.poll_interval, 0.5))
@@ -304,7 +306,11 @@ class WorkerProcess:
             log.warning("schedule_tick_failed", error=str(exc))
 
     def _claim_all(self) -> int:
+        """Claim from every queue; ``self.more_waiting`` says whether a queue filled every
+        free thread (it may hold more), the only case worth claiming again at once: a claim
+        that got less than it asked for found its queue empty or its limits reached."""
         total = 0
+        self.more_waiting = False
         queues = self.config.queues
         # Rotate the starting queue so no queue always goes first.
         self._rotation += 1
@@ -321,6 +327,7 @@ class WorkerProcess:
             for row in rows:
                 self._submit(Claimed.from_row(row), q.name)
             total += len(rows)
+            self.more_waiting = self.more_waiting or len(rows) >= free
         return total
 
     def _claim(self, q: Queue, free: int) -> list[dict[str, Any]]:
@@ -393,7 +400,11 @@ class WorkerProcess:
                 if queue_name is not None and not slot_handed:
                     self.local_running[queue_name] -= 1
                 self.done += 1
-            self.wake.set()
+            # A free thread is worth a claim now, except on a queue with a global concurrency
+            # limit: its room opens when the final status commits, and the completer wakes
+            # the loop then (_release_slot); a claim before that would find none.
+            if not (slot_handed and self._queue_limits.get(queue_name)):
+                self.wake.set()
 
     def _release_slot(self, queue_name: str) -> None:
         with self._lock:
