@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -24,6 +25,10 @@ from .errors import describe_target, is_connection_error, translate
 from .sql import Queries
 
 T = TypeVar("T")
+
+# Settings of pgflow's own sessions (see Database._options). Transaction steps put the
+# server's default back for the user's SQL (steps.py, query user_session_defaults).
+PGFLOW_SESSION_OPTIONS = "-c enable_seqscan=off"
 
 # Pools inherited across a fork are parked here so that their connections are never finalized
 # in the child (finalizing would send a Terminate on the parent's sockets).
@@ -78,7 +83,25 @@ class Database:
             "row_factory": dict_row,
             "application_name": self.application_name,
             "connect_timeout": max(1, int(self.connect_timeout)),
+            "options": self._options(),
         }
+
+    def _options(self) -> str:
+        """Session settings: the URL's (or PGOPTIONS') ``options``, then pgflow's own.
+
+        enable_seqscan=off: every statement pgflow runs finds its rows through an index, and
+        each is prepared once per session. A plan prepared while a table was tiny (a seq scan
+        is cheapest on one page) would otherwise be kept as the table grows until the next
+        ANALYZE: measured, a 10-step workflow went from 5 ms to 180 ms and a claim from 1 ms
+        to 56 ms after 200,000 rows arrived. A statement with no index to use still scans.
+        """
+        try:
+            given = conninfo_to_dict(self.url).get("options")
+        except psycopg.Error:
+            given = None
+        if given is None:
+            given = os.environ.get("PGOPTIONS")
+        return " ".join(filter(None, [str(given) if given else "", PGFLOW_SESSION_OPTIONS]))
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection outside the pool (LISTEN, migrations, one-off commands)."""

@@ -24,3 +24,8 @@ ORDER BY step_id;
 -- name: get_step
 SELECT step_id, name, executor_id FROM {schema}.operation_outputs
 WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;
+
+-- name: user_session_defaults
+-- First statement of a transaction step: the user's SQL plans with the server's default
+-- (pgflow's sessions run with enable_seqscan off; see pgflow/db/pool.py).
+SET LOCAL enable_seqscan = on;

@@ -1,0 +1,93 @@
+"""Plans that survive growth: statements prepared while workflow_status was tiny must still
+find their rows through an index once it holds many, with no ANALYZE in between."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgflow
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[pgflow.App]:
+    app = pgflow.App("plans", database_url=database_url)
+    yield app
+    app.shutdown(timeout=5)
+
+
+def test_pgflow_sessions_plan_with_indexes_and_user_sql_gets_the_default(
+        app: pgflow.App) -> None:
+    seen: dict[str, str] = {}
+
+    @app.transaction()
+    def look() -> str:
+        return str(pgflow.db().execute("SHOW enable_seqscan").fetchone()["enable_seqscan"])
+
+    @app.workflow()
+    def wf() -> str:
+        return look()
+
+    with app.db.connection() as conn:
+        seen["pgflow"] = conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"]
+    assert seen["pgflow"] == "off"
+    assert wf() == "on"  # the user's SQL in a transaction step
+    with app.db.connection() as conn:  # and only for that transaction
+        assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
+
+
+def test_a_step_prepared_on_a_tiny_table_still_uses_an_index_after_growth(
+        app: pgflow.App, database_url: str) -> None:
+    @app.step()
+    def one(i: int) -> int:
+        return i
+
+    @app.workflow()
+    def steps(i: int) -> int:
+        return one(i) + one(i)
+
+    # One pooled session prepares the step and finish statements on a nearly empty table
+    # (more than 5 runs: PostgreSQL then settles on a generic plan), and runs them again
+    # after 30,000 rows arrived with no ANALYZE since the tiny table's.
+    plans: list[str] = []
+    with app.db.connection() as conn, psycopg.connect(database_url, autocommit=True) as admin:
+        assert _run_on(app, conn, lambda: steps(0)) == 0
+        admin.execute("ANALYZE pgflow.workflow_status")  # the statistics of a tiny table
+        for i in range(1, 9):
+            assert _run_on(app, conn, lambda i=i: steps(i)) == 2 * i
+        admin.execute("INSERT INTO pgflow.workflow_status (workflow_id, name, status, inputs)"
+                      " SELECT 'g' || g, 'x', 'SUCCESS', '[]' FROM generate_series(1, 30000) g")
+        try:
+            conn.execute("LOAD 'auto_explain'")
+        except psycopg.Error as exc:
+            pytest.skip(f"auto_explain is not available on this server: {exc}")
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        for setting in ("auto_explain.log_min_duration = 0", "client_min_messages = log"):
+            conn.execute(f"SET {setting}")
+        assert _run_on(app, conn, lambda: steps(100)) == 200
+        conn.execute("RESET client_min_messages")
+        conn.execute("RESET auto_explain.log_min_duration")
+    stepping = [p for p in plans if "operation_outputs" in p or "workflow_status" in p]
+    assert stepping, plans
+    for plan in stepping:
+        assert "Seq Scan on workflow_status" not in plan, plan
+
+
+def _run_on(app: pgflow.App, conn: Any, fn: Any) -> Any:
+    """Run ``fn`` with every pooled checkout handing out ``conn`` (the session being watched)."""
+    import contextlib
+
+    original = app.db.connection
+
+    @contextlib.contextmanager
+    def same() -> Iterator[Any]:
+        yield conn
+
+    app.db.connection = same  # type: ignore[method-assign]
+    try:
+        return fn()
+    finally:
+        app.db.connection = original  # type: ignore[method-assign]
