@@ -112,7 +112,7 @@ def _run_unrecorded(
     if step.kind == "transaction" and context.in_transaction() is False:
         def body() -> Any:
             with app.db.connection() as conn, conn.transaction():
-                app.db.execute(conn, "user_session_defaults")
+                app.db.execute(conn, "allow_scans")
                 token = context.enter_transaction(conn.cursor())
                 try:
                     return step.fn(*args, **kwargs)
@@ -166,7 +166,7 @@ def _run_transaction(
     def attempt() -> Any:
         with app.db.connection() as conn:
             with conn.transaction():
-                app.db.execute(conn, "user_session_defaults")
+                app.db.execute(conn, "allow_scans")
                 cur = conn.cursor()
                 token = context.enter_transaction(cur)
                 ctx.in_step = True

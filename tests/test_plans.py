@@ -91,3 +91,28 @@ def _run_on(app: pgflow.App, conn: Any, fn: Any) -> Any:
         return fn()
     finally:
         app.db.connection = original  # type: ignore[method-assign]
+
+
+def test_reports_over_the_whole_table_may_scan_it(app: pgflow.App) -> None:
+    """Counts and reports (marked `-- plan: scans`) run with sequential scans allowed, in a
+    transaction of their own, and the session keeps pgflow's setting afterwards."""
+    db = app.db
+    assert {"work_left", "queue_progress", "queue_overview", "queue_partitions",
+            "stranded_work", "testing_queue_history"} <= db.queries.scanning
+    assert "claim_workflows" not in db.queries.scanning
+    with db.connection() as conn:
+        conn.execute("INSERT INTO pgflow.workflow_status (workflow_id, name, status, queue_name,"
+                     " inputs, completed_at) SELECT 'r' || g, 'x', 'SUCCESS', 'q', '[]', now()"
+                     " FROM generate_series(1, 2000) g")
+        conn.execute("ANALYZE pgflow.workflow_status")
+    row = db.fetchone("queue_progress", {"queues": ["q"], "since": "2000-01-01"})
+    assert row is not None and row["done"] == 2000 and row["left_"] == 0
+    explain = "EXPLAIN SELECT count(*) FROM pgflow.workflow_status WHERE seq > 0"
+    with db.connection() as conn:
+        with conn.transaction():
+            conn.execute(db.queries["allow_scans"])
+            plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(explain).fetchall())
+        assert "Seq Scan" in plan, plan
+        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(explain).fetchall())
+        assert "Seq Scan" not in plan and "workflow_status_seq" in plan, plan
+        assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"

@@ -18,6 +18,9 @@ from ..errors import ConfigurationError
 from ..settings import validate_schema
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+# A statement that reads much of a table (a count, a report) says so with this line: it runs
+# with sequential scans allowed, which pgflow's sessions otherwise turn off (db/pool.py).
+_SCANS_LINE = re.compile(r"^--\s*plan:\s*scans\s*$", re.MULTILINE)
 # Identifier places other than {schema} ({role}, {channel}, {database}, ...) are filled per call.
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -84,6 +87,12 @@ class Queries:
             return self._rendered[name]
         except KeyError:
             raise ConfigurationError(f"no SQL statement named {name!r} in sql/queries") from None
+
+    @functools.cached_property
+    def scanning(self) -> frozenset[str]:
+        """Names of the statements marked ``-- plan: scans``."""
+        return frozenset(name for name, body in _raw_queries().items()
+                         if _SCANS_LINE.search(body))
 
     def with_identifiers(self, name: str, **identifiers: str) -> str:
         """A statement with extra identifier places filled (e.g. ``{role}`` of a GRANT)."""

@@ -91,6 +91,7 @@ LIMIT 1;
 SELECT * FROM {schema}.queues WHERE name = %(name)s;
 
 -- name: queue_overview
+-- plan: scans
 -- Per queue (declared, or holding active work): limits as last declared, counts, use of the
 -- rate window, how long the oldest claimable row has waited, and live workers serving it.
 WITH names AS (
@@ -129,6 +130,7 @@ CROSS JOIN LATERAL (
 ORDER BY n.name;
 
 -- name: queue_partitions
+-- plan: scans
 SELECT queue_name, partition_key,
        count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
        count(*) FILTER (WHERE status = 'PENDING') AS pending
@@ -139,6 +141,7 @@ GROUP BY queue_name, partition_key
 ORDER BY queue_name, partition_key;
 
 -- name: stranded_work
+-- plan: scans
 -- Waiting work that no live executor of its version can run (queued rows: none serving the
 -- queue; ownerless PENDING rows: none at all). Reported, so it is never silent.
 SELECT w.queue_name, w.app_version, count(*) AS n, min(w.updated_at) AS since

@@ -57,6 +57,7 @@ ON CONFLICT (name) DO UPDATE SET
     updated_at = now();
 
 -- name: work_left
+-- plan: scans
 -- What the given queues still hold that this version could run (for --burst): a workflow
 -- name this worker does not know is not work it could ever do (names NULL: count every name).
 SELECT
@@ -69,6 +70,7 @@ WHERE app_version = %(app_version)s AND status IN ('ENQUEUED', 'PENDING')
        OR (queue_name IS NULL AND executor_id IS NULL));
 
 -- name: queue_progress
+-- plan: scans
 -- Totals of the given queues since a point in time, for the burst progress line.
 SELECT
     count(*) FILTER (WHERE status = 'SUCCESS' AND completed_at >= %(since)s) AS done,

@@ -25,7 +25,8 @@ ORDER BY step_id;
 SELECT step_id, name, executor_id FROM {schema}.operation_outputs
 WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;
 
--- name: user_session_defaults
--- First statement of a transaction step: the user's SQL plans with the server's default
--- (pgflow's sessions run with enable_seqscan off; see pgflow/db/pool.py).
-SET LOCAL enable_seqscan = on;
+-- name: allow_scans
+-- pgflow's sessions run with enable_seqscan and jit off (pgflow/db/pool.py). This puts the
+-- defaults back for one transaction: before a statement marked `-- plan: scans`, and first in
+-- a transaction step, so that the user's SQL plans as it would anywhere else.
+SELECT set_config('enable_seqscan', 'on', true), set_config('jit', 'on', true);

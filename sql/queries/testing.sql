@@ -11,6 +11,7 @@ DROP DATABASE IF EXISTS {database} WITH (FORCE);
 SELECT datname FROM pg_database WHERE datname LIKE 'pgflow\_testing\_%%';
 
 -- name: testing_queue_history
+-- plan: scans
 -- Every row of one queue, in enqueue order, for pgflow.testing.check_history.
 SELECT workflow_id, seq, name, status, app_version, dedup_id, priority, partition_key,
        executor_id, attempt, recovery_attempts, created_at, not_before, started_at,
