@@ -284,6 +284,8 @@ def build_rows(results: dict[str, Any]) -> tuple[list[Row], Refs]:
         ):
             runs = flow[key]
             keys = f", {results['plan']['partition_keys']} keys" if key == "partitioned" else ""
+            best = flow.get(f"{key}_threads", flow.get("threads"))
+            keys += f", -P 2 -c {best}" if best else ""
             row = Row("6 flow", f"{label}{keys}", "jobs/s", _medians(runs, "jobs_per_s"), "rate")
             costs = [100 * (1 - v / unlimited) for v in row.values]
             cost = Row("6 flow", "  cost vs unlimited drain", "%", costs, target=target)
