@@ -116,3 +116,27 @@ def test_reports_over_the_whole_table_may_scan_it(app: pgflow.App) -> None:
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(explain).fetchall())
         assert "Seq Scan" not in plan and "workflow_status_seq" in plan, plan
         assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
+
+
+def test_session_options_keep_the_urls_own(database_url: str, monkeypatch: Any) -> None:
+    """pgflow's settings are added to the URL's `options` (or PGOPTIONS), not put instead."""
+    from pgflow.db.pool import PGFLOW_SESSION_OPTIONS, Database
+
+    sep = "&" if "?" in database_url else "?"
+    db = Database(f"{database_url}{sep}options=-c%20statement_timeout%3D12345", "pgflow")
+    try:
+        with db.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] \
+                == "12345ms"
+            assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
+    finally:
+        db.close()
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=4321")
+    db = Database(database_url, "pgflow")
+    try:
+        assert db._options() == f"-c lock_timeout=4321 {PGFLOW_SESSION_OPTIONS}"
+        with db.connection() as conn:
+            assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] == "4321ms"
+            assert conn.execute("SHOW jit").fetchone()["jit"] == "off"
+    finally:
+        db.close()
