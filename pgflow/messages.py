@@ -21,10 +21,11 @@ from .db.notify import event_channel, message_channel
 from .errors import FencedOut, PgflowError, WorkflowParked
 from .queues import validate_name
 from .steps import (
+    NOT_YET,
     check_deadline,
     ensure_owner,
+    in_checkpointed_transaction,
     record_checkpoint,
-    record_in_transaction,
     replay,
 )
 
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 
 SEND, RECV, SET_EVENT, GET_EVENT, SLEEP = (
     "pgflow.send", "pgflow.recv", "pgflow.set_event", "pgflow.get_event", "pgflow.sleep")
-
-_NOT_YET = object()
-
 
 # -- outside a workflow (App and Client call these) --------------------------------------------
 
@@ -106,37 +104,6 @@ def _as_checkpoint(ctx: WorkflowContext, serializer_name: str, text: str) -> str
         max_bytes=app.settings.max_payload_bytes, what="a received value")
 
 
-def _checkpointed(ctx: WorkflowContext, step_id: int, name: str,
-                  body: Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None]
-                  ) -> Any:
-    """Run ``body`` and write its checkpoint in ONE transaction, fenced. ``body`` returns
-    ``(checkpoint output, value)``, or None when there is nothing to record yet (then this
-    returns ``_NOT_YET`` and nothing is written). Retried on a lost connection; a retry first
-    looks for the checkpoint a lost commit may have written."""
-    app = ctx.app
-    started = datetime.now(timezone.utc)
-    tries = 0
-
-    def attempt() -> Any:
-        nonlocal tries
-        tries += 1
-        if tries > 1:
-            rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
-                                                      "step_id": step_id})
-            if rec is not None and rec["executor_id"] == ctx.executor_id \
-                    and rec["name"] == name:
-                return serialization.loads_value(app.serializer, ctx.serializer, rec["output"])
-        with app.db.connection() as conn, conn.transaction():
-            got = body(conn)
-            if got is None:
-                return _NOT_YET
-            output, value = got
-            record_in_transaction(ctx, conn, step_id, name, output, started)
-            return value
-
-    return app.db.retrying(attempt)
-
-
 def send(destination_id: str, message: Any, topic: str | None = None) -> None:
     """Send ``message`` to workflow ``destination_id`` (received by its ``pgflow.recv``).
 
@@ -157,7 +124,7 @@ def send(destination_id: str, message: Any, topic: str | None = None) -> None:
         app.db.execute(conn, "send_message", params)
         return None, None
 
-    _checkpointed(ctx, step_id, SEND, body)
+    in_checkpointed_transaction(ctx, step_id, SEND, body)
 
 
 def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
@@ -189,8 +156,8 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
         while True:
             woke.clear()
             final = time.monotonic() >= end
-            got = _checkpointed(ctx, step_id, RECV, take(final))
-            if got is not _NOT_YET:
+            got = in_checkpointed_transaction(ctx, step_id, RECV, take(final))
+            if got is not NOT_YET:
                 return got
             _wait(ctx, woke, end - time.monotonic(), notes.recheck_after())
 
@@ -228,7 +195,7 @@ def set_event(key: str, value: Any) -> None:
         app.db.execute(conn, "set_event", params)
         return None, None
 
-    _checkpointed(ctx, step_id, SET_EVENT, body)
+    in_checkpointed_transaction(ctx, step_id, SET_EVENT, body)
 
 
 def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Any:

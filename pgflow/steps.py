@@ -163,43 +163,22 @@ def _run_transaction(
     started = datetime.now(timezone.utc)
     app = ctx.app
 
-    def attempt() -> Any:
-        with app.db.connection() as conn:
-            with conn.transaction():
-                app.db.execute(conn, "allow_scans")
-                cur = conn.cursor()
-                token = context.enter_transaction(cur)
-                ctx.in_step = True
-                try:
-                    result = step.fn(*args, **kwargs)
-                finally:
-                    ctx.in_step = False
-                    context.leave_transaction(token)
-                output = serialization.dumps_value(
-                    app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
-                    what=f"output of transaction step {step.name!r}")
-                record_in_transaction(ctx, conn, step_id, step.name, output, started)
-                return result
-
-    tries = 0
-
-    def across_lost_connections() -> Any:
-        # A lost connection rolled the transaction back, unless it was lost after the commit:
-        # a retry first looks for the checkpoint such a commit wrote.
-        nonlocal tries
-        tries += 1
-        if tries > 1:
-            rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
-                                                      "step_id": step_id})
-            if rec is not None and rec["executor_id"] == ctx.executor_id \
-                    and rec["name"] == step.name:
-                ensure_owner(ctx)
-                return serialization.loads_value(app.serializer, ctx.serializer,
-                                                 rec["output"])
-        return attempt()
+    def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
+        app.db.execute(conn, "allow_scans")
+        token = context.enter_transaction(conn.cursor())
+        ctx.in_step = True
+        try:
+            result = step.fn(*args, **kwargs)
+        finally:
+            ctx.in_step = False
+            context.leave_transaction(token)
+        return serialization.dumps_value(
+            app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
+            what=f"output of transaction step {step.name!r}"), result
 
     try:
-        return _with_retries(policy, ctx, lambda: app.db.retrying(across_lost_connections))
+        return _with_retries(policy, ctx, lambda: in_checkpointed_transaction(
+            ctx, step_id, step.name, body, started))
     except Exception as exc:
         record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                           started_at=started)
@@ -240,6 +219,48 @@ def record_checkpoint(
         ensure_owner(ctx)
         return
     raise _fenced_error(ctx)
+
+
+NOT_YET = object()
+
+
+def in_checkpointed_transaction(
+    ctx: WorkflowContext, step_id: int, name: str,
+    body: Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None],
+    started_at: datetime | None = None,
+) -> Any:
+    """Run ``body`` and write its checkpoint in ONE transaction, fenced. ``body`` returns
+    ``(checkpoint output, value)``, or None when there is nothing to record yet (then this
+    returns ``NOT_YET`` and nothing is written).
+
+    Retried on a lost connection. The loss rolled the transaction back, unless it came after
+    the commit: a retry first looks for the checkpoint such a commit wrote (ours only while we
+    still own the workflow).
+    """
+    app = ctx.app
+    started = started_at or datetime.now(timezone.utc)
+    tries = 0
+
+    def attempt() -> Any:
+        nonlocal tries
+        tries += 1
+        if tries > 1:
+            rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
+                                                      "step_id": step_id})
+            if rec is not None and rec["executor_id"] == ctx.executor_id \
+                    and rec["name"] == name:
+                ensure_owner(ctx)
+                return serialization.loads_value(app.serializer, ctx.serializer,
+                                                 rec["output"])
+        with app.db.connection() as conn, conn.transaction():
+            got = body(conn)
+            if got is None:
+                return NOT_YET
+            output, value = got
+            record_in_transaction(ctx, conn, step_id, name, output, started)
+            return value
+
+    return app.db.retrying(attempt)
 
 
 def record_in_transaction(

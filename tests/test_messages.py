@@ -155,7 +155,7 @@ def test_recv_aborted_before_commit_leaves_the_message(make_app: Any,
         raise RuntimeError("checkpoint failed")
 
     app.send("taker", "keep me")
-    monkeypatch.setattr(pgflow.messages, "record_in_transaction", broken)
+    monkeypatch.setattr(pgflow.steps, "record_in_transaction", broken)
     with pytest.raises(RuntimeError):
         app.options(workflow_id="taker").call(taker)
     assert [r["message"] for r in rows(app.db.url, "SELECT * FROM pgflow.notifications")] \
