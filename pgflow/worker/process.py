@@ -149,7 +149,7 @@ class WorkerProcess:
         self.wake = threading.Event()
         self.parent_pid = os.getppid()
         self.local_running: dict[str, int] = {q.name: 0 for q in config.queues}
-        self._queue_limits = {q.name: q.concurrency is not None for q in config.queues}
+        self._queues = {q.name: q for q in config.queues}
         self.inflight: set[str] = set()
         self.contexts: dict[str, WorkflowContext] = {}
         self.done = 0
@@ -403,7 +403,8 @@ class WorkerProcess:
             # A free thread is worth a claim now, except on a queue with a global concurrency
             # limit: its room opens when the final status commits, and the completer wakes
             # the loop then (_release_slot); a claim before that would find none.
-            if not (slot_handed and self._queue_limits.get(queue_name)):
+            served = self._queues.get(queue_name or "")
+            if not (slot_handed and served is not None and served.concurrency is not None):
                 self.wake.set()
 
     def _release_slot(self, queue_name: str) -> None:
