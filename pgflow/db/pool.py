@@ -12,6 +12,7 @@ import select
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -33,6 +34,20 @@ PGFLOW_SESSION_OPTIONS = "-c enable_seqscan=off -c jit=off"
 # Pools inherited across a fork are parked here so that their connections are never finalized
 # in the child (finalizing would send a Terminate on the parent's sockets).
 _INHERITED: list[Any] = []
+
+
+class _MostRecentFirst(deque):  # type: ignore[type-arg]
+    """The pool's idle connections, the one returned last handed out first (LIFO).
+
+    psycopg_pool hands out the longest-idle connection (FIFO), so one thread running steps
+    one after another alternates between every pooled session, each with cold caches on
+    both sides of the socket. Measured: a step checkpoint cost 720 µs with FIFO and 590 µs
+    with LIFO, against a 410-450 µs INSERT round trip (benchmarks, phase 5). The ones left at
+    the far end idle long enough for the pool's max_idle to close them.
+    """
+
+    def append(self, conn: Any) -> None:
+        self.appendleft(conn)
 
 
 def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
@@ -167,16 +182,21 @@ class Database:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ConnectionPool(
+                    pool = ConnectionPool(
                         self.url,
                         min_size=1,
                         max_size=self.max_size,
                         kwargs=self._connect_kwargs(),
-                        open=True,
+                        open=False,
                         timeout=self.connect_timeout,
                         reconnect_timeout=3600.0,
                         name=f"pgflow-{self.schema}",
                     )
+                    # Swapped before open() fills it; left FIFO if psycopg_pool changes shape.
+                    if isinstance(getattr(pool, "_pool", None), deque) and not pool._pool:
+                        pool._pool = _MostRecentFirst()
+                    pool.open()
+                    self._pool = pool
         return self._pool
 
     @contextlib.contextmanager
