@@ -15,7 +15,7 @@ WITH alive AS (
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       AND app_version = %(app_version)s
       AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
-      AND name = ANY(%(names)s::text[])
+      AND name = ANY(%(names)b::text[])
       AND EXISTS (SELECT 1 FROM alive)
     ORDER BY priority, seq
     LIMIT %(limit)s
@@ -35,14 +35,14 @@ RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_a
 -- claim_workflows for a queue with a global concurrency and/or rate limit: the queue's lock
 -- (lock_name) and a claim that counts the room left, in one server-side function (0005).
 SELECT * FROM {schema}.claim_limited(
-    %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)s::text[], %(limit)s,
+    %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)b::text[], %(limit)s,
     %(concurrency)s, %(rate_limit)s, %(per_s)s, %(lock_name)s);
 
 -- name: claim_partitions
 -- claim_workflows for a partitioned queue: every key in one statement, limits per key, rows
 -- taken round robin from the key `rotation` points at (0005); lock_name NULL when unlimited.
 SELECT * FROM {schema}.claim_partitions(
-    %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)s::text[], %(limit)s,
+    %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)b::text[], %(limit)s,
     %(concurrency)s, %(rate_limit)s, %(per_s)s, %(rotation)s, %(lock_name)s);
 
 -- name: declare_queue

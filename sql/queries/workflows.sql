@@ -105,11 +105,13 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- start from workflow_status_executor instead: with statistics older than a burst of work the
 -- planner takes this executor's PENDING rows for one, and a nested loop over thousands of
 -- them times the batch made each finish take most of a second.
+-- The arrays are sent in binary (the b placeholders): psycopg builds a text-format array by
+-- escaping each element in Python, which doubled the client CPU of a batch of 25.
 UPDATE {schema}.workflow_status AS w
 SET status = f.status, output = f.output, error = f.error,
     updated_at = {schema}.clock(), completed_at = {schema}.clock()
-FROM unnest(%(workflow_ids)s::text[], %(attempts)s::int[], %(statuses)s::text[],
-            %(outputs)s::text[], %(errors)s::text[])
+FROM unnest(%(workflow_ids)b::text[], %(attempts)b::int[], %(statuses)b::text[],
+            %(outputs)b::text[], %(errors)b::text[])
      AS f (workflow_id, attempt, status, output, error)
 WHERE w.workflow_id = f.workflow_id AND w.executor_id IS NOT DISTINCT FROM %(executor_id)s
   AND w.attempt = f.attempt AND w.status = 'PENDING'
