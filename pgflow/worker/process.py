@@ -7,7 +7,6 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,12 +57,18 @@ class WorkerConfig:
 
 class Completer:
     """Writes final statuses in batches: everything finished since the last commit goes in the
-    next one (one commit for many workflows under load, immediate when idle)."""
+    next one (one commit for many workflows under load, immediate when idle).
 
-    def __init__(self, app: App) -> None:
+    ``written`` is called once per committed (or failed) batch with the queue names of its
+    workflows that hold a queue slot, so the slots are given back under one lock, with one
+    wake-up of the claim loop.
+    """
+
+    def __init__(self, app: App, written: Callable[[list[str]], None]) -> None:
         self.app = app
-        self.items: stdqueue.SimpleQueue[
-            tuple[Outcome, Callable[[], None] | None] | None] = stdqueue.SimpleQueue()
+        self.written = written
+        self.items: stdqueue.SimpleQueue[tuple[Outcome, str | None] | None] = \
+            stdqueue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="pgflow-complete", daemon=True)
         self.pending = 0
         self._lock = threading.Lock()
@@ -72,11 +77,11 @@ class Completer:
     def start(self) -> None:
         self.thread.start()
 
-    def submit(self, outcome: Outcome, written: Callable[[], None] | None = None) -> None:
-        """Queue a final write; ``written`` runs once its batch is committed (or failed)."""
+    def submit(self, outcome: Outcome, slot: str | None = None) -> None:
+        """Queue a final write; ``slot``: the queue whose slot it holds until committed."""
         with self._lock:
             self.pending += 1
-        self.items.put((outcome, written))
+        self.items.put((outcome, slot))
 
     def stop(self) -> None:
         self.items.put(None)
@@ -108,9 +113,9 @@ class Completer:
                 except PgflowError as exc:
                     log.error("completion_write_failed", error=str(exc), workflows=len(batch))
                 break
-            for _, written in batch:
-                if written is not None:
-                    written()
+            slots = [slot for _, slot in batch if slot is not None]
+            if slots:
+                self.written(slots)
             with self._lock:
                 self.pending -= len(batch)
                 self._idle.notify_all()
@@ -124,6 +129,41 @@ class Completer:
                     return False
                 self._idle.wait(left)
         return True
+
+
+class RunThreads:
+    """The workflow threads: a fixed set taking calls from one queue.
+
+    Leaner than ThreadPoolExecutor (no Future, no per-call lock and condition); the calls
+    handle their own errors, and nobody waits for their results.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.calls: stdqueue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = \
+            stdqueue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._serve, name=f"pgflow-run_{i}", daemon=True)
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self.calls.put((fn, args))
+
+    def _serve(self) -> None:
+        while True:
+            call = self.calls.get()
+            if call is None:
+                return
+            fn, args = call
+            try:
+                fn(*args)
+            except BaseException as exc:  # keep the thread: _run_one handles its own errors
+                log.error("run_thread_error", error=repr(exc))
+
+    def shutdown(self) -> None:
+        """Let each thread end after the calls already queued."""
+        for _ in self.threads:
+            self.calls.put(None)
 
 
 class WorkerProcess:
@@ -173,9 +213,9 @@ class WorkerProcess:
                 "rate_limit": q.rate_limit.limit if q.rate_limit else None,
                 "rate_per_seconds": q.rate_limit.per if q.rate_limit else None,
                 "priority_enabled": q.priority, "partitioned": q.partitioned})
-        self.completer = Completer(app)
+        self.completer = Completer(app, self._release_slots)
         self.completer.start()
-        self.pool = ThreadPoolExecutor(self.config.threads, thread_name_prefix="pgflow-run")
+        self.pool = RunThreads(self.config.threads)
         if not self.config.in_process:  # in-process, the short poll interval stands in
             Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
         log.info("worker_started", executor_id=self.executor_id, pid=os.getpid(),
@@ -186,7 +226,7 @@ class WorkerProcess:
             self._drain()
             if self.config.in_process:  # a forked worker exits; in-process, end our threads
                 self.completer.stop()
-                self.pool.shutdown(wait=False)
+                self.pool.shutdown()
         return self.exit_code
 
     def _declared_dead(self) -> None:
@@ -373,11 +413,8 @@ class WorkerProcess:
             wf = app.registry.workflow(claimed.name)
             outcome, _, _ = workflows.execute(app, claimed, wf, on_start=self._track)
             if outcome is not None:
-                if queue_name is None:
-                    self.completer.submit(outcome)
-                else:
-                    self.completer.submit(outcome, lambda: self._release_slot(queue_name))
-                    slot_handed = True
+                self.completer.submit(outcome, queue_name)
+                slot_handed = queue_name is not None
         except FencedOut as exc:
             log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
         except PgflowError as exc:
@@ -402,14 +439,15 @@ class WorkerProcess:
                 self.done += 1
             # A free thread is worth a claim now, except on a queue with a global concurrency
             # limit: its room opens when the final status commits, and the completer wakes
-            # the loop then (_release_slot); a claim before that would find none.
+            # the loop then (_release_slots); a claim before that would find none.
             served = self._queues.get(queue_name or "")
             if not (slot_handed and served is not None and served.concurrency is not None):
                 self.wake.set()
 
-    def _release_slot(self, queue_name: str) -> None:
+    def _release_slots(self, queue_names: list[str]) -> None:
         with self._lock:
-            self.local_running[queue_name] -= 1
+            for name in queue_names:
+                self.local_running[name] -= 1
         self.wake.set()
 
     def _track(self, ctx: WorkflowContext) -> None:
