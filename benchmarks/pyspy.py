@@ -17,6 +17,7 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _THREADS = (
     ("claim loop", "_loop", "worker/process.py"),
     ("workflow threads", "_run_one", "worker/process.py"),
+    ("workflow threads", "_serve", "worker/process.py"),
     ("completer", "_run", "worker/process.py"),
     ("listener", "_run", "worker/listener.py"),
     ("heartbeat", "_beat", "recovery.py"),
