@@ -124,7 +124,8 @@ def time_claims(scratch: Scratch, tasks: ModuleType, n: int, limit: int) -> dict
 
 
 def _as_prepared(text: str) -> tuple[str, list[str]]:
-    """``%(name)s`` placeholders as ``$n`` (in order of first use) for a server PREPARE."""
+    """``%(name)s`` (or binary ``%(name)b``) placeholders as ``$n`` (in order of first use) for a
+    server PREPARE."""
     order: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -133,7 +134,7 @@ def _as_prepared(text: str) -> tuple[str, list[str]]:
             order.append(name)
         return f"${order.index(name) + 1}"
 
-    return re.sub(r"%\((\w+)\)s", number, text).replace("%%", "%"), order
+    return re.sub(r"%\((\w+)\)[sb]", number, text).replace("%%", "%"), order
 
 
 def explain(tasks: ModuleType, limit: int) -> dict[str, Any]:
