@@ -17,8 +17,8 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _THREADS = (
     ("claim loop", "_loop", "worker/process.py"),
     ("workflow threads", "_run_one", "worker/process.py"),
-    ("workflow threads", "_serve", "worker/process.py"),
-    ("completer", "_run", "worker/process.py"),
+    ("workflow threads", "_serve", "worker/threads.py"),
+    ("completer", "_run", "worker/threads.py"),
     ("listener", "_run", "worker/listener.py"),
     ("heartbeat", "_beat", "recovery.py"),
     ("recovery", "_recover", "worker/process.py"),
