@@ -207,8 +207,7 @@ def record_checkpoint(
     """
     app = ctx.app
     params = _checkpoint_params(ctx, step_id, name, output, error, child_workflow_id, started_at)
-    row = app.db.retrying(lambda: app.db.fetchone("record_step", params))
-    if row is not None:
+    if app.db.retrying(lambda: app.db.run("record_step", params)):
         return
     existing = app.db.retrying(
         lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id}))
@@ -269,9 +268,8 @@ def record_in_transaction(
 ) -> None:
     """Write a checkpoint on ``conn``'s open transaction, fenced; raise FencedOut or
     WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
-    row = ctx.app.db.execute(conn, "record_step", _checkpoint_params(
-        ctx, step_id, name, output, None, None, started_at)).fetchone()
-    if row is None:
+    if not ctx.app.db.execute(conn, "record_step", _checkpoint_params(
+            ctx, step_id, name, output, None, None, started_at)).rowcount:
         raise _fenced_error(ctx)
 
 

@@ -1,6 +1,7 @@
 -- name: record_step
 -- A step's checkpoint, written only while this executor still owns the workflow (fencing):
 -- FOR SHARE makes a concurrent adoption wait for this commit, or this insert see the adoption.
+-- Row count 1: written; 0: not the owner any more, or a checkpoint of that step exists.
 WITH owner AS (
     SELECT 1 FROM {schema}.workflow_status
     WHERE workflow_id = %(workflow_id)s AND executor_id = %(executor_id)s
@@ -12,8 +13,7 @@ INSERT INTO {schema}.operation_outputs (
 SELECT %(workflow_id)s, %(step_id)s, %(name)s, %(output)s, %(error)s, %(child_workflow_id)s,
        %(executor_id)s, %(started_at)s
 FROM owner
-ON CONFLICT (workflow_id, step_id) DO NOTHING
-RETURNING step_id;
+ON CONFLICT (workflow_id, step_id) DO NOTHING;
 
 -- name: list_steps
 SELECT step_id, name, output, error, child_workflow_id, started_at, completed_at
