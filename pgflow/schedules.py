@@ -125,8 +125,7 @@ def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str
     utc = [t.astimezone(timezone.utc) for t in ticks]
     ids = [tick_id(sched.name, t) for t in utc]
     params = {
-        "workflow_ids": ids, "dedup_ids": [None] * len(ids), "priorities": [0] * len(ids),
-        "partition_keys": [None] * len(ids),
+        "workflow_ids": ids, "priority": 0, "partition_key": None,
         "inputs": [serialization.dumps_inputs(
             app.serializer_impl, (t,), {}, max_bytes=app.settings.max_payload_bytes,
             what=f"tick of {sched.name!r}") for t in utc],

@@ -466,9 +466,8 @@ def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
     ids = [new_workflow_id() for _ in calls]
     timeout = opts.timeout if opts.timeout is not None else wf.timeout
     params = {
-        "workflow_ids": ids, "dedup_ids": [None] * len(ids),
-        "priorities": [opts.priority or 0] * len(ids),
-        "partition_keys": [opts.partition_key] * len(ids), "inputs": inputs,
+        "workflow_ids": ids, "inputs": inputs, "priority": opts.priority or 0,
+        "partition_key": opts.partition_key,
         "name": wf.name, "queue_name": queue.name, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf),
         "serializer": app.serializer_impl.name,

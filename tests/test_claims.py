@@ -210,3 +210,33 @@ def test_a_partitioned_queue_refuses_work_without_a_key(database_url: str) -> No
         assert [k["partition_key"] for k in keys] == ["k", "k"]
     finally:
         app.shutdown(timeout=5)
+
+
+def test_enqueue_many_rows_carry_the_batch_options(database_url: str) -> None:
+    """A batch has one priority, one partition key and one delay; each row gets its own id
+    and inputs."""
+    import pgflow
+
+    app = pgflow.App("batch", database_url=database_url)
+    urgent = app.queue("urgent", priority=True, partitioned=True)
+
+    @app.workflow()
+    def job(i: int) -> int:
+        return i
+
+    try:
+        handles = urgent.options(priority=7, partition_key="p", delay=60).enqueue_many(
+            job, [(1,), (2,), (3,)])
+        with app.db.connection() as conn:
+            rows = conn.execute(
+                "SELECT workflow_id, priority, partition_key, dedup_id, inputs, status,"
+                " not_before > now() + interval '50 seconds' AS delayed"
+                " FROM pgflow.workflow_status ORDER BY seq").fetchall()
+        assert [r["workflow_id"] for r in rows] == [h.workflow_id for h in handles]
+        assert len({r["workflow_id"] for r in rows}) == 3
+        assert {(r["priority"], r["partition_key"], r["dedup_id"], r["status"], r["delayed"])
+                for r in rows} == {(7, "p", None, "ENQUEUED", True)}
+        assert ['{"args":[1],"kwargs":{}}', '{"args":[2],"kwargs":{}}',
+                '{"args":[3],"kwargs":{}}'] == [r["inputs"] for r in rows]
+    finally:
+        app.shutdown(timeout=5)
