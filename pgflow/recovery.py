@@ -177,6 +177,11 @@ class Executor:
 
     def stop(self, *, deregister: bool = True) -> None:
         self._stop.set()
+        beat = self._thread
+        if beat is not None and beat is not threading.current_thread():
+            # A beat still running after stop would reach for app.db once the App has let go
+            # of it, and build a pool for the old settings (seen in tests reusing one App).
+            beat.join(timeout=min(5.0, self.app.settings.heartbeat_interval + 1.0))
         if deregister and self._registered and self._pid == os.getpid():
             try:
                 self.app.db.run("deregister_executor", {"executor_id": self.executor_id})
