@@ -122,21 +122,21 @@ class Queue:
                 raise ConfigurationError(f"{label} must be a non-negative number of seconds")
 
     def _bound(self) -> App:
+        """The App to enqueue through; refuses a partitioned queue's keyless enqueue (the
+        queue's own options, unlike those from .options(), were never checked)."""
         if self.app is None:
             raise ConfigurationError(f"queue {self.name!r} is not bound to an App; "
                                      "create it with app.queue(...)")
+        if self.partitioned and self.opts.partition_key is None:
+            self.check_options(self.opts)  # raises, saying how to give the key
         return self.app
 
     def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
         """Queue ``fn(*args, **kwargs)`` for a worker; returns its handle at once."""
-        if self.partitioned and self.opts.partition_key is None:
-            self.check_options(self.opts)  # raises: say which key
         return self._bound()._enqueue(self, self.opts, fn, args, kwargs)
 
     def enqueue_many(self, fn: Callable[..., Any] | str,
                      calls: Iterable[Sequence[Any] | dict[str, Any]]) -> list[WorkflowHandle]:
         """Queue many calls of ``fn`` in one round trip. Each item is a tuple/list of positional
         arguments or a dict of keyword arguments."""
-        if self.partitioned and self.opts.partition_key is None:
-            self.check_options(self.opts)  # raises: say which key
         return self._bound()._enqueue_many(self, self.opts, fn, list(calls))
