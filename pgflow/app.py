@@ -101,7 +101,11 @@ class App(management.WorkflowQueries):
                     size = self.settings.pool_size or self.settings.threads + 4
                     db = Database(self.database_url(), self.settings.schema, max_size=size,
                                   application_name=f"pgflow:{self.name}")
-                    self._prepare_schema(db)
+                    try:
+                        self._prepare_schema(db)
+                    except BaseException:
+                        db.close()  # its pool would otherwise live on, unowned
+                        raise
                     self._db = db
         return self._db
 
