@@ -112,14 +112,23 @@ def _run_unrecorded(
     if step.kind == "transaction" and context.in_transaction() is False:
         def body() -> Any:
             with app.db.connection() as conn, conn.transaction():
-                app.db.execute(conn, "allow_scans")
-                token = context.enter_transaction(conn.cursor())
-                try:
-                    return step.fn(*args, **kwargs)
-                finally:
-                    context.leave_transaction(token)
+                return _call_in_transaction(app, conn, step, args, kwargs)
         return _with_retries(policy, ctx, body)
     return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
+
+
+def _call_in_transaction(
+    app: App, conn: psycopg.Connection[Any], step: StepDef, args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a transaction step's function on ``conn``'s open transaction (``pgflow.db()``),
+    with the server's default planner settings for the user's SQL (query allow_scans)."""
+    app.db.execute(conn, "allow_scans")
+    token = context.enter_transaction(conn.cursor())
+    try:
+        return step.fn(*args, **kwargs)
+    finally:
+        context.leave_transaction(token)
 
 
 def _run_step(
@@ -164,14 +173,11 @@ def _run_transaction(
     app = ctx.app
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
-        app.db.execute(conn, "allow_scans")
-        token = context.enter_transaction(conn.cursor())
         ctx.in_step = True
         try:
-            result = step.fn(*args, **kwargs)
+            result = _call_in_transaction(app, conn, step, args, kwargs)
         finally:
             ctx.in_step = False
-            context.leave_transaction(token)
         return serialization.dumps_value(
             app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
             what=f"output of transaction step {step.name!r}"), result
