@@ -61,6 +61,25 @@ def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
+class _Connection(psycopg.Connection[dict[str, Any]]):
+    """pgflow's session: keeps one cursor for the named statements it runs.
+
+    A cursor adapts parameters with caches of its own (which dumper for which Python type);
+    ``Connection.execute`` makes a new cursor per statement, so every statement started them
+    cold. Measured on the benchmark VM: 40-45 µs of client CPU per statement (an enqueue cost
+    ~300 µs of CPU in all). Every caller consumes a result before its next statement on the
+    same session, so one cursor per session is enough.
+    """
+
+    _named: psycopg.Cursor[dict[str, Any]] | None = None
+
+    def run_named(self, query: Any, params: Any) -> psycopg.Cursor[dict[str, Any]]:
+        cur = self._named
+        if cur is None or cur.closed:
+            cur = self._named = self.cursor()
+        return cur.execute(query, params, prepare=True)
+
+
 class Database:
     """A schema on a server: named queries plus a pid-guarded pool of autocommit connections."""
 
@@ -80,7 +99,7 @@ class Database:
         self.max_size = max(2, max_size)
         self.application_name = application_name[:63]
         self.connect_timeout = connect_timeout
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool[_Connection] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
         # The database clock's offset (pgflow.testing.Clock moves it). Generation 0 means it
@@ -124,7 +143,7 @@ class Database:
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection outside the pool (LISTEN, migrations, one-off commands)."""
         try:
-            conn = psycopg.connect(self.url, **self._connect_kwargs())
+            conn = _Connection.connect(self.url, **self._connect_kwargs())
             if self._clock_generation:
                 try:
                     self._apply_clock(conn)
@@ -169,7 +188,7 @@ class Database:
             self._clock_applied[conn] = generation
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> ConnectionPool[_Connection]:
         if self._pid != os.getpid():
             # Inherited across fork: park the parent's pool, build ours.
             if self._pool is not None:
@@ -187,6 +206,7 @@ class Database:
                         min_size=1,
                         max_size=self.max_size,
                         kwargs=self._connect_kwargs(),
+                        connection_class=_Connection,
                         open=False,
                         timeout=self.connect_timeout,
                         reconnect_timeout=3600.0,
@@ -200,18 +220,37 @@ class Database:
         return self._pool
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """Borrow a pooled autocommit connection."""
+    def connection(self) -> Iterator[_Connection]:
+        """Borrow a pooled autocommit connection.
+
+        getconn/putconn rather than the pool's own context manager, which also enters the
+        connection's (a commit on the way out: a call into psycopg's wait loop for nothing on
+        an autocommit session). A session left in a transaction is rolled back by putconn.
+        """
+        pool = self.pool
+        conn = self._checkout(pool)
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            raise translate(exc, self.target) from None
+        finally:
+            pool.putconn(conn)
+
+    def _checkout(self, pool: ConnectionPool[_Connection]) -> _Connection:
         try:
             for tries_left in range(self.max_size, -1, -1):
-                with self.pool.connection() as conn:
-                    if tries_left and _closed_by_server(conn):
-                        conn.close()  # the pool discards it and opens a new one
-                        continue
-                    if self._clock_generation:  # an int test per checkout; 0 in production
+                conn = pool.getconn()
+                if tries_left and _closed_by_server(conn):
+                    conn.close()  # the pool discards it and opens a new one
+                    pool.putconn(conn)
+                    continue
+                if self._clock_generation:  # an int test per checkout; 0 in production
+                    try:
                         self._apply_clock(conn)
-                    yield conn  # type: ignore[misc]
-                    return
+                    except BaseException:
+                        pool.putconn(conn)
+                        raise
+                return conn
         except PoolTimeout:
             raise DatabaseUnavailable(
                 f"no database connection available at {self.target} within "
@@ -219,6 +258,7 @@ class Database:
             ) from None
         except psycopg.Error as exc:
             raise translate(exc, self.target) from None
+        raise AssertionError("unreachable: the last try does not check the connection")
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():
@@ -230,15 +270,20 @@ class Database:
     def execute(
         self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None = None
     ) -> psycopg.Cursor[Any]:
-        """Run the named statement on ``conn`` (errors translated by the caller's boundary)."""
-        return conn.execute(self.queries[name], params, prepare=True)  # type: ignore[arg-type]
+        """Run the named statement on ``conn`` (errors translated by the caller's boundary).
+
+        The result must be read before the next statement on ``conn``: pgflow's sessions run
+        every named statement on one cursor."""
+        if isinstance(conn, _Connection):
+            return conn.run_named(self.queries[name], params)
+        return conn.execute(self.queries[name], params, prepare=True)
 
     def fetchone(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         if name in self.queries.scanning:
             rows = self.fetchall(name, params)
             return rows[0] if rows else None
         with self.connection() as conn:
-            return self.execute(conn, name, params).fetchone()  # type: ignore[no-any-return]
+            return self.execute(conn, name, params).fetchone()
 
     def fetchall(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.connection() as conn:
