@@ -240,3 +240,44 @@ def test_enqueue_many_rows_carry_the_batch_options(database_url: str) -> None:
                 '{"args":[3],"kwargs":{}}'] == [r["inputs"] for r in rows]
     finally:
         app.shutdown(timeout=5)
+
+
+def test_enqueue_many_retried_after_a_lost_reply_inserts_the_batch_once(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch commits, then its session dies before the client hears back: the retry finds
+    the ids taken and reports success; every call is in exactly once."""
+    import psycopg
+
+    import pgflow
+    from pgflow.db.pool import Database
+
+    app = pgflow.App("lostreply", database_url=database_url)
+    q = app.queue("q")
+
+    @app.workflow()
+    def job(i: int) -> int:
+        return i
+
+    real = Database.execute
+    lost: list[int] = []
+
+    def reply_lost(self: Database, conn: Any, name: str, params: Any = None) -> Any:
+        cur = real(self, conn, name, params)
+        if name == "enqueue_batch" and not lost:
+            lost.append(conn.info.backend_pid)
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 5000)", (lost[0],))
+            conn.execute("SELECT 1")  # the dead session: psycopg's own OperationalError
+        return cur
+
+    monkeypatch.setattr(Database, "execute", reply_lost)
+    try:
+        handles = q.enqueue_many(job, [(i,) for i in range(5)])
+        assert lost, "the fault was not injected"
+        with app.db.connection() as conn:
+            assert conn.info.backend_pid != lost[0]
+            rows = conn.execute(
+                "SELECT workflow_id FROM pgflow.workflow_status ORDER BY seq").fetchall()
+        assert [r["workflow_id"] for r in rows] == [h.workflow_id for h in handles]
+    finally:
+        app.shutdown(timeout=5)

@@ -888,3 +888,14 @@ def test_stale_run_abandons_even_under_the_same_executor_id(app: pgflow.App) -> 
     finally:
         wake_first.set()
         wake_second.set()
+
+
+def test_batch_ids_are_distinct_version_4_uuids() -> None:
+    from pgflow.workflows import new_workflow_ids
+
+    ids = new_workflow_ids(2_000)
+    assert len(set(ids)) == 2_000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert new_workflow_ids(0) == []

@@ -23,9 +23,16 @@ from ..errors import (
 )
 
 DEDUP_CONSTRAINT = "workflow_status_dedup_active"
+ID_CONSTRAINT = "workflow_status_pkey"
 
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def is_id_taken(exc: BaseException) -> bool:
+    """Is ``exc`` an INSERT finding a workflow id already in workflow_status?"""
+    return isinstance(exc, pgerrors.UniqueViolation) and \
+        getattr(exc.diag, "constraint_name", None) == ID_CONSTRAINT
 
 
 def redact(text: str) -> str:
