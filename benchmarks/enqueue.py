@@ -1,4 +1,9 @@
-"""2. Enqueue: ``queue.enqueue`` one call at a time from one process, and ``enqueue_many``."""
+"""2. Enqueue: ``queue.enqueue`` one call at a time from one process, and ``enqueue_many``.
+
+One call at a time is one INSERT round trip each, so the calls alternate in rounds with bare
+INSERT round trips on one connection (as in the steps phase): their ratio says what pgflow adds,
+whatever the machine's speed at that moment.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 from .plan import Plan
 from .scratch import Scratch
+from .steps import ROUNDS, InsertRoundTrip
 
 
 def fill(tasks: ModuleType, queue: Any, n: int, *, batch: int = 1_000, keys: int = 0) -> None:
@@ -34,10 +40,17 @@ def measure_enqueue(scratch: Scratch, tasks: ModuleType, plan: Plan) -> dict[str
     scratch.reset()
     scratch.settle()
     noise = scratch.wait_quiet()
-    t0 = time.perf_counter()
-    for i in range(plan.enqueue_one):
-        queue.enqueue(tasks.noop, i)
-    one = time.perf_counter() - t0
+    one = 0.0
+    per_round = max(1, plan.enqueue_one // ROUNDS)
+    with InsertRoundTrip(scratch) as rtt:
+        for r in range(ROUNDS):
+            rtt.run(max(1, plan.rtt_inserts // ROUNDS))
+            t0 = time.perf_counter()
+            for i in range(r * per_round, (r + 1) * per_round):
+                queue.enqueue(tasks.noop, i)
+            one += time.perf_counter() - t0
+    calls = per_round * ROUNDS
+    rtt_us = rtt.summary()["mean_us"]
 
     scratch.reset()
     scratch.settle()
@@ -47,8 +60,10 @@ def measure_enqueue(scratch: Scratch, tasks: ModuleType, plan: Plan) -> dict[str
         queue.enqueue_many(tasks.noop, [(i,) for i in range(b, min(b + batch, n))])
     many = time.perf_counter() - t0
     return {
-        "one_per_s": plan.enqueue_one / one,
-        "one_us": one / plan.enqueue_one * 1e6,
+        "one_per_s": calls / one,
+        "one_us": one / calls * 1e6,
+        "insert_rtt_us": rtt_us,
+        "one_over_insert": one / calls * 1e6 / rtt_us,
         "many_per_s": n / many,
         "batch": batch,
         **noise,

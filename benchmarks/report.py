@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,7 +118,19 @@ def build_rows(results: dict[str, Any]) -> tuple[list[Row], Refs]:
             "≥ 40,000/s",
         )
         many.passed = _check(many.median, lambda v: v >= 40_000)
-        rows += [one, many]
+        # One call is one INSERT round trip: what it costs next to bare ones run alongside.
+        per_call = Row(
+            "2 enqueue",
+            "— one call ÷ one bare INSERT round trip, alternated",
+            "×",
+            _medians(enq, "one_over_insert"),
+        )
+        if per_call.values:
+            per_call.note = (
+                f"{statistics.median(_medians(enq, 'one_us')):.0f} µs per call, "
+                f"{statistics.median(_medians(enq, 'insert_rtt_us')):.0f} µs per bare INSERT"
+            )
+        rows += [one, per_call, many]
 
     drain = results.get("drain")
     unlimited = math.nan

@@ -257,14 +257,14 @@ def job_wal(scratch: Scratch, tasks: ModuleType, batch: int = 10) -> dict[str, A
 
 
 def batch_cost(scratch: Scratch, tasks: ModuleType, size: int) -> dict[str, Any]:
-    """Server time and WAL of one ``enqueue_workflows`` of ``size`` rows (second of two runs),
+    """Server time and WAL of one ``enqueue_batch`` of ``size`` rows (second of two runs),
     per row."""
     db = tasks.app.db
     batch = [(i,) for i in range(size)]
-    params = capture("enqueue_workflows", lambda: tasks.plain.enqueue_many(tasks.noop, batch))
+    params = capture("enqueue_batch", lambda: tasks.plain.enqueue_many(tasks.noop, batch))
     runs = []
     with db.connect() as conn:
         for _ in range(2):
             fresh = {**params, "workflow_ids": [str(uuid.uuid4()) for _ in range(size)]}
-            runs.append(_wal_of(conn, db.queries["enqueue_workflows"], fresh))
+            runs.append(_wal_of(conn, db.queries["enqueue_batch"], fresh))
     return {k: v / size for k, v in runs[-1].items()} | {"per": "row"}
