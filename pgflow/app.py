@@ -230,7 +230,7 @@ class App(management.WorkflowQueries):
         def body() -> None:
             try:
                 target()
-            except BaseException as exc:  # noqa: BLE001 - the outcome is recorded already
+            except BaseException as exc:
                 log.debug("workflow_thread_ended", error=repr(exc))
             finally:
                 self._threads.discard(threading.current_thread())
@@ -274,7 +274,7 @@ class App(management.WorkflowQueries):
                 return
             try:
                 self.recover_now()
-            except Exception as exc:  # noqa: BLE001 - keep recovering; log what went wrong
+            except Exception as exc:
                 log.warning("recovery_failed", error=str(exc))
 
     def wait_idle(self, timeout: float | None = None) -> bool:

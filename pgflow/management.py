@@ -230,8 +230,11 @@ class WorkflowQueries:
     """Reading and cancelling workflows, shared by ``App`` and ``Client`` (which provide
     ``db`` and ``serializer_impl``)."""
 
-    db: Database
     serializer_impl: serialization.Serializer
+
+    @property
+    def db(self) -> Database:  # each subclass opens its own, lazily
+        raise NotImplementedError
 
     def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
         """The workflow's record, or None when no workflow has this id."""

@@ -8,6 +8,7 @@ exactly one live executor does it however many notice together.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -183,10 +184,8 @@ class Executor:
             # of it, and build a pool for the old settings (seen in tests reusing one App).
             beat.join(timeout=min(5.0, self.app.settings.heartbeat_interval + 1.0))
         if deregister and self._registered and self._pid == os.getpid():
-            try:
+            with contextlib.suppress(PgflowError):
                 self.app.db.run("deregister_executor", {"executor_id": self.executor_id})
-            except PgflowError:
-                pass
         self._registered = False
 
     # -- recovery ------------------------------------------------------------------------------

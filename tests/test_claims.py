@@ -236,8 +236,8 @@ def test_enqueue_many_rows_carry_the_batch_options(database_url: str) -> None:
         assert len({r["workflow_id"] for r in rows}) == 3
         assert {(r["priority"], r["partition_key"], r["dedup_id"], r["status"], r["delayed"])
                 for r in rows} == {(7, "p", None, "ENQUEUED", True)}
-        assert ['{"args":[1],"kwargs":{}}', '{"args":[2],"kwargs":{}}',
-                '{"args":[3],"kwargs":{}}'] == [r["inputs"] for r in rows]
+        assert [r["inputs"] for r in rows] == [
+            '{"args":[1],"kwargs":{}}', '{"args":[2],"kwargs":{}}', '{"args":[3],"kwargs":{}}']
     finally:
         app.shutdown(timeout=5)
 

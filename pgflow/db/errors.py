@@ -16,8 +16,8 @@ from psycopg import errors as pgerrors
 from ..errors import (
     ConfigurationError,
     DatabaseError,
-    Deduplicated,
     DatabaseUnavailable,
+    Deduplicated,
     PermissionDenied,
     SchemaNotMigrated,
 )
@@ -74,7 +74,7 @@ def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplica
     if isinstance(exc, pgerrors.UniqueViolation) and \
             getattr(exc.diag, "constraint_name", None) == DEDUP_CONSTRAINT:
         return Deduplicated("", "", None)
-    if isinstance(exc, pgerrors.UndefinedTable) or isinstance(exc, pgerrors.InvalidSchemaName):
+    if isinstance(exc, (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName)):
         return SchemaNotMigrated(
             f"pgflow's tables are missing{where} ({message}); run `pgflow migrate` as the owner"
         )

@@ -40,7 +40,7 @@ def migrate(db: Database) -> list[int]:
                     if version in done:
                         continue
                     with conn.transaction():
-                        conn.execute(render(text, db.schema))  # type: ignore[arg-type]
+                        conn.execute(render(text, db.schema))
                         conn.execute(q["record_migration"], {"version": version, "name": name})
                     applied_now.append(version)
             finally:
@@ -73,7 +73,7 @@ def check_migrated(db: Database) -> None:
 
 
 def grant(db: Database, role: str) -> None:
-    """Grant ``role`` the DML privileges pgflow's runtime needs on this schema (and nothing else)."""
+    """Grant ``role`` the DML privileges pgflow's runtime needs on this schema (nothing else)."""
     statements = [
         db.queries.with_identifiers(name, role=role)
         for name in ("grant_schema_usage", "grant_table_dml", "grant_sequences")

@@ -53,7 +53,7 @@ def parse_named(text: str, origin: str) -> dict[str, str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_queries() -> dict[str, str]:
     queries: dict[str, str] = {}
     for path in sorted((sql_root() / "queries").glob("*.sql")):
@@ -68,7 +68,7 @@ def render(text: str, schema: str, **identifiers: str) -> str:
     """Put quoted identifiers (the schema, and any others named) into a statement's places."""
     names = {key: sql.Identifier(value) for key, value in identifiers.items()}
     composed = sql.SQL(text).format(schema=sql.Identifier(schema), **names)
-    return composed.as_string(None)  # type: ignore[arg-type]
+    return composed.as_string(None)
 
 
 class Queries:

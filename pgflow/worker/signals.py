@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections import deque
@@ -24,7 +25,7 @@ class SignalQueue:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.pending.append(signum)
-        try:
+        try:  # noqa: SIM105 - a signal handler: nothing more than needed
             os.write(self.write_fd, b"!")
         except OSError:
             pass  # the pipe is full: the loop will wake anyway
@@ -44,10 +45,8 @@ class SignalQueue:
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def reset_in_child() -> None:
@@ -56,10 +55,10 @@ def reset_in_child() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def block_all() -> set[signal.Signals]:
+def block_all() -> set[int | signal.Signals]:
     """Block the handled signals (around fork) and return the previous mask."""
     return signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
 
 
-def restore(mask: set[signal.Signals]) -> None:
+def restore(mask: set[int | signal.Signals]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)

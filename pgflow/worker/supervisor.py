@@ -4,6 +4,7 @@ imported the task module before it starts) and holds no connection across a fork
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -104,11 +105,9 @@ class Supervisor:
                 signals.restore(mask)
                 self.sigq.close()
                 code = self._child_main(executor_id, slot)
-            except BaseException as exc:  # noqa: BLE001 - report and exit, never return
-                try:
+            except BaseException as exc:
+                with contextlib.suppress(BaseException):  # nothing may skip the _exit below
                     log.error("worker_process_failed", error=repr(exc))
-                except BaseException:  # noqa: BLE001
-                    pass
             finally:
                 os._exit(code)
         signals.restore(mask)
@@ -148,10 +147,8 @@ class Supervisor:
             if self.config.burst and now >= self.next_progress:
                 self.next_progress = now + 1.0
                 self._progress()
-            try:
+            with contextlib.suppress(InterruptedError):
                 select.select([self.sigq.read_fd], [], [], 0.2)
-            except InterruptedError:
-                pass
             self.sigq.drain_pipe()
 
     def _handle_signals(self) -> None:
@@ -173,10 +170,8 @@ class Supervisor:
 
     def _kill_all(self, sig: int) -> None:
         for pid in list(self.state.children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def _reap(self, block: bool = False) -> None:
         while self.state.children:
