@@ -501,16 +501,16 @@ def insert_batch(db: Database, params: dict[str, Any]) -> None:
     Its ids are fresh and the statement is all or nothing, so a retry that finds them taken
     means an earlier try committed and only its reply was lost: the batch is in, once.
     """
-    retry = False
+    tries = 0
 
     def attempt() -> None:
-        nonlocal retry
-        was_retry, retry = retry, True
+        nonlocal tries
+        tries += 1
         with db.connection() as conn:
             try:
                 db.execute(conn, "enqueue_batch", params)
             except Exception as exc:
-                if not (was_retry and is_id_taken(exc)):
+                if not (tries > 1 and is_id_taken(exc)):
                     raise
 
     db.retrying(attempt)
