@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from .errors import PgflowError
 
@@ -35,6 +36,9 @@ class WorkflowContext:
     name: str
     executor_id: str
     attempt: int
+    # The token of the claim (or adoption, or inline start) this run holds: every write is
+    # fenced by it. Random per claim, so not even a claim the server forgot can be repeated.
+    fence: UUID | None
     serializer: str
     recorded: dict[int, RecordedStep] = field(default_factory=dict)
     deadline_monotonic: float | None = None

@@ -265,8 +265,7 @@ def _park(ctx: WorkflowContext, seconds: float) -> None:
     if remaining is not None:
         seconds = max(0.0, min(seconds, remaining))
     row = ctx.app.db.retrying(lambda: ctx.app.db.fetchone("park_workflow", {
-        "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
-        "attempt": ctx.attempt, "seconds": seconds}))
+        "workflow_id": ctx.workflow_id, "fence": ctx.fence, "seconds": seconds}))
     if row is None:
         ensure_owner(ctx)  # raises WorkflowCancelled when cancelled
         raise FencedOut(ctx.workflow_id)

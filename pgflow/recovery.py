@@ -156,7 +156,8 @@ class Executor:
                     "heartbeat", {"executor_id": self.executor_id}), patience=interval)
             except PgflowError as exc:
                 self.healthy_since = None
-                log.warning("heartbeat_failed", error=str(exc))
+                if not self.app.db.suspect:  # an outage is logged once, by the Database
+                    log.warning("heartbeat_failed", error=str(exc))
                 continue
             if row is None:
                 self._declared_dead()

@@ -197,7 +197,7 @@ def _checkpoint_params(
 ) -> dict[str, Any]:
     return {
         "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
-        "attempt": ctx.attempt, "step_id": step_id, "name": name, "output": output,
+        "fence": ctx.fence, "step_id": step_id, "name": name, "output": output,
         "error": error, "child_workflow_id": child_workflow_id, "started_at": started_at,
     }
 
@@ -210,6 +210,8 @@ def record_checkpoint(
     """Write one checkpoint, fenced; raise FencedOut / WorkflowCancelled when not the owner.
 
     Retried across lost connections; a retry that finds its own earlier write succeeded.
+    A checkpoint of that step written by another run (another fence) means that run owns the
+    workflow: this one is fenced out, whoever it is, and never continues past it.
     """
     app = ctx.app
     params = _checkpoint_params(ctx, step_id, name, output, error, child_workflow_id, started_at)
@@ -217,13 +219,18 @@ def record_checkpoint(
         return
     existing = app.db.retrying(
         lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id}))
-    if existing is not None and existing["executor_id"] == ctx.executor_id and \
-            existing["name"] == name:
-        # Our executor id wrote it: our own write whose reply was lost, unless a later
-        # attempt (a re-adoption under the same id) wrote it; only the former may go on.
+    if existing is not None and written_by(ctx, existing, name):
+        # Our own write whose reply was lost; we may go on only while we still own it.
         ensure_owner(ctx)
         return
     raise _fenced_error(ctx)
+
+
+def written_by(ctx: WorkflowContext, checkpoint: dict[str, Any], name: str) -> bool:
+    """Whether this run wrote ``checkpoint``: its fence is ours (a fence is drawn per claim,
+    so no other run, on this executor or any, can hold it)."""
+    return ctx.fence is not None and checkpoint["fence"] == ctx.fence and \
+        checkpoint["name"] == name
 
 
 NOT_YET = object()
@@ -252,8 +259,7 @@ def in_checkpointed_transaction(
         if tries > 1:
             rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
                                                       "step_id": step_id})
-            if rec is not None and rec["executor_id"] == ctx.executor_id \
-                    and rec["name"] == name:
+            if rec is not None and written_by(ctx, rec, name):
                 ensure_owner(ctx)
                 return serialization.loads_value(app.serializer, ctx.serializer,
                                                  rec["output"])
@@ -284,8 +290,8 @@ def ensure_owner(ctx: WorkflowContext) -> None:
     waiting workflow checks when woken, so a cancel reaches it without waiting for a step)."""
     db = ctx.app.db
     owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
-    if owner is None or owner["status"] != "PENDING" or \
-            owner["executor_id"] != ctx.executor_id or owner["attempt"] != ctx.attempt:
+    if owner is None or owner["status"] != "PENDING" or ctx.fence is None or \
+            owner["fence"] != ctx.fence:
         raise _fenced_error(ctx)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import structlog
 
@@ -19,6 +20,7 @@ from .db.errors import is_id_taken
 from .db.notify import queue_channel
 from .errors import (
     ConfigurationError,
+    DatabaseUnavailable,
     Deduplicated,
     FencedOut,
     MaxRecoveryAttemptsExceeded,
@@ -49,6 +51,7 @@ class Claimed:
     serializer: str
     inputs: str
     attempt: int
+    fence: UUID | None = None
     recovery_attempts: int = 0
     deadline: datetime | None = None
     db_now: datetime | None = None
@@ -59,7 +62,7 @@ class Claimed:
     def from_row(cls, row: dict[str, Any]) -> Claimed:
         return cls(
             workflow_id=row["workflow_id"], name=row["name"], serializer=row["serializer"],
-            inputs=row["inputs"], attempt=row["attempt"],
+            inputs=row["inputs"], attempt=row["attempt"], fence=row.get("fence"),
             recovery_attempts=row.get("recovery_attempts", 0), deadline=row.get("deadline"),
             db_now=row.get("db_now"), forked_from=row.get("forked_from"),
             queue_name=row.get("queue_name"))
@@ -70,7 +73,7 @@ class Outcome:
     """How one run ended, for the final write."""
 
     workflow_id: str
-    attempt: int
+    fence: UUID | None
     status: Status
     output: str | None = None
     error: str | None = None
@@ -212,13 +215,14 @@ def start(
     deadline = parent.deadline if parent is not None else None
     executor = app.executor
     executor.ensure_registered()
+    fence = uuid.uuid4()
     params = {
         "workflow_id": workflow_id, "name": wf.name,
         "parent_workflow_id": parent.workflow_id if parent else None,
         "executor_id": executor.executor_id, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer_impl.name,
         "inputs": inputs, "timeout_ms": None if timeout is None else int(timeout * 1000),
-        "deadline": deadline,
+        "deadline": deadline, "fence": fence,
     }
     tries = 0
 
@@ -227,10 +231,10 @@ def start(
         tries += 1
         found = app.db.fetchone("insert_workflow", params)
         if found is None and tries > 1:
-            # A retry after a lost reply: the first INSERT may have landed, as ours.
+            # A retry after a lost reply: the first INSERT may have landed, as ours (our fence
+            # is on it only if nobody has claimed or adopted it since).
             mine = app.db.fetchone("get_workflow", {"workflow_id": workflow_id})
-            if mine is not None and mine["status"] == "PENDING" and mine["attempt"] == 1 \
-                    and mine["executor_id"] == executor.executor_id:
+            if mine is not None and mine["status"] == "PENDING" and mine["fence"] == fence:
                 return {"attempt": 1, "deadline": mine["deadline"], "db_now": None,
                         "owned": True}
         return found
@@ -240,7 +244,7 @@ def start(
     if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
                           serializer=app.serializer_impl.name, inputs=inputs,
-                          attempt=row["attempt"], deadline=row["deadline"],
+                          attempt=row["attempt"], fence=fence, deadline=row["deadline"],
                           db_now=row["db_now"])
     if parent is not None and step_id is not None and step_id not in parent.recorded:
         _record_child(parent, step_id, wf.name, workflow_id)
@@ -295,7 +299,7 @@ def load_recorded(app: App, workflow_id: str) -> dict[int, RecordedStep]:
 def make_context(app: App, claimed: Claimed) -> WorkflowContext:
     ctx = WorkflowContext(
         app=app, workflow_id=claimed.workflow_id, name=claimed.name,
-        executor_id=app.executor.executor_id, attempt=claimed.attempt,
+        executor_id=app.executor.executor_id, attempt=claimed.attempt, fence=claimed.fence,
         serializer=claimed.serializer, deadline=claimed.deadline,
         queue_name=claimed.queue_name)
     if claimed.deadline is not None and claimed.db_now is not None:
@@ -322,7 +326,7 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
             # here, and left PENDING it would be stuck; it ends ERROR, saying why.
             log.warning("workflow_inputs_refused", workflow_id=claimed.workflow_id,
                         error=str(exc))
-            return Outcome(claimed.workflow_id, claimed.attempt, Status.ERROR,
+            return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                            error=serialization.dumps_error(exc)), None, exc
     ctx = make_context(app, claimed)
     if on_start is not None:
@@ -338,9 +342,9 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
                 app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
-            return Outcome(claimed.workflow_id, claimed.attempt, Status.ERROR,
+            return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                            error=serialization.dumps_error(exc)), None, exc
-        return Outcome(claimed.workflow_id, claimed.attempt, Status.SUCCESS,
+        return Outcome(claimed.workflow_id, claimed.fence, Status.SUCCESS,
                        output=output), result, None
     except FencedOut as exc:
         log.warning("workflow_fenced_out", reason="adopted by another executor")
@@ -348,15 +352,18 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     except WorkflowParked as exc:
         log.info("workflow_parked", seconds=round(exc.seconds, 3))
         return None, None, exc
+    except DatabaseUnavailable:
+        # Not the workflow's failure: the caller hands it back for another run.
+        raise
     except WorkflowCancelled as exc:
         if exc.reason != "cancelled":
             # Past its deadline: its children go with it (a cancel() did that already).
             management.cancel_tree(app.db, [claimed.workflow_id], include_roots=False)
-        return Outcome(claimed.workflow_id, claimed.attempt, Status.CANCELLED,
+        return Outcome(claimed.workflow_id, claimed.fence, Status.CANCELLED,
                        error=serialization.dumps_error(exc)), None, exc
     except Exception as exc:
         log.info("workflow_failed", error=f"{type(exc).__name__}: {exc}")
-        return Outcome(claimed.workflow_id, claimed.attempt, Status.ERROR,
+        return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                        error=serialization.dumps_error(exc)), None, exc
     finally:
         context.leave(token)
@@ -375,7 +382,7 @@ def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) ->
     params = {
         "executor_id": executor_id or app.executor.executor_id,
         "workflow_ids": [o.workflow_id for o in outcomes],
-        "attempts": [o.attempt for o in outcomes],
+        "fences": [o.fence for o in outcomes],
         "statuses": [o.status.value for o in outcomes],
         "outputs": [o.output for o in outcomes],
         "errors": [o.error for o in outcomes],
@@ -393,7 +400,14 @@ def run_claimed(
     """Run a claimed workflow to its end and write the outcome (fenced)."""
     if wf is None:
         wf = app.registry.workflow(claimed.name)
-    outcome, result, exc = execute(app, claimed, wf, args, kwargs)
+    try:
+        outcome, result, exc = execute(app, claimed, wf, args, kwargs)
+    except DatabaseUnavailable as lost:
+        # Only a patience-bounded wait gives up on the database: the workflow is not failed
+        # but handed back (uncharged) once the server answers, for any executor to adopt.
+        log.warning("workflow_handed_back", workflow_id=claimed.workflow_id, error=str(lost))
+        hand_back(app, claimed)
+        outcome, result, exc = None, None, lost
     if outcome is not None:
         written = finish(app, [outcome])
         if claimed.workflow_id not in written:
@@ -405,6 +419,14 @@ def run_claimed(
     if reraise and exc is not None:
         raise exc
     return result
+
+
+def hand_back(app: App, claimed: Claimed) -> None:
+    """Release one workflow this process owns but will not run on (uncharged)."""
+    app.db.retrying(lambda: app.db.fetchall("release_executor_work", {
+        "executor_ids": [app.executor.executor_id], "charge": False,
+        "channel": notify_channel(app.db.schema), "workflow_ids": [claimed.workflow_id]}))
+    app.completions.notify()
 
 
 # -- enqueueing --------------------------------------------------------------------------------

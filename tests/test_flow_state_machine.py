@@ -68,7 +68,7 @@ class SimWorker:
         self.executor_id = new_executor_id()
         self.process = WorkerProcess(app, WorkerConfig(threads=threads, queues=queues),
                                      self.executor_id)
-        self.held: dict[str, tuple[str, int]] = {}  # workflow id -> (queue, attempt)
+        self.held: dict[str, tuple[str, Any]] = {}  # workflow id -> (queue, fence)
         app.db.fetchone("register_executor", {
             "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
             "app_version": app.app_version, "kind": "worker",
@@ -86,7 +86,7 @@ class SimWorker:
         self.process._rotation = rotation
         rows = self.process._claim(queue, free)
         for r in rows:
-            self.held[r["workflow_id"]] = (queue.name, r["attempt"])
+            self.held[r["workflow_id"]] = (queue.name, r["fence"])
         return rows
 
     def deregister(self) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import structlog
 
+from .errors import redact
 from .pool import Database
 
 log = structlog.get_logger("pgflow")
@@ -110,9 +111,10 @@ class Notifications:
             try:
                 conn = self.db.connect()
             except Exception as exc:
-                log.warning("listen_connect_failed", error=str(exc)[:200])
+                # An outage is logged once, by the Database (pgflow/db/outage.py).
+                log.debug("listen_connect_failed", error=str(exc)[:200])
                 self._stop.wait(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)
                 continue
             delay = 0.1
             try:
@@ -125,7 +127,8 @@ class Notifications:
                         for note in conn.notifies(timeout=1.0, stop_after=256):
                             self._wake(note.channel, note.payload)
             except psycopg.Error as exc:
-                log.warning("listen_connection_lost", error=str(exc).splitlines()[0][:200])
+                log.info("listen_connection_lost", error=redact(str(exc).splitlines()[0][:200]))
+                self.db.lost(str(exc))
             finally:
                 self.connected.clear()
                 self._wake_all()

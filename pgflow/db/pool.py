@@ -7,6 +7,7 @@ end the parent's sessions) in the child; the child builds its own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import threading
@@ -23,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import DatabaseUnavailable
 from .errors import describe_target, is_connection_error, translate
+from .outage import Reachability
 from .sql import Queries
 
 T = TypeVar("T")
@@ -34,6 +36,27 @@ PGFLOW_SESSION_OPTIONS = "-c enable_seqscan=off -c jit=off"
 # Pools inherited across a fork are parked here so that their connections are never finalized
 # in the child (finalizing would send a Terminate on the parent's sockets).
 _INHERITED: list[Any] = []
+
+
+class _QuietPoolLog(logging.Filter):
+    """Drops psycopg_pool's lines about pgflow's pools: during an outage it logs every failed
+    reconnection and every discarded session (dozens of lines); pgflow logs the outage once,
+    a line a minute while it lasts, and the return (pgflow/db/outage.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:
+            return True
+        return "pgflow" not in text
+
+
+def _quiet_pool_log() -> None:
+    logger = logging.getLogger("psycopg.pool")
+    if not any(isinstance(f, _QuietPoolLog) for f in logger.filters):
+        logger.addFilter(_QuietPoolLog())
 
 
 class _MostRecentFirst(deque):  # type: ignore[type-arg]
@@ -108,6 +131,8 @@ class Database:
         self._clock_generation = 0
         self._clock_applied: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._clock_lock = threading.Lock()
+        self._reach = self._new_reachability()
+        _quiet_pool_log()
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -139,6 +164,52 @@ class Database:
         if given is None:
             given = os.environ.get("PGOPTIONS")
         return " ".join(filter(None, [str(given) if given else "", PGFLOW_SESSION_OPTIONS]))
+
+    def _new_reachability(self) -> Reachability:
+        return Reachability(self._probe, self._replace_pool, self.target)
+
+    def _probe(self) -> None:
+        """Connect once and hang up (raises when the server does not answer)."""
+        kwargs = {**self._connect_kwargs(), "connect_timeout": min(5, self._connect_kwargs()[
+            "connect_timeout"])}
+        psycopg.connect(self.url, **kwargs).close()
+
+    def _replace_pool(self) -> None:
+        """After an outage: a new pool, so that work does not wait out the old one's
+        reconnection backoff (it doubles, up to a minute or more after a long outage). The
+        old one is closed in the background; sessions borrowed from it are closed when
+        returned."""
+        with self._lock:
+            old, self._pool = self._pool, None
+        if old is not None and self._pid == os.getpid():
+            threading.Thread(target=old.close, kwargs={"timeout": 5.0}, daemon=True,
+                             name="pgflow-pool-close").start()
+
+    def lost(self, reason: str) -> None:
+        """A session outside the pool (LISTEN) lost the server: probe before the next use."""
+        self._reach.failed(reason)
+
+    def since_outage(self) -> float:
+        """Seconds since the last outage ended (infinite when there was none)."""
+        if self._reach.away:
+            return 0.0
+        back = self._reach.back_at
+        return float("inf") if back is None else time.monotonic() - back
+
+    @property
+    def suspect(self) -> bool:
+        """True after a statement lost its connection, until the server is seen to answer."""
+        return self._reach.suspect
+
+    @property
+    def away(self) -> bool:
+        """True while this process knows the server to be unreachable (an outage)."""
+        return self._reach.away
+
+    def wait_available(self, timeout: float | None = None) -> bool:
+        """Block while the server is known or suspected to be away; True once it answers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._reach.wait(deadline)
 
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection outside the pool (LISTEN, migrations, one-off commands)."""
@@ -198,6 +269,7 @@ class Database:
             self._lock = threading.Lock()
             self._clock_lock = threading.Lock()
             self._clock_applied = weakref.WeakKeyDictionary()
+            self._reach = self._new_reachability()
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
@@ -232,6 +304,8 @@ class Database:
         try:
             yield conn
         except psycopg.Error as exc:
+            if is_connection_error(exc):
+                self._reach.failed(str(exc))
             raise translate(exc, self.target) from None
         finally:
             pool.putconn(conn)
@@ -252,11 +326,14 @@ class Database:
                         raise
                 return conn
         except PoolTimeout:
+            self._reach.failed("no pooled connection")
             raise DatabaseUnavailable(
                 f"no database connection available at {self.target} within "
                 f"{self.connect_timeout:.0f}s; check that the server is up"
             ) from None
         except psycopg.Error as exc:
+            if is_connection_error(exc):
+                self._reach.failed(str(exc))
             raise translate(exc, self.target) from None
         raise AssertionError("unreachable: the last try does not check the connection")
 
@@ -300,21 +377,28 @@ class Database:
         with self.connection() as conn:
             return self.execute(conn, name, params).rowcount
 
-    def retrying(self, fn: Callable[[], T], *, patience: float = 60.0) -> T:
-        """Call ``fn`` again while the database is unreachable, for up to ``patience`` seconds.
+    def retrying(self, fn: Callable[[], T], *, patience: float | None = None) -> T:
+        """Call ``fn``, and again each time it loses the database, once the server answers.
 
-        Only for operations that are safe to repeat (idempotent writes and reads).
+        Waits as long as the outage lasts unless ``patience`` (seconds) is given; then
+        DatabaseUnavailable once it is spent. Only for operations that are safe to repeat
+        (idempotent writes and reads).
         """
-        deadline = time.monotonic() + patience
-        delay = 0.05
+        deadline = None if patience is None else time.monotonic() + patience
         while True:
             try:
                 return fn()
-            except DatabaseUnavailable:
-                if time.monotonic() + delay > deadline:
+            except DatabaseUnavailable as exc:
+                if deadline is not None and time.monotonic() >= deadline:
                     raise
+                self._reach.failed(str(exc))
             except psycopg.Error as exc:
-                if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                if not is_connection_error(exc):
                     raise translate(exc, self.target) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise translate(exc, self.target) from None
+                self._reach.failed(str(exc))
+            if not self._reach.wait(deadline):
+                raise DatabaseUnavailable(
+                    f"cannot reach the database at {self.target} ({self._reach.reason}); "
+                    "check that it is running and that the URL is right")

@@ -8,6 +8,7 @@ import time
 import psycopg
 import structlog
 
+from ..db.errors import redact
 from ..db.pool import Database
 
 log = structlog.get_logger("pgflow")
@@ -34,9 +35,10 @@ class Listener:
                                        application_name=self.db.application_name,
                                        connect_timeout=5)
             except psycopg.Error as exc:
-                log.warning("listen_connect_failed", error=str(exc).splitlines()[0][:200])
+                # An outage is logged once, by the Database (pgflow/db/outage.py).
+                log.debug("listen_connect_failed", error=redact(str(exc).splitlines()[0][:200]))
                 self.stop.wait(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)
                 continue
             delay = 0.1
             try:
@@ -50,5 +52,6 @@ class Listener:
                             self.wake.set()
             except psycopg.Error as exc:
                 self.connected.clear()
-                log.warning("listen_connection_lost", error=str(exc).splitlines()[0][:200])
+                log.info("listen_connection_lost", error=redact(str(exc).splitlines()[0][:200]))
+                self.db.lost(str(exc))  # the worker loop waits for the server, not claims
                 time.sleep(0.05)

@@ -14,6 +14,7 @@ import structlog
 from .. import schedules, serialization, workflows
 from ..budget import claim_budget
 from ..errors import (
+    DatabaseUnavailable,
     FencedOut,
     PgflowError,
     StepTimeLimitExceeded,
@@ -150,15 +151,20 @@ class WorkerProcess:
             self._watch_limits(now)
             if self.stop.is_set():
                 return
+            if self.app.db.suspect:
+                # The database is away: claim nothing until it answers (the Database logs
+                # the outage once, and its return); running workflows wait in their steps.
+                if self.app.db.wait_available(0.5):
+                    woken = True  # what was enqueued meanwhile is claimed at once
+                continue
             if now >= next_recovery:
                 next_recovery = now + self.app.settings.heartbeat_interval
                 self._recover()
             if self.app.schedules and now >= next_tick:
                 next_tick = now + 1.0
                 self._tick_schedules()
-            if self.report_stranded and now >= next_stranded:
+            if self.report_stranded and now >= next_stranded and self._warn_stranded():
                 next_stranded = now + STRANDED_EVERY
-                self._warn_stranded()
             claimed = 0
             # Claim when woken (NOTIFY, a finished workflow) or when the poll interval is up;
             # the shorter tick below only keeps the parent, limit and burst checks prompt.
@@ -210,20 +216,27 @@ class WorkerProcess:
             for claimed in self.app.executor.adopt(free):
                 self._submit(claimed, None)
         except PgflowError as exc:
-            log.warning("recovery_failed", error=str(exc))
+            self._failed("recovery_failed", exc)
 
-    def _warn_stranded(self) -> None:
+    def _warn_stranded(self) -> bool:
+        """Report work no live worker can run; False when it cannot be judged yet."""
+        # "No live worker" is judged by heartbeats: after an outage every executor's row looks
+        # stale until it beats again, so not before a heartbeat timeout has passed since.
+        settings = self.app.settings
+        if self.app.db.since_outage() < settings.heartbeat_timeout + settings.heartbeat_interval:
+            return False
         try:
             rows = self.app.db.fetchall("stranded_work", {
                 "timeout_s": self.app.settings.heartbeat_timeout})
         except PgflowError as exc:
-            log.warning("stranded_check_failed", error=str(exc))
-            return
+            self._failed("stranded_check_failed", exc)
+            return True
         for r in rows:
             log.warning("workflows_stranded", n=r["n"], app_version=r["app_version"],
                         queue=r["queue_name"], since=r["since"].isoformat(),
                         action="no live worker of that version serves them; run one, or "
                                "`pgflow workflows fork --app-version` them")
+        return True
 
     def _tick_schedules(self) -> None:
         """Enqueue due schedule ticks (every worker does; each tick is inserted once)."""
@@ -231,7 +244,15 @@ class WorkerProcess:
             for workflow_id in schedules.tick(self.app):
                 log.info("schedule_tick_enqueued", workflow_id=workflow_id)
         except PgflowError as exc:
-            log.warning("schedule_tick_failed", error=str(exc))
+            self._failed("schedule_tick_failed", exc)
+
+    def _failed(self, event: str, exc: PgflowError, **fields: Any) -> None:
+        """A periodic job failed: a warning, unless the database is away (that is logged
+        once, by the Database, and the job runs again once it is back)."""
+        if isinstance(exc, DatabaseUnavailable) or self.app.db.suspect:
+            log.debug(event, error=str(exc), **fields)
+        else:
+            log.warning(event, error=str(exc), **fields)
 
     def _claim_all(self) -> int:
         """Claim from every queue; ``self.more_waiting`` says whether a queue filled every
@@ -250,7 +271,7 @@ class WorkerProcess:
             try:
                 rows = self._claim(q, free)
             except PgflowError as exc:
-                log.warning("claim_failed", queue=q.name, error=str(exc))
+                self._failed("claim_failed", exc, queue=q.name)
                 continue
             for row in rows:
                 self._submit(Claimed.from_row(row), q.name)
@@ -367,7 +388,7 @@ class WorkerProcess:
             self.completer.flush(2.0)
             try:
                 workflows.finish(self.app, [Outcome(
-                    ctx.workflow_id, ctx.attempt, status,
+                    ctx.workflow_id, ctx.fence, status,
                     error=serialization.dumps_error(exc))], self.executor_id)
                 release_executors(self.app, [self.executor_id], charge=False)
             finally:

@@ -31,7 +31,7 @@ RETURNING executor_id;
 -- name: release_executor_work
 -- Hand back every PENDING workflow of the given executors: queued ones to their queue,
 -- the others to the ownerless PENDING pool. A charged release counts a recovery attempt and
--- ends a workflow that is over its limit. Bumping the attempt fences the old owner out.
+-- ends a workflow that is over its limit. Clearing the fence fences the old owner out.
 -- Workers are woken (NOTIFY at commit) to claim what went back to a queue at once.
 WITH released AS (
 UPDATE {schema}.workflow_status
@@ -59,7 +59,7 @@ SET status = CASE
              AND recovery_attempts + 1 > max_recovery_attempts
             THEN {schema}.clock() ELSE completed_at END,
     recovery_attempts = recovery_attempts + CASE WHEN %(charge)s THEN 1 ELSE 0 END,
-    executor_id = NULL, attempt = attempt + 1, updated_at = {schema}.clock()
+    executor_id = NULL, attempt = attempt + 1, fence = NULL, updated_at = {schema}.clock()
 WHERE executor_id = ANY(%(executor_ids)s::text[]) AND status = 'PENDING'
   AND (%(workflow_ids)s::text[] IS NULL OR workflow_id = ANY(%(workflow_ids)s::text[]))
 RETURNING workflow_id, status, queue_name

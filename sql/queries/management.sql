@@ -21,7 +21,7 @@ SELECT workflow_id, pg_notify(%(channel)s, workflow_id) FROM cancelled;
 -- name: resume_workflow
 -- Run an ended workflow again from its last completed step: back to its queue, or ownerless
 -- PENDING for any executor of its version to adopt. Failed steps after the last completed one
--- are forgotten (so they run again); the attempt bump fences out a run still in progress.
+-- are forgotten (so they run again); clearing the fence fences out a run still in progress.
 WITH target AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE workflow_id = %(workflow_id)s
@@ -37,7 +37,8 @@ WITH target AS (
 ), resumed AS (
     UPDATE {schema}.workflow_status AS w
     SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
-        executor_id = NULL, attempt = w.attempt + 1, recovery_attempts = 0, output = NULL,
+        executor_id = NULL, attempt = w.attempt + 1, fence = NULL, recovery_attempts = 0,
+        output = NULL,
         error = NULL, deadline = NULL, not_before = NULL, completed_at = NULL,
         updated_at = {schema}.clock()
     FROM target WHERE w.workflow_id = target.workflow_id

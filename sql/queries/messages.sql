@@ -23,7 +23,7 @@ RETURNING n.message_id, n.serializer, n.message;
 
 -- name: recorded_output
 -- One checkpoint with its output (to learn whether a write whose reply was lost landed).
-SELECT name, output, error, executor_id FROM {schema}.operation_outputs
+SELECT name, output, error, executor_id, fence FROM {schema}.operation_outputs
 WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;
 
 -- name: set_event
@@ -43,10 +43,9 @@ WHERE workflow_id = %(workflow_id)s AND key = %(key)s;
 
 -- name: park_workflow
 -- A queued workflow going to sleep for long gives its thread back: back to its queue, to be
--- claimed again at its wake-up time. Fenced: only its current owner and attempt may park it.
+-- claimed again at its wake-up time. Fenced: only the run holding its fence may park it.
 UPDATE {schema}.workflow_status
-SET status = 'ENQUEUED', executor_id = NULL, updated_at = {schema}.clock(),
+SET status = 'ENQUEUED', executor_id = NULL, fence = NULL, updated_at = {schema}.clock(),
     not_before = {schema}.clock() + %(seconds)s::float8 * interval '1 second'
-WHERE workflow_id = %(workflow_id)s AND executor_id = %(executor_id)s
-  AND attempt = %(attempt)s AND status = 'PENDING'
+WHERE workflow_id = %(workflow_id)s AND fence = %(fence)s AND status = 'PENDING'
 RETURNING workflow_id;

@@ -1,17 +1,19 @@
 -- name: record_step
--- A step's checkpoint, written only while this executor still owns the workflow (fencing):
--- FOR SHARE makes a concurrent adoption wait for this commit, or this insert see the adoption.
--- Row count 1: written; 0: not the owner any more, or a checkpoint of that step exists.
+-- A step's checkpoint, written only while this run still owns the workflow (fencing: the row
+-- carries the fence its claim drew): FOR SHARE makes a concurrent adoption wait for this
+-- commit, or this insert see the adoption. The checkpoint keeps the fence of the run that
+-- wrote it. Row count 1: written; 0: not the owner any more, or a checkpoint of that step
+-- exists.
 WITH owner AS (
     SELECT 1 FROM {schema}.workflow_status
-    WHERE workflow_id = %(workflow_id)s AND executor_id = %(executor_id)s
-      AND attempt = %(attempt)s AND status = 'PENDING'
+    WHERE workflow_id = %(workflow_id)s AND fence = %(fence)s AND status = 'PENDING'
     FOR SHARE
 )
 INSERT INTO {schema}.operation_outputs (
-    workflow_id, step_id, name, output, error, child_workflow_id, executor_id, started_at)
+    workflow_id, step_id, name, output, error, child_workflow_id, executor_id, started_at,
+    fence)
 SELECT %(workflow_id)s, %(step_id)s, %(name)s, %(output)s, %(error)s, %(child_workflow_id)s,
-       %(executor_id)s, %(started_at)s
+       %(executor_id)s, %(started_at)s, %(fence)s
 FROM owner
 ON CONFLICT (workflow_id, step_id) DO NOTHING;
 
@@ -22,7 +24,7 @@ WHERE workflow_id = %(workflow_id)s
 ORDER BY step_id;
 
 -- name: get_step
-SELECT step_id, name, executor_id FROM {schema}.operation_outputs
+SELECT step_id, name, executor_id, fence FROM {schema}.operation_outputs
 WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;
 
 -- name: allow_scans

@@ -1,5 +1,6 @@
 -- name: insert_workflow
--- Start a workflow owned by this executor (attempt 1), or find the one already using the id.
+-- Start a workflow owned by this executor (attempt 1, under the fence the caller drew), or
+-- find the one already using the id.
 -- An executor that was reaped meanwhile starts it ownerless (any live executor adopts it),
 -- never under its dead id, which nobody would ever recover.
 WITH alive AS (
@@ -9,7 +10,7 @@ WITH alive AS (
 INSERT INTO {schema}.workflow_status AS w (
     workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
     parent_workflow_id, executor_id, attempt, app_version, max_recovery_attempts, serializer,
-    inputs, timeout_ms, deadline, started_at, forked_from)
+    inputs, timeout_ms, deadline, started_at, forked_from, fence)
 VALUES (
     %(workflow_id)s, %(name)s, 'PENDING', NULL, NULL, 0, NULL,
     %(parent_workflow_id)s, (SELECT executor_id FROM alive), 1, %(app_version)s,
@@ -17,7 +18,8 @@ VALUES (
     %(serializer)s, %(inputs)s, %(timeout_ms)s,
     least(%(deadline)s::timestamptz,
              {schema}.clock() + %(timeout_ms)s::bigint * interval '1 millisecond'),
-    {schema}.clock(), NULL)
+    {schema}.clock(), NULL,
+    CASE WHEN EXISTS (SELECT 1 FROM alive) THEN %(fence)s::uuid END)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id, attempt, deadline, {schema}.clock() AS db_now,
           executor_id IS NOT NULL AS owned;
@@ -117,7 +119,7 @@ ORDER BY seq DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: finish_workflows
--- Final status of a batch of workflows, each fenced by owner and attempt, in one commit.
+-- Final status of a batch of workflows, each fenced by its run's fence token, in one commit.
 -- The batch's ids are looked up in the primary key, one probe each. The owner test is written
 -- IS NOT DISTINCT FROM (the same test, as executor_id is never NULL here) so that no plan can
 -- start from workflow_status_executor instead: with statistics older than a burst of work the
@@ -128,16 +130,16 @@ LIMIT %(limit)s OFFSET %(offset)s;
 UPDATE {schema}.workflow_status AS w
 SET status = f.status, output = f.output, error = f.error,
     updated_at = {schema}.clock(), completed_at = {schema}.clock()
-FROM unnest(%(workflow_ids)b::text[], %(attempts)b::int[], %(statuses)b::text[],
+FROM unnest(%(workflow_ids)b::text[], %(fences)b::uuid[], %(statuses)b::text[],
             %(outputs)b::text[], %(errors)b::text[])
-     AS f (workflow_id, attempt, status, output, error)
+     AS f (workflow_id, fence, status, output, error)
 WHERE w.workflow_id = f.workflow_id AND w.executor_id IS NOT DISTINCT FROM %(executor_id)s
-  AND w.attempt = f.attempt AND w.status = 'PENDING'
+  AND w.fence = f.fence AND w.status = 'PENDING'
 RETURNING w.workflow_id;
 
 -- name: owner_of
 -- Who holds a workflow now (to explain a fenced write).
-SELECT status, executor_id, attempt FROM {schema}.workflow_status
+SELECT status, executor_id, attempt, fence FROM {schema}.workflow_status
 WHERE workflow_id = %(workflow_id)s;
 
 -- name: adopt_workflow
@@ -147,13 +149,14 @@ WITH alive AS (
     SELECT 1 FROM {schema}.executors WHERE executor_id = %(executor_id)s FOR KEY SHARE
 )
 UPDATE {schema}.workflow_status
-SET executor_id = %(executor_id)s, attempt = attempt + 1, updated_at = {schema}.clock(),
+SET executor_id = %(executor_id)s, attempt = attempt + 1, fence = gen_random_uuid(),
+    updated_at = {schema}.clock(),
     started_at = coalesce(started_at, {schema}.clock()),
     deadline = least(deadline, {schema}.clock() + timeout_ms * interval '1 millisecond')
 WHERE workflow_id = %(workflow_id)s AND status = 'PENDING' AND executor_id IS NULL
   AND app_version = %(app_version)s AND EXISTS (SELECT 1 FROM alive)
 RETURNING workflow_id, name, serializer, inputs, attempt, recovery_attempts, deadline,
-          forked_from, queue_name, max_recovery_attempts, {schema}.clock() AS db_now;
+          forked_from, queue_name, max_recovery_attempts, {schema}.clock() AS db_now, fence;
 
 -- name: adopt_orphans
 -- Take over ownerless PENDING workflows of this version (many at once, SKIP LOCKED); only a
@@ -169,14 +172,16 @@ WITH alive AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.workflow_status AS w
-SET executor_id = %(executor_id)s, attempt = w.attempt + 1, updated_at = {schema}.clock(),
+SET executor_id = %(executor_id)s, attempt = w.attempt + 1, fence = gen_random_uuid(),
+    updated_at = {schema}.clock(),
     started_at = coalesce(w.started_at, {schema}.clock()),
     deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
 -- ANY(ARRAY(...)) keeps the plan an index lookup of the picked ids whatever a cached generic
 -- plan estimates (a join here can turn into a scan of the whole table).
 WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
-          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now;
+          w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now,
+          w.fence;
 
 -- name: count_stranded
 -- Work no running version can run: ENQUEUED or ownerless PENDING rows of other versions.

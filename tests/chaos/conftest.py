@@ -3,7 +3,8 @@ tables, worker processes killed at teardown, and the ``--soak`` load factor.
 
 ``pytest tests/chaos`` is the CI tier (minutes on two cores). ``pytest tests/chaos --soak``
 (or ``PGFLOW_CHAOS_SOAK=1``) multiplies every load by 10 and lengthens the outages, for runs
-by hand. Tests marked ``chaos_server`` restart the shared PostgreSQL server; they run last.
+by hand. Tests that crash, stop or restart a server start a private cluster of their own
+(tests/private_cluster.py); none touches the server the other tests use.
 """
 
 from __future__ import annotations
@@ -26,16 +27,6 @@ SOAK_FACTOR = 10
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", default=False,
                      help="chaos tests: 10x the load and longer outages (hand runs)")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "chaos_server: restarts the shared PostgreSQL server (runs last)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Server restarts disturb every other test on the server: keep them for the very end.
-    items.sort(key=lambda item: item.get_closest_marker("chaos_server") is not None)
 
 
 @pytest.fixture(scope="session")
