@@ -35,6 +35,7 @@ drain = app.queue("drain")
 limbo = app.queue("limbo")
 dedup = app.queue("dedup")
 skew = app.queue("skew", concurrency=3, worker_concurrency=2, rate_limit=pgflow.Rate(10, per=1.0))
+parts = app.queue("parts", partitioned=True, concurrency=4)
 
 TABLES = """
 CREATE TABLE public.ledger (
