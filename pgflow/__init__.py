@@ -21,6 +21,7 @@ from .errors import (
     DatabaseUnavailable,
     Deduplicated,
     FencedOut,
+    InvalidValue,
     MaxRecoveryAttemptsExceeded,
     NonDeterminism,
     PermissionDenied,
@@ -45,10 +46,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App", "Client", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
-    "FencedOut", "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied",
-    "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError", "Settings",
-    "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow", "UnregisteredFunction",
-    "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowParked", "WorkflowStatus",
-    "WorkflowTimeout",
-    "db", "get_event", "recv", "send", "set_event", "sleep", "workflow_id",
+    "FencedOut", "InvalidValue", "MaxRecoveryAttemptsExceeded", "NonDeterminism",
+    "PermissionDenied", "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError",
+    "Settings", "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow",
+    "UnregisteredFunction", "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle",
+    "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event", "recv", "send",
+    "set_event", "sleep", "workflow_id",
 ]

@@ -17,7 +17,8 @@ from .db import migrate as migrations
 from .db.notify import Notifications
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
-from .queues import EnqueueOptions, Queue, Rate, validate_name
+from .limits import check_id, check_seconds
+from .queues import EnqueueOptions, Queue, Rate
 from .records import Status, WorkflowStatus
 from .recovery import Executor
 from .registry import Registry, StepDef, WorkflowDef, qualified_name
@@ -222,7 +223,8 @@ class App(management.WorkflowQueries):
         """Start or call with a chosen id (an idempotency key) or a timeout:
         ``app.options(workflow_id="order-7").start(checkout, 7)``."""
         if workflow_id is not None:
-            validate_name("workflow_id", workflow_id, limit=1000)
+            check_id("workflow_id", workflow_id)
+        check_seconds("timeout", timeout)
         return StartOptions(self, workflow_id, timeout)
 
     def spawn(self, target: Callable[[], Any]) -> threading.Thread:

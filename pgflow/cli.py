@@ -26,7 +26,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _fail(exc: BaseException) -> None:
-    from .db.errors import redact
+    from .redaction import redact
 
     click.echo(f"pgflow: {redact(str(exc))}", err=True)
     sys.exit(1)
@@ -258,7 +258,7 @@ def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
             failed = True
             results[workflow_id] = {"error": str(exc)}
             if not as_json:
-                from .db.errors import redact
+                from .redaction import redact
 
                 click.echo(f"pgflow: {redact(str(exc))}", err=True)
             continue

@@ -8,7 +8,6 @@ application's code (a web server of another team, a script, the ``pgflow`` CLI).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from typing import Any
@@ -18,6 +17,7 @@ from .db import migrate as migrations
 from .db.notify import Notifications
 from .db.pool import Database
 from .errors import ConfigurationError
+from .limits import check_count, check_id, check_text, to_ms
 from .queues import EnqueueOptions, Queue, validate_name
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
@@ -105,8 +105,11 @@ class Client(management.WorkflowQueries):
         of the newest live worker serving ``queue``. ``timeout`` (seconds) sets the deadline
         the workflow's own declaration would have set (the client cannot read it).
         """
-        validate_name("workflow name", workflow_name, limit=1000)
+        check_id("workflow name", workflow_name)
         validate_name("queue name", queue)  # before it is looked up
+        if app_version is not None:
+            check_text("app_version", app_version)
+        check_count("max_recovery_attempts", max_recovery_attempts)
         queue_def = self._queue_for(queue, priority, partition_key)
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
         queue_def.check_options(opts)
@@ -123,8 +126,8 @@ class Client(management.WorkflowQueries):
             "parent_workflow_id": None, "app_version": version,
             "max_recovery_attempts": max_recovery_attempts,
             "serializer": self.serializer_impl.name, "inputs": inputs,
-            "timeout_ms": None if timeout is None else int(timeout * 1000), "deadline": None,
-            "delay_ms": math.ceil((delay or 0) * 1000),
+            "timeout_ms": to_ms("timeout", timeout), "deadline": None,
+            "delay_ms": to_ms("delay", delay or 0),
             "channel": notify_channel(self.db.schema)})
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 

@@ -16,6 +16,11 @@ class ConfigurationError(PgflowError):
     """A setting is missing or invalid; the message names the setting and the fix."""
 
 
+class InvalidValue(ConfigurationError, ValueError):
+    """A value given to a start or an enqueue (an id, key, priority, timeout, delay...) is out
+    of what the database can store and claim; the message says what and the allowed range."""
+
+
 class DatabaseError(PgflowError):
     """The database refused or failed an operation (translated from psycopg)."""
 

@@ -1,9 +1,9 @@
 """structlog set-up: a console format for people, one JSON object per line for machines.
 
 Every line carries what was bound with ``structlog.contextvars.bind_contextvars`` (the running
-workflow's id and name), and no line carries a password: every string value goes through
-:func:`pgflow.db.errors.redact`. Before :func:`configure_logging` is called, structlog's own
-defaults apply.
+workflow's id and name), and no line carries a password: every value goes through
+:func:`pgflow.redaction.redact_value`, tracebacks through :func:`pgflow.redaction.redact`.
+Before :func:`configure_logging` is called, structlog's own defaults apply.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, ExcInfo, FilteringBoundLogger, Processor, WrappedLogger
 
-from .db.errors import redact
 from .errors import ConfigurationError
+from .redaction import redact, redact_value
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -30,28 +29,13 @@ LEVELS = {
     "critical": logging.CRITICAL,
 }
 FORMATS = ("auto", "console", "json")
-_SECRET_KEYS = frozenset({"password", "passwd", "secret", "token"})
 _FIRST_KEYS = ("timestamp", "level", "event")
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(_redacted(v) for v in value)
-    return value
 
 
 def redact_passwords(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Processor: remove passwords from every string field (and secret-named fields whole)."""
-    for key, value in event_dict.items():
-        if key in _SECRET_KEYS and value is not None:
-            event_dict[key] = "***"
-        else:
-            event_dict[key] = _redacted(value)
-    return event_dict
+    redacted: EventDict = redact_value(event_dict)
+    return redacted
 
 
 def _leading_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:

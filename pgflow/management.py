@@ -162,6 +162,8 @@ def fork(db: Database, workflow_id: str, from_step: int = 1, *,
         raise ConfigurationError(f"from_step must be a step number ≥ 1, not {from_step!r}")
     new_workflow_id = new_workflow_id or str(uuid.uuid4())
     validate_name("workflow_id", new_workflow_id, limit=1000)
+    if app_version is not None:
+        validate_name("app_version", app_version)
     row = db.fetchone("fork_workflow", {
         "workflow_id": new_workflow_id, "source_id": workflow_id, "from_step": from_step,
         "app_version": app_version, "channel": queue_channel(db.schema)})

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
+from .limits import (
+    MAX_INT4,
+    MAX_NAME_BYTES,
+    check_count,
+    check_id,
+    check_priority,
+    check_seconds,
+    check_text,
+)
 
 if TYPE_CHECKING:
     from .app import App
     from .workflows import WorkflowHandle
 
-MAX_NAME = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME = MAX_NAME_BYTES
 
 
 def validate_name(kind: str, value: str, *, limit: int = MAX_NAME) -> str:
-    """Queue names, partition keys, dedup ids and workflow ids: text without NUL or control
-    characters, at most ``limit`` characters. Anything else is a clear error, never SQL's."""
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{kind} must be a non-empty string, not {value!r}")
-    if len(value) > limit:
-        raise ConfigurationError(f"{kind} is {len(value)} characters long; the limit is {limit}")
-    if _CONTROL.search(value):
-        raise ConfigurationError(f"{kind} {value[:40]!r} contains a control or NUL character")
-    return value
+    """Queue names, partition keys, dedup ids and workflow ids: see :func:`limits.check_text`
+    (text PostgreSQL can store and index, at most ``limit`` bytes). Anything else is a clear
+    error, never SQL's."""
+    return check_text(kind, value, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,9 @@ class Rate:
     per: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.limit, int) or self.limit < 1:
-            raise ConfigurationError(f"Rate limit must be a positive integer, not {self.limit!r}")
-        if not (isinstance(self.per, (int, float)) and math.isfinite(self.per) and self.per > 0):
+        # Claims compute the window in SQL: int4 counts and an interval that must not overflow.
+        check_count("Rate limit", self.limit, minimum=1)
+        if not check_seconds("Rate per=", self.per):
             raise ConfigurationError(f"Rate per= must be a positive number of seconds, "
                                      f"not {self.per!r}")
 
@@ -77,7 +78,8 @@ class Queue:
         validate_name("queue name", self.name)
         for label, value in (("concurrency", self.concurrency),
                              ("worker_concurrency", self.worker_concurrency)):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= MAX_INT4):
                 raise ConfigurationError(f"queue {self.name!r}: {label} must be a positive "
                                          f"integer or None, not {value!r}")
         if self.rate_limit is not None and not isinstance(self.rate_limit, Rate):
@@ -93,18 +95,18 @@ class Queue:
         return replace(self, opts=opts)
 
     def check_options(self, opts: EnqueueOptions) -> None:
+        """Refuse options this queue cannot take, or values the database cannot store and
+        claim (:mod:`pgflow.limits`)."""
         if opts.workflow_id is not None:
-            validate_name("workflow_id", opts.workflow_id, limit=1000)
+            check_id("workflow_id", opts.workflow_id)
         if opts.dedup_id is not None:
-            validate_name("dedup_id", opts.dedup_id, limit=1000)
+            check_id("dedup_id", opts.dedup_id)
         if opts.priority is not None:
             if not self.priority:
                 raise ConfigurationError(
                     f"queue {self.name!r} was not declared with priority=True; "
                     "declare it so, or drop priority=")
-            if not isinstance(opts.priority, int) or not -2**31 < opts.priority < 2**31:
-                raise ConfigurationError(f"priority must be a 32-bit integer, not "
-                                         f"{opts.priority!r}")
+            check_priority(opts.priority)
         if self.partitioned and opts.partition_key is None:
             # No claim would ever take a keyless row of a partitioned queue.
             raise ConfigurationError(
@@ -115,11 +117,9 @@ class Queue:
                 raise ConfigurationError(
                     f"queue {self.name!r} is not partitioned; declare it partitioned=True "
                     "or drop partition_key=")
-            validate_name("partition_key", opts.partition_key)
-        for label, value in (("delay", opts.delay), ("timeout", opts.timeout)):
-            if value is not None and not (isinstance(value, (int, float))
-                                          and math.isfinite(value) and value >= 0):
-                raise ConfigurationError(f"{label} must be a non-negative number of seconds")
+            check_id("partition_key", opts.partition_key)
+        check_seconds("delay", opts.delay)
+        check_seconds("timeout", opts.timeout)
 
     def _bound(self) -> App:
         """The App to enqueue through; refuses a partitioned queue's keyless enqueue (the

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError, UnregisteredFunction
+from .limits import check_count, check_id, check_seconds
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,20 @@ class WorkflowDef:
     max_recovery_attempts: int | None
     timeout: float | None
 
+    def __post_init__(self) -> None:
+        check_id("workflow name", self.name)
+        check_count("max_recovery_attempts", self.max_recovery_attempts)
+        check_seconds("timeout", self.timeout)
+
 
 @dataclass(frozen=True)
 class StepDef:
     name: str
     fn: Callable[..., Any]
     kind: str  # "step" or "transaction"
+
+    def __post_init__(self) -> None:
+        check_id("step name", self.name)
 
 
 def qualified_name(fn: Callable[..., Any]) -> str:

@@ -24,6 +24,7 @@ from croniter import croniter
 
 from . import serialization
 from .errors import ConfigurationError
+from .limits import to_ms
 from .workflows import notify_channel
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str
                                   if wf.max_recovery_attempts is not None
                                   else app.settings.max_recovery_attempts),
         "serializer": app.serializer_impl.name,
-        "timeout_ms": None if wf.timeout is None else int(wf.timeout * 1000),
+        "timeout_ms": to_ms("timeout", wf.timeout),
         "delay_ms": 0, "channel": notify_channel(app.db.schema),
     }
     db = app.db

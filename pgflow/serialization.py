@@ -25,6 +25,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from pgflow.errors import ConfigurationError, PgflowError, SerializationError
+from pgflow.redaction import redact, redact_value
 
 __all__ = [
     "JSON",
@@ -571,7 +572,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def dumps_error(exc: BaseException) -> str:
-    """Record ``exc`` as JSON: type, module, message, args, public attributes and traceback.
+    """Record ``exc`` as JSON: type, module, message, args, public attributes and traceback,
+    without passwords (:mod:`pgflow.redaction`).
 
     Never fails: args that are not JSON are recorded as ``null``, unreadable parts as text.
     """
@@ -603,9 +605,10 @@ def _record_error(exc: BaseException) -> str:
     record: dict[str, Any] = {
         "type": kind.__qualname__,
         "module": kind.__module__,
-        "message": _clip(message),
-        "args": None if args is _UNENCODABLE else args,
-        "traceback": _clip(formatted),
+        # Redacted before clipping: a cut could leave a password without its "://".
+        "message": _clip(redact(message)),
+        "args": None if args is _UNENCODABLE else redact_value(args),
+        "traceback": _clip(redact(formatted)),
     }
     attrs = {}
     try:
@@ -621,7 +624,7 @@ def _record_error(exc: BaseException) -> str:
         if encoded is not _UNENCODABLE:
             attrs[name] = encoded
     if attrs:
-        record["attrs"] = attrs
+        record["attrs"] = redact_value(attrs)
     # ASCII keeps odd characters (lone surrogates) in a form every reader can parse.
     return _ASCII.encode(record)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .limits import check_count, check_payload_limit, check_text
 
 
 def _setting(default: Any, env: str, flag: str | None, doc: str) -> Any:
@@ -98,6 +99,11 @@ class Settings:
                 f"(got {self.heartbeat_timeout} and {self.heartbeat_interval})")
         if self.threads < 1 or self.processes < 0:
             raise ConfigurationError("threads must be ≥ 1 and processes ≥ 0")
+        check_payload_limit(self.max_payload_bytes)
+        if self.app_version is not None:
+            check_text("app_version (PGFLOW_APP_VERSION)", self.app_version)
+        check_count("max_recovery_attempts (PGFLOW_MAX_RECOVERY_ATTEMPTS)",
+                    self.max_recovery_attempts)
         validate_schema(self.schema)
         return self
 

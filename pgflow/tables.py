@@ -1,4 +1,7 @@
-"""Text for the CLI: aligned tables for people, JSON for scripts (no I/O here)."""
+"""Text for the CLI: aligned tables for people, JSON for scripts (no I/O here).
+
+Every string shown goes through :func:`pgflow.redaction.redact`, whoever recorded it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
+
+from .redaction import MASK, SECRET_KEYS, redact
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -38,7 +43,7 @@ def cell(value: Any, limit: int = 80) -> str:
         text = value
     else:
         text = json.dumps(jsonable(value), ensure_ascii=False, default=str)
-    text = " ".join(text.split())
+    text = " ".join(redact(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -77,14 +82,17 @@ def jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, BaseException):
         return {"type": getattr(value, "error_type", type(value).__name__),
-                "message": getattr(value, "message", str(value))}
+                "message": redact(str(getattr(value, "message", str(value))))}
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): MASK if str(k).lower() in SECRET_KEYS and v is not None
+                else jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
-    return str(value)
+    return redact(str(value))
 
 
 def to_json(value: Any) -> str:

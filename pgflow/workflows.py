@@ -31,6 +31,7 @@ from .errors import (
     WorkflowParked,
     WorkflowTimeout,
 )
+from .limits import to_ms
 from .records import Status, WorkflowStatus
 from .steps import check_deadline, record_checkpoint
 
@@ -221,7 +222,7 @@ def start(
         "parent_workflow_id": parent.workflow_id if parent else None,
         "executor_id": executor.executor_id, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer_impl.name,
-        "inputs": inputs, "timeout_ms": None if timeout is None else int(timeout * 1000),
+        "inputs": inputs, "timeout_ms": to_ms("timeout", timeout),
         "deadline": deadline, "fence": fence,
     }
     tries = 0
@@ -466,9 +467,9 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         "parent_workflow_id": parent.workflow_id if parent else None,
         "app_version": app.app_version, "max_recovery_attempts": _max_attempts(app, wf),
         "serializer": app.serializer_impl.name, "inputs": inputs,
-        "timeout_ms": None if timeout is None else int(timeout * 1000),
+        "timeout_ms": to_ms("timeout", timeout),
         "deadline": parent.deadline if parent is not None else None,
-        "delay_ms": int((opts.delay or 0) * 1000), "channel": notify_channel(app.db.schema),
+        "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
     }
     insert_enqueued(app.db, params)
     if parent is not None and step_id is not None:
@@ -509,8 +510,8 @@ def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
         "name": wf.name, "queue_name": queue.name, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf),
         "serializer": app.serializer_impl.name,
-        "timeout_ms": None if timeout is None else int(timeout * 1000),
-        "delay_ms": int((opts.delay or 0) * 1000), "channel": notify_channel(app.db.schema),
+        "timeout_ms": to_ms("timeout", timeout),
+        "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
     }
     if ids:
         insert_batch(app.db, params)

@@ -7,7 +7,6 @@ contains a password.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 
 import psycopg
@@ -21,24 +20,16 @@ from ..errors import (
     PermissionDenied,
     SchemaNotMigrated,
 )
+from ..redaction import redact
 
 DEDUP_CONSTRAINT = "workflow_status_dedup_active"
 ID_CONSTRAINT = "workflow_status_pkey"
-
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
 
 def is_id_taken(exc: BaseException) -> bool:
     """Is ``exc`` an INSERT finding a workflow id already in workflow_status?"""
     return isinstance(exc, pgerrors.UniqueViolation) and \
         getattr(exc.diag, "constraint_name", None) == ID_CONSTRAINT
-
-
-def redact(text: str) -> str:
-    """Remove any password from a connection string or a message quoting one."""
-    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
-    return _PASSWORD_KV.sub(r"\1***", text)
 
 
 def describe_target(url: str) -> str:

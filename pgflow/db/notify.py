@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import structlog
 
-from .errors import redact
+from ..redaction import redact
 from .pool import Database
 
 log = structlog.get_logger("pgflow")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
-from .errors import redact
+from ..redaction import redact
 
 log = structlog.get_logger("pgflow")
 

@@ -8,7 +8,7 @@ import time
 import psycopg
 import structlog
 
-from ..db.errors import redact
+from ..redaction import redact
 from ..db.pool import Database
 
 log = structlog.get_logger("pgflow")

@@ -25,7 +25,8 @@ UPDATE {schema}.workflow_status AS w
 SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
     fence = gen_random_uuid(),
     started_at = {schema}.clock(), updated_at = {schema}.clock(),
-    deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
+    -- Clamped (0007): no stored timeout or deadline can make the claim fail.
+    deadline = {schema}.claim_deadline({schema}.clock(), w.deadline, w.timeout_ms)
 -- ANY(ARRAY(...)) keeps the plan an index lookup of the picked ids whatever a cached generic
 -- plan estimates (a join here can turn into a scan of the whole table).
 WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))

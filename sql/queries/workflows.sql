@@ -16,8 +16,8 @@ VALUES (
     %(parent_workflow_id)s, (SELECT executor_id FROM alive), 1, %(app_version)s,
     %(max_recovery_attempts)s,
     %(serializer)s, %(inputs)s, %(timeout_ms)s,
-    least(%(deadline)s::timestamptz,
-             {schema}.clock() + %(timeout_ms)s::bigint * interval '1 millisecond'),
+    {schema}.claim_deadline({schema}.clock(), %(deadline)s::timestamptz,
+                            %(timeout_ms)s::bigint),
     {schema}.clock(), NULL,
     CASE WHEN EXISTS (SELECT 1 FROM alive) THEN %(fence)s::uuid END)
 ON CONFLICT (workflow_id) DO NOTHING
@@ -152,7 +152,7 @@ UPDATE {schema}.workflow_status
 SET executor_id = %(executor_id)s, attempt = attempt + 1, fence = gen_random_uuid(),
     updated_at = {schema}.clock(),
     started_at = coalesce(started_at, {schema}.clock()),
-    deadline = least(deadline, {schema}.clock() + timeout_ms * interval '1 millisecond')
+    deadline = {schema}.claim_deadline({schema}.clock(), deadline, timeout_ms)
 WHERE workflow_id = %(workflow_id)s AND status = 'PENDING' AND executor_id IS NULL
   AND app_version = %(app_version)s AND EXISTS (SELECT 1 FROM alive)
 RETURNING workflow_id, name, serializer, inputs, attempt, recovery_attempts, deadline,
@@ -175,7 +175,7 @@ UPDATE {schema}.workflow_status AS w
 SET executor_id = %(executor_id)s, attempt = w.attempt + 1, fence = gen_random_uuid(),
     updated_at = {schema}.clock(),
     started_at = coalesce(w.started_at, {schema}.clock()),
-    deadline = least(w.deadline, {schema}.clock() + w.timeout_ms * interval '1 millisecond')
+    deadline = {schema}.claim_deadline({schema}.clock(), w.deadline, w.timeout_ms)
 -- ANY(ARRAY(...)) keeps the plan an index lookup of the picked ids whatever a cached generic
 -- plan estimates (a join here can turn into a scan of the whole table).
 WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))

@@ -35,6 +35,7 @@ drain = app.queue("drain")
 limbo = app.queue("limbo")
 dedup = app.queue("dedup")
 skew = app.queue("skew", concurrency=3, worker_concurrency=2, rate_limit=pgflow.Rate(10, per=1.0))
+parts = app.queue("parts", partitioned=True, concurrency=4)
 
 TABLES = """
 CREATE TABLE public.ledger (
@@ -274,3 +275,31 @@ def unknown_output() -> Any:
 @app.step()
 def emit_set() -> Any:
     return {1, 2, 3}
+
+
+# -- errors that quote a password (redaction) --------------------------------------------------
+
+LEAKED = "Le4kedPassw0rd"
+
+
+class LeakyError(Exception):
+    """An error carrying a connection URL in its args and a password in an attribute."""
+
+    def __init__(self, url: str, password: str) -> None:
+        super().__init__(url)
+        self.url = url
+        self.password = password
+
+
+@app.step()
+def leaky_step() -> None:
+    raise LeakyError(f"cannot reach postgresql://app:{LEAKED}@db.internal:5432/shop", LEAKED)
+
+
+@app.workflow()
+def leaky() -> None:
+    try:
+        leaky_step()
+    except LeakyError as exc:
+        raise RuntimeError(f"gave up on conninfo 'host=db.internal password={LEAKED} "
+                           f"user=app' ({exc})") from exc
