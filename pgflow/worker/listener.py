@@ -8,8 +8,8 @@ import time
 import psycopg
 import structlog
 
-from ..redaction import redact
 from ..db.pool import Database
+from ..redaction import redact
 
 log = structlog.get_logger("pgflow")
 
