@@ -70,6 +70,7 @@ def claim_params(tasks: ModuleType, limit: int) -> dict[str, Any]:
         "names": sorted(app.registry.workflows),
         "executor_id": "bench-claimer",
         "limit": limit,
+        "strict": False,
     }
 
 
@@ -78,7 +79,7 @@ def register_claimer(tasks: ModuleType) -> None:
     app = tasks.app
     app.db.fetchone("register_executor", {
         "executor_id": "bench-claimer", "hostname": "bench", "pid": 0,
-        "app_version": app.app_version, "kind": "bench", "queues": ["plain"]})
+        "app_version": app.app_version, "kind": "bench", "queues": ["plain"], "names": []})
 
 
 def time_claims(scratch: Scratch, tasks: ModuleType, n: int, limit: int) -> dict[str, Any]:

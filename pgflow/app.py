@@ -303,10 +303,15 @@ class App(management.WorkflowQueries):
 
     def queue(self, name: str, *, concurrency: int | None = None,
               worker_concurrency: int | None = None, rate_limit: Rate | None = None,
-              priority: bool = False, partitioned: bool = False) -> Queue:
-        """Declare a queue with its flow control; workers serve it with ``pgflow worker``."""
+              priority: bool = False, partitioned: bool = False,
+              strict_versions: bool | None = None) -> Queue:
+        """Declare a queue with its flow control; workers serve it with ``pgflow worker``.
+
+        A workflow that never started may be started by a worker of any version that knows
+        its name; ``strict_versions=True`` keeps every row to the version that enqueued it
+        (default: the app's ``strict_versions`` setting)."""
         q = Queue(name, concurrency, worker_concurrency, rate_limit, priority, partitioned,
-                  app=self)
+                  strict_versions, app=self)
         if name in self.queues and self.queues[name] != q:
             raise ConfigurationError(f"queue {name!r} is declared twice with different limits")
         self.queues[name] = q

@@ -340,10 +340,14 @@ def queues(as_json: bool, **given: Any) -> None:
     click.echo(tables.table(["queue", "enqueued", "delayed", "running", "workers",
                              "concurrency", "per_worker", "rate_window", "oldest_wait"], rows))
     if stranded:
-        click.echo("\nstranded (no live worker of their version serves them):")
-        click.echo(tables.table(["queue", "app_version", "workflows", "since"],
-                                [[s.queue_name or "(no queue)", s.app_version, s.count, s.since]
+        click.echo("\nleft waiting (no live worker can run them):")
+        click.echo(tables.table(["queue", "workflow", "app_version", "reason", "workflows",
+                                 "since"],
+                                [[s.queue_name or "(no queue)", s.name, s.app_version,
+                                  s.reason.replace("_", " "), s.count, s.since]
                                  for s in stranded]))
+        for s in stranded:
+            click.echo(f"  {s.queue_name or '(no queue)'} / {s.name}: {s.remedy}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -357,13 +361,16 @@ def queues(as_json: bool, **given: Any) -> None:
 @click.option("--delay", type=float, default=None, help="Seconds before it may start.")
 @click.option("--timeout", type=float, default=None, help="Seconds until it is cancelled.")
 @click.option("--app-version", default=None,
-              help="Version of the workers to run it [default: the newest live worker's].")
+              help="Only workers of this version may start it [default: any version that "
+                   "knows the workflow's name].")
+@click.option("--strict", is_flag=True,
+              help="Refuse a name no registered version knows (default: warn and enqueue).")
 @json_option
 @common_options
 def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
             dedup_id: str | None, priority: int | None, partition_key: str | None,
             delay: float | None, timeout: float | None, app_version: str | None,
-            as_json: bool, **given: Any) -> None:
+            strict: bool, as_json: bool, **given: Any) -> None:
     """Queue WORKFLOW (its registered name, e.g. shop.tasks.checkout) on QUEUE with ARGS_JSON:
     a JSON list of positional arguments, or an object of keyword arguments."""
     try:
@@ -378,11 +385,64 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
     handle = with_client(settings, lambda c: c.enqueue(
         queue, workflow, *args, kwargs=kwargs, workflow_id=workflow_id, dedup_id=dedup_id,
         priority=priority, partition_key=partition_key, delay=delay, timeout=timeout,
-        app_version=app_version))
+        app_version=app_version, strict=strict))
     if as_json:
         click.echo(tables.to_json({"workflow_id": handle.workflow_id, "queue": queue}))
     else:
         click.echo(handle.workflow_id)
+
+
+@workflows.command(context_settings=CONTEXT)
+@click.option("--from", "from_version", required=True, metavar="VERSION",
+              help="Application version the workflows carry now.")
+@click.option("--to", "to_version", required=True, metavar="VERSION",
+              help="Application version to give them (one `pgflow versions` lists).")
+@click.option("--status", multiple=True, metavar="STATUS[,STATUS]",
+              help="Statuses to move [default: ENQUEUED and ownerless PENDING: waiting work].")
+@click.option("--dry-run", is_flag=True, help="Only print how many would move.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+def retarget(from_version: str, to_version: str, status: tuple[str, ...], dry_run: bool,
+             yes: bool, **given: Any) -> None:
+    """Move workflows stranded on an old version to another one, keeping their ids.
+
+    A workflow that started runs only on its own version (its checkpoints came from that
+    code); when no worker of that version will run again, retarget it to one that will. It
+    replays its recorded steps there, so the new code must call the same steps in the same
+    order up to where it stopped (else NonDeterminism). Works in batches; PENDING rows that a
+    live worker owns are never moved."""
+    from .versions import WAITING
+
+    settings = build_settings(**given)
+    statuses = tuple(_statuses(status) or WAITING)
+    n = with_client(settings, lambda c: c.count_retarget(from_version, statuses))
+    what = f"{n} workflow(s) of version {from_version} ({', '.join(statuses)})"
+    if dry_run or n == 0:
+        click.echo(f"{what} would move to version {to_version}" if n else f"no {what[2:]}")
+        return
+    if not yes and not click.confirm(f"Move {what} to version {to_version}?", default=False):
+        sys.exit(1)
+    moved = with_client(settings, lambda c: c.retarget(from_version, to_version, statuses))
+    click.echo(f"moved {moved} workflow(s) from version {from_version} to {to_version}")
+
+
+@main.command(context_settings=CONTEXT)
+@json_option
+@common_options
+def versions(as_json: bool, **given: Any) -> None:
+    """Application versions: first and last seen, live executors, workflows per status."""
+    settings = build_settings(**given)
+    found = with_client(settings, lambda c: c.versions())
+    if as_json:
+        click.echo(tables.to_json({"versions": found}))
+        return
+    statuses = ["ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED",
+                "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
+    click.echo(tables.table(
+        ["app_version", "first_seen", "last_seen", "live", "workflows", "enqueued", "pending",
+         "success", "error", "cancelled", "max_recovery"],
+        [[v.app_version or "(none yet)", v.first_seen, v.last_seen, v.live_executors,
+          v.workflows, *[v.work.get(s, 0) for s in statuses]] for v in found]))
 
 
 @main.command(context_settings=CONTEXT)

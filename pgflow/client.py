@@ -12,15 +12,20 @@ import os
 import threading
 from typing import Any
 
+import structlog
+
 from . import management, messages, serialization
+from . import versions as app_versions
 from .db import migrate as migrations
 from .db.notify import Notifications
 from .db.pool import Database
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnknownWorkflow
 from .limits import check_count, check_id, check_text, to_ms
 from .queues import EnqueueOptions, Queue, validate_name
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
+
+log = structlog.get_logger("pgflow")
 
 
 class Client(management.WorkflowQueries):
@@ -98,12 +103,16 @@ class Client(management.WorkflowQueries):
                 dedup_id: str | None = None, priority: int | None = None,
                 partition_key: str | None = None, delay: float | None = None,
                 timeout: float | None = None, app_version: str | None = None,
-                max_recovery_attempts: int | None = None) -> WorkflowHandle:
+                max_recovery_attempts: int | None = None,
+                strict: bool = False) -> WorkflowHandle:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
-        Workers claim only rows of their own version: ``app_version`` defaults to the version
-        of the newest live worker serving ``queue``. ``timeout`` (seconds) sets the deadline
-        the workflow's own declaration would have set (the client cannot read it).
+        No worker needs to be running. The row carries no version: the first worker of any
+        version that knows ``workflow_name`` starts it (and gives it its version). With
+        ``app_version`` only that version starts it (it must be one a worker has registered).
+        When no registered version knows the name, this logs a warning (``strict=True``:
+        raises UnknownWorkflow instead). ``timeout`` (seconds) sets the deadline the
+        workflow's own declaration would have set (the client cannot read it).
         """
         check_id("workflow name", workflow_name)
         validate_name("queue name", queue)  # before it is looked up
@@ -113,7 +122,12 @@ class Client(management.WorkflowQueries):
         queue_def = self._queue_for(queue, priority, partition_key)
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
         queue_def.check_options(opts)
-        version = app_version or self._live_version(queue)
+        problem = app_versions.check_enqueue(self.db, workflow_name, app_version)
+        if problem is not None:
+            if strict:
+                raise UnknownWorkflow(f"{problem}; nothing was enqueued")
+            log.warning("workflow_name_unknown", workflow_name=workflow_name, queue=queue,
+                        problem=problem)
         inputs = serialization.dumps_inputs(
             self.serializer_impl, args, kwargs or {},
             max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
@@ -123,7 +137,7 @@ class Client(management.WorkflowQueries):
         insert_enqueued(self.db, {
             "workflow_id": workflow_id, "name": workflow_name, "queue_name": queue,
             "dedup_id": dedup_id, "priority": priority or 0, "partition_key": partition_key,
-            "parent_workflow_id": None, "app_version": version,
+            "parent_workflow_id": None, "app_version": app_version,
             "max_recovery_attempts": max_recovery_attempts,
             "serializer": self.serializer_impl.name, "inputs": inputs,
             "timeout_ms": to_ms("timeout", timeout), "deadline": None,
@@ -139,16 +153,6 @@ class Client(management.WorkflowQueries):
             return Queue(name, priority=priority is not None,
                          partitioned=partition_key is not None)
         return Queue(name, priority=row["priority_enabled"], partitioned=row["partitioned"])
-
-    def _live_version(self, queue: str) -> str:
-        row = self.db.fetchone("live_app_version", {
-            "queue_name": queue, "timeout_s": self.settings.heartbeat_timeout})
-        if row is None or row["app_version"] is None:
-            raise ConfigurationError(
-                f"no live worker serves queue {queue!r}, so the workers' app version is "
-                "unknown; pass app_version=... (`pgflow queues` shows the versions of queued "
-                "work), or start a worker first")
-        return str(row["app_version"])
 
     # -- messages and events -------------------------------------------------------------------
 
@@ -182,6 +186,25 @@ class Client(management.WorkflowQueries):
         new_id = management.fork(self.db, workflow_id, from_step,
                                  new_workflow_id=new_workflow_id, app_version=app_version)
         return WorkflowHandle(self, new_id)  # type: ignore[arg-type]
+
+    def versions(self) -> list[app_versions.VersionInfo]:
+        """Every application version: first and last seen, live executors, work per status."""
+        return app_versions.list_versions(self.db, self.settings.heartbeat_timeout)
+
+    def count_retarget(self, from_version: str, statuses: tuple[str, ...] = app_versions.WAITING,
+                       ) -> int:
+        """How many workflows ``retarget`` would move."""
+        return app_versions.count_retarget(self.db, from_version, statuses)
+
+    def retarget(self, from_version: str, to_version: str,
+                 statuses: tuple[str, ...] = app_versions.WAITING) -> int:
+        """Move workflows of ``from_version`` to ``to_version`` (ids kept; by default the
+        waiting ones: ENQUEUED, and PENDING without an owner); returns how many moved."""
+        if not any(v.app_version == to_version for v in self.versions()):
+            raise ConfigurationError(
+                f"no worker ever ran app_version {to_version!r}; `pgflow versions` lists the "
+                "versions there are")
+        return app_versions.retarget(self.db, from_version, to_version, statuses)
 
     def queue_report(self) -> tuple[list[management.QueueInfo], list[management.Stranded]]:
         """Per-queue counts, limits and rate-window use, and work no live version can run."""

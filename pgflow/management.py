@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import serialization
+from . import serialization, versions
 from .db.notify import message_channel, queue_channel
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, PgflowError, UnknownWorkflow
@@ -199,12 +199,27 @@ class QueueInfo:
 
 @dataclass(frozen=True)
 class Stranded:
-    """Waiting work no live executor of its version can run."""
+    """Waiting work no live executor can run: why (``reason``: unknown_name, wrong_version or
+    no_worker), and what resolves it (``remedy``, naming the command)."""
 
     queue_name: str | None
     app_version: str | None
+    name: str
+    reason: str
     count: int
     since: datetime
+    remedy: str
+
+
+def stranded_work(db: Database, heartbeat_timeout: float,
+                  queues: list[str] | None = None) -> list[Stranded]:
+    """Work no live executor can run, grouped by queue, version, name and reason."""
+    rows = db.fetchall("stranded_work", {"timeout_s": heartbeat_timeout, "queues": queues})
+    live = versions.live_versions(db, heartbeat_timeout) if rows else []
+    return [Stranded(r["queue_name"], r["app_version"], r["name"], r["reason"], r["n"],
+                     r["since"], versions.remedy(r["reason"], r["queue_name"],
+                                                 r["app_version"], r["name"], live))
+            for r in rows]
 
 
 def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo],
@@ -223,9 +238,7 @@ def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo
         oldest_wait_s=r["oldest_wait_s"], started_in_window=r["started_in_window"],
         live_workers=r["live_workers"], partitions=parts.get(r["name"], {}))
         for r in db.fetchall("queue_overview", params)]
-    stranded = [Stranded(r["queue_name"], r["app_version"], r["n"], r["since"])
-                for r in db.fetchall("stranded_work", params)]
-    return queues, stranded
+    return queues, stranded_work(db, heartbeat_timeout)
 
 
 class WorkflowQueries:

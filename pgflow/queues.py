@@ -71,6 +71,9 @@ class Queue:
     rate_limit: Rate | None = None
     priority: bool = False
     partitioned: bool = False
+    # Claim only rows of the worker's own version, even never-started ones (None: the app's
+    # strict_versions setting).
+    strict_versions: bool | None = None
     app: App | None = field(default=None, compare=False, repr=False)
     opts: EnqueueOptions = field(default_factory=EnqueueOptions, compare=False, repr=False)
 

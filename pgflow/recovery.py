@@ -128,7 +128,7 @@ class Executor:
             row = self.app.db.retrying(lambda: self.app.db.fetchone("register_executor", {
                 "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
                 "app_version": self.app.app_version, "kind": self.kind,
-                "queues": list(self.queues)}))
+                "queues": list(self.queues), "names": sorted(self.app.registry.workflows)}))
             if row is not None:
                 self.healthy_since = row["heartbeat_at"]
                 self._check_clock(row["heartbeat_at"])

@@ -52,6 +52,10 @@ class Settings:
                                   "Migrate the schema on first use when the role may.")
     max_payload_bytes: int = _setting(16 * 1024 * 1024, "PGFLOW_MAX_PAYLOAD_BYTES", None,
                                       "Largest serialized inputs, output or message.")
+    strict_versions: bool = _setting(
+        False, "PGFLOW_STRICT_VERSIONS", None,
+        "Workers start only workflows enqueued by their own version (default: any version "
+        "that knows the name may start a workflow that never started).")
     max_recovery_attempts: int = _setting(
         10, "PGFLOW_MAX_RECOVERY_ATTEMPTS", None,
         "Default crashes a workflow may survive before MAX_RECOVERY_ATTEMPTS_EXCEEDED.")

@@ -30,7 +30,7 @@ _ids = itertools.count()
 def claims_db(db: Database) -> Iterator[Database]:
     db.run("register_executor", {"executor_id": EXECUTOR, "hostname": socket.gethostname(),
                                  "pid": os.getpid(), "app_version": VERSION, "kind": "test",
-                                 "queues": []})
+                                 "queues": [], "names": ["wf"]})
     yield db
 
 
@@ -56,7 +56,7 @@ def claim(db: Database, statement: str, queue: str, limit: int, *,
     params = {"queue_name": queue, "app_version": VERSION, "names": ["wf"],
               "executor_id": EXECUTOR, "limit": limit, "concurrency": concurrency,
               "rate_limit": rate_limit, "per_s": per_s, "rotation": rotation,
-              "lock_name": f"test:{queue}"}
+              "lock_name": f"test:{queue}", "strict": False, "worker_concurrency": None}
     if conn is not None:
         return db.execute(conn, statement, params).fetchall()
     return db.fetchall(statement, params)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -99,37 +100,63 @@ def test_cancel_resume_fork(app: pgflow.App, cli: Any) -> None:
 
 
 def test_enqueue_and_queues(app: pgflow.App, cli: Any, database_url: str) -> None:
-    needs_version = cli("enqueue", "jobs", "double", "[1]", code=1)
-    assert "app_version" in needs_version.output
-    first = cli("enqueue", "jobs", "double", "[20]", "--app-version", "mgmt-v1",
-                "--dedup-id", "d").output.strip()
-    dup = cli("enqueue", "jobs", "double", "[20]", "--app-version", "mgmt-v1", "--dedup-id",
-              "d", code=1)
+    # No worker ever ran: the enqueue works (the row has no version yet) and says so.
+    early = cli("enqueue", "jobs", "double", "[1]")
+    assert "no worker has registered yet" in early.output
+    refused = cli("enqueue", "jobs", "double", "[1]", "--app-version", "old", code=1)
+    assert "app_version 'old'" in refused.output and "nothing" not in refused.stdout
+    first = cli("enqueue", "jobs", "double", "[20]", "--dedup-id", "d").stdout.strip()
+    dup = cli("enqueue", "jobs", "double", "[20]", "--dedup-id", "d", code=1)
     assert first in dup.output and "dedup_id" in dup.output
-    later = json.loads(cli("enqueue", "jobs", "double", '{"x": 7}', "--app-version",
-                           "mgmt-v1", "--delay", "60", "--json").output)
-    stranded = cli("enqueue", "jobs", "double", "[1]", "--app-version", "old").output.strip()
+    later = json.loads(cli("enqueue", "jobs", "double", '{"x": 7}', "--delay", "60",
+                           "--json").stdout)
     assert cli("enqueue", "jobs", "double", "not json", code=2).exit_code == 2
 
     report = json.loads(cli("queues", "--json").output)
     [jobs] = report["queues"]
     assert (jobs["name"], jobs["enqueued"], jobs["delayed"], jobs["pending"]) == (
         "jobs", 3, 1, 0)
-    assert {(s["app_version"], s["count"]) for s in report["stranded"]} == {
-        ("mgmt-v1", 2), ("old", 1)}
+    assert {(s["app_version"], s["name"], s["reason"], s["count"])
+            for s in report["stranded"]} == {(None, "double", "no_worker", 3)}
     table = cli("queues").output
-    assert table.startswith("QUEUE") and "stranded" in table
+    assert table.startswith("QUEUE") and "no worker" in table and "pgflow worker" in table
 
     with running_worker(app):
         assert app.retrieve(first).result(timeout=10) == 40
-        # A live worker of mgmt-v1 serves the queue now: the version is found without a flag.
-        found = cli("enqueue", "jobs", "double", "[2]").output.strip()
-        assert app.retrieve(found).result(timeout=10) == 4
+        assert app.retrieve(first).status().app_version == "mgmt-v1"
+        # A name no registered version knows: a warning, or a refusal with --strict.
+        unknown = cli("enqueue", "jobs", "tasks.nope", "[1]")
+        assert "no registered version knows workflow 'tasks.nope'" in unknown.output
+        nope = unknown.stdout.strip()
+        strict = cli("enqueue", "jobs", "tasks.nope", "[1]", "--strict", code=1)
+        assert "nothing was enqueued" in strict.output
+        # A workflow that started on a version no live worker runs (a parked one, say).
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE pgflow.workflow_status SET app_version = 'old', "
+                         "started_at = now(), not_before = NULL WHERE workflow_id = %s",
+                         (later["workflow_id"],))
         report = json.loads(cli("queues", "--json").output)
         assert report["queues"][0]["live_workers"] == 1
-        assert {s["app_version"] for s in report["stranded"]} == {"old"}
-    assert app.retrieve(later["workflow_id"]).status().status is pgflow.Status.ENQUEUED
-    assert app.retrieve(stranded).status().app_version == "old"
+        reasons = {(s["app_version"], s["name"], s["reason"], s["count"]): s["remedy"]
+                   for s in report["stranded"]}
+        assert set(reasons) == {(None, "tasks.nope", "unknown_name", 1),
+                                ("old", "double", "wrong_version", 1)}
+        assert "pgflow workflows retarget --from old --to mgmt-v1" in \
+            reasons[("old", "double", "wrong_version", 1)]
+        dry = cli("workflows", "retarget", "--from", "old", "--to", "mgmt-v1", "--dry-run")
+        assert "1 workflow(s) of version old" in dry.output and "would move" in dry.output
+        assert app.retrieve(later["workflow_id"]).status().app_version == "old"
+        cli("workflows", "retarget", "--from", "old", "--to", "nowhere", "--yes", code=1)
+        moved = cli("workflows", "retarget", "--from", "old", "--to", "mgmt-v1", "--yes")
+        assert "moved 1 workflow(s)" in moved.output
+        assert app.retrieve(later["workflow_id"]).result(timeout=10) == 14
+    assert app.retrieve(nope).status().status is pgflow.Status.ENQUEUED
+    versions = json.loads(cli("versions", "--json").output)["versions"]
+    mine = [v for v in versions if v["app_version"] == "mgmt-v1"]
+    assert len(mine) == 1 and mine[0]["work"]["SUCCESS"] == 3 and mine[0]["workflows"] == 1
+    assert mine[0]["first_seen"] is not None and mine[0]["live_executors"] == 0
+    assert any(v["app_version"] is None and v["work"] == {"ENQUEUED": 1} for v in versions)
+    assert "MGMT-V1" in cli("versions").output.upper()
 
 
 def test_errors_are_one_line_that_say_what_to_do(cli: Any, pg_server_url: str) -> None:

@@ -72,7 +72,7 @@ class SimWorker:
         app.db.fetchone("register_executor", {
             "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
             "app_version": app.app_version, "kind": "worker",
-            "queues": [q.name for q in queues]})
+            "queues": [q.name for q in queues], "names": ["job"]})
 
     def held_in(self, queue: str) -> int:
         return sum(1 for name, _ in self.held.values() if name == queue)

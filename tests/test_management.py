@@ -282,14 +282,23 @@ def test_client_enqueues_from_a_process_that_never_imported_the_app(
     assert (status.name, status.app_version, status.queue_name) == ("double", "mgmt-v1", "jobs")
 
 
-def test_client_needs_a_version_when_no_worker_serves_the_queue(
+def test_client_enqueues_before_any_worker_ran(
         client: pgflow.Client, shared_app: pgflow.App) -> None:
-    with pytest.raises(pgflow.ConfigurationError, match="app_version"):
-        client.enqueue("jobs", "double", 1)
-    handle = client.enqueue("jobs", "double", 4, app_version="mgmt-v1", workflow_id="w4")
-    assert handle.status().status is pgflow.Status.ENQUEUED
+    """As in DBOS: no worker needs to be alive; the row carries no version until a worker
+    that knows the name starts it. A version no worker ever ran is refused (nobody would
+    ever claim the row)."""
+    with pytest.raises(pgflow.ConfigurationError, match="app_version 'nope'"):
+        client.enqueue("jobs", "double", 1, app_version="nope")
+    handle = client.enqueue("jobs", "double", 4, workflow_id="w4")
+    status = handle.status()
+    assert (status.status, status.app_version) == (pgflow.Status.ENQUEUED, None)
     with running_worker(shared_app):
         assert handle.result(timeout=10) == 8
+    assert handle.status().app_version == "mgmt-v1"
+    # Now that a worker registered mgmt-v1, it may be named.
+    named = client.enqueue("jobs", "double", 5, app_version="mgmt-v1")
+    with running_worker(shared_app):
+        assert named.result(timeout=10) == 10
     assert [s.name for s in client.steps("w4")] == ["tests.mgmt_app.double_step"]
     assert client.retrieve("w4").status().output == 8
     with pytest.raises(pgflow.UnknownWorkflow):

@@ -123,10 +123,11 @@ def test_drain_recovers_work_of_an_executor_that_stopped_heartbeating(database_u
         gone = new_executor_id()
         app.db.fetchone("register_executor", {
             "executor_id": gone, "hostname": "elsewhere", "pid": 1,
-            "app_version": app.app_version, "kind": "worker", "queues": ["jobs"]})
+            "app_version": app.app_version, "kind": "worker", "queues": ["jobs"], "names": []})
         claimed = app.db.fetchall("claim_workflows", {
             "queue_name": "jobs", "app_version": app.app_version,
-            "names": sorted(app.registry.workflows), "executor_id": gone, "limit": 2})
+            "names": sorted(app.registry.workflows), "executor_id": gone, "limit": 2,
+            "strict": False})
         assert len(claimed) == 2
         summary = drain(app, clock=Clock(app), timeout=30)
         assert summary.done == 2 and summary.left == 0

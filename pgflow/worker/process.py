@@ -20,6 +20,7 @@ from ..errors import (
     StepTimeLimitExceeded,
     WorkflowCancelled,
 )
+from ..management import stranded_work
 from ..records import Status
 from ..recovery import Executor, release_executors
 from ..workflows import Claimed, Outcome, notify_channel
@@ -204,6 +205,7 @@ class WorkerProcess:
         names = None if self.config.in_process else sorted(self.app.registry.workflows)
         row = self.app.db.fetchone("work_left", {
             "app_version": self.app.app_version, "names": names,
+            "strict": self.app.settings.strict_versions,
             "queues": [q.name for q in self.config.queues]})
         return row is not None and row["enqueued"] == 0 and row["pending"] == 0
 
@@ -226,16 +228,15 @@ class WorkerProcess:
         if self.app.db.since_outage() < settings.heartbeat_timeout + settings.heartbeat_interval:
             return False
         try:
-            rows = self.app.db.fetchall("stranded_work", {
-                "timeout_s": self.app.settings.heartbeat_timeout})
+            found = stranded_work(self.app.db, settings.heartbeat_timeout,
+                                  [q.name for q in self.config.queues])
         except PgflowError as exc:
             self._failed("stranded_check_failed", exc)
             return True
-        for r in rows:
-            log.warning("workflows_stranded", n=r["n"], app_version=r["app_version"],
-                        queue=r["queue_name"], since=r["since"].isoformat(),
-                        action="no live worker of that version serves them; run one, or "
-                               "`pgflow workflows fork --app-version` them")
+        for s in found:
+            log.warning("workflows_stranded", n=s.count, queue=s.queue_name,
+                        workflow_name=s.name, app_version=s.app_version, reason=s.reason,
+                        since=s.since.isoformat(), action=s.remedy)
         return True
 
     def _tick_schedules(self) -> None:
@@ -283,14 +284,17 @@ class WorkerProcess:
         app = self.app
         with self._lock:
             local = self.local_running[q.name]
+        # On a partitioned queue worker_concurrency holds per key: the claim applies it.
         base = claim_budget(free_slots=free, local_running=local,
-                            worker_concurrency=q.worker_concurrency, concurrency=None,
-                            running=0, rate_limit=None, started_in_window=0)
+                            worker_concurrency=None if q.partitioned else q.worker_concurrency,
+                            concurrency=None, running=0, rate_limit=None, started_in_window=0)
         if base <= 0:
             return []
         names = sorted(app.registry.workflows)
+        strict = app.settings.strict_versions if q.strict_versions is None \
+            else q.strict_versions
         common = {"queue_name": q.name, "app_version": app.app_version, "names": names,
-                  "executor_id": self.executor_id}
+                  "executor_id": self.executor_id, "strict": strict}
         limited = q.concurrency is not None or q.rate_limit is not None
         per_s = q.rate_limit.per if q.rate_limit else 0.0
         if not limited and not q.partitioned:
@@ -301,7 +305,9 @@ class WorkerProcess:
                   "rate_limit": q.rate_limit.limit if q.rate_limit else None, "per_s": per_s,
                   "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}" if limited else None}
         if q.partitioned:
-            return app.db.fetchall("claim_partitions", {**params, "rotation": self._rotation})
+            return app.db.fetchall("claim_partitions", {
+                **params, "rotation": self._rotation,
+                "worker_concurrency": q.worker_concurrency})
         return app.db.fetchall("claim_limited", params)
 
     # -- running -------------------------------------------------------------------------------

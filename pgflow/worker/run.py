@@ -37,6 +37,7 @@ def run_worker(app_spec: str, settings: Settings) -> int:
     # retry for its whole timeout, logging every attempt).
     Database(app.database_url(), app.settings.schema).connect().close()
     app.db.fetchone("work_left", {"app_version": app.app_version, "queues": list(names),
+                                  "strict": app.settings.strict_versions,
                                   "names": sorted(app.registry.workflows)})
     app.close_db()
     config = WorkerConfig(

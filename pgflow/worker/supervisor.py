@@ -18,6 +18,7 @@ import structlog
 
 from ..db.errors import describe_target
 from ..errors import PgflowError
+from ..management import Stranded, stranded_work
 from ..recovery import new_executor_id
 from . import signals
 from .process import EXIT_OK, WorkerConfig, WorkerProcess
@@ -218,9 +219,13 @@ class Supervisor:
             self.app.close_db()
 
     def _progress(self, final: bool = False) -> None:
+        queues = [q.name for q in self.config.queues]
+        left: list[Stranded] = []
         try:
             row = self.app.db.fetchone("queue_progress", {
-                "queues": [q.name for q in self.config.queues], "since": self.started_at})
+                "queues": queues, "since": self.started_at})
+            if final and row is not None and row["left_"]:
+                left = stranded_work(self.app.db, self.app.settings.heartbeat_timeout, queues)
         except PgflowError:
             return
         finally:
@@ -231,3 +236,6 @@ class Supervisor:
         rate = (row["done"] + row["failed"]) / elapsed
         print(f"{'done' if final else 'progress'}: {row['done']} done, {row['failed']} failed, "
               f"{row['left_']} left, {rate:.0f} jobs/s", file=self.out, flush=True)
+        for s in left:
+            print(f"  left: {s.count} x {s.name} in {s.queue_name or '(no queue)'} "
+                  f"({s.reason.replace('_', ' ')}): {s.remedy}", file=self.out, flush=True)

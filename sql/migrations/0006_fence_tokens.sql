@@ -161,11 +161,16 @@ BEGIN
 END
 $$;
 
--- The claims of this version: the same, returning the fence.
+-- The claims of this version: the same, returning the fence, and with two more rules.
+-- Versions: a row that has never started (no checkpoints: started_at and forked_from unset)
+-- may be started by any version that knows its name, unless p_strict; a row enqueued without
+-- a version (a Client, the CLI) has none until a claim gives it the claimer's. Started rows
+-- (parked, released, resumed) run only on their own version.
+-- Partitions: p_worker_concurrency limits this executor's running rows per key.
 CREATE FUNCTION {schema}.claim_limited_v2(
     p_executor_id text, p_queue_name text, p_app_version text, p_names text[],
     p_limit integer, p_concurrency integer, p_rate_limit integer, p_per_s double precision,
-    p_lock_name text)
+    p_lock_name text, p_strict boolean)
 RETURNS TABLE (workflow_id text, name text, serializer text, inputs text, attempt integer,
                recovery_attempts integer, deadline timestamptz, forked_from text,
                queue_name text, max_recovery_attempts integer, db_now timestamptz, fence uuid)
@@ -199,7 +204,8 @@ BEGIN
     ), picked AS (
         SELECT c.workflow_id FROM {schema}.workflow_status c
         WHERE c.status = 'ENQUEUED' AND c.queue_name = p_queue_name
-          AND c.app_version = p_app_version
+          AND (c.app_version = p_app_version OR c.app_version IS NULL
+               OR (NOT p_strict AND c.started_at IS NULL AND c.forked_from IS NULL))
           AND (c.not_before IS NULL OR c.not_before <= (SELECT clock.now FROM clock))
           AND c.name = ANY(p_names)
           AND EXISTS (SELECT 1 FROM alive)
@@ -209,7 +215,7 @@ BEGIN
     )
     UPDATE {schema}.workflow_status AS w
     SET status = 'PENDING', executor_id = p_executor_id, attempt = w.attempt + 1,
-        fence = gen_random_uuid(),
+        fence = gen_random_uuid(), app_version = p_app_version,
         started_at = t.now, updated_at = t.now,
         deadline = least(w.deadline, t.now + w.timeout_ms * interval '1 millisecond')
     FROM clock t
@@ -230,7 +236,7 @@ $$;
 CREATE FUNCTION {schema}.claim_partitions_v2(
     p_executor_id text, p_queue_name text, p_app_version text, p_names text[],
     p_limit integer, p_concurrency integer, p_rate_limit integer, p_per_s double precision,
-    p_rotation bigint, p_lock_name text)
+    p_rotation bigint, p_lock_name text, p_strict boolean, p_worker_concurrency integer)
 RETURNS TABLE (workflow_id text, name text, serializer text, inputs text, attempt integer,
                recovery_attempts integer, deadline timestamptz, forked_from text,
                queue_name text, max_recovery_attempts integer, db_now timestamptz, fence uuid)
@@ -265,6 +271,10 @@ BEGIN
                 SELECT count(*) FROM {schema}.workflow_status r
                 WHERE r.queue_name = p_queue_name AND r.partition_key = keys.k
                   AND r.status = 'PENDING'),
+            p_worker_concurrency - (
+                SELECT count(*) FROM {schema}.workflow_status r
+                WHERE r.queue_name = p_queue_name AND r.partition_key = keys.k
+                  AND r.status = 'PENDING' AND r.executor_id = p_executor_id),
             p_rate_limit - CASE WHEN p_rate_limit IS NULL THEN 0 ELSE (
                 SELECT count(*) FROM {schema}.workflow_status r
                 WHERE r.queue_name = p_queue_name AND r.partition_key = keys.k
@@ -282,7 +292,9 @@ BEGIN
         FROM opened o CROSS JOIN LATERAL (
             SELECT s.workflow_id, s.priority, s.seq FROM {schema}.workflow_status s
             WHERE s.status = 'ENQUEUED' AND s.queue_name = p_queue_name
-              AND s.partition_key = o.k AND s.app_version = p_app_version
+              AND s.partition_key = o.k
+              AND (s.app_version = p_app_version OR s.app_version IS NULL
+                   OR (NOT p_strict AND s.started_at IS NULL AND s.forked_from IS NULL))
               AND (s.not_before IS NULL OR s.not_before <= (SELECT clock.now FROM clock))
               AND s.name = ANY(p_names)
               AND EXISTS (SELECT 1 FROM alive)
@@ -297,7 +309,7 @@ BEGIN
     )
     UPDATE {schema}.workflow_status AS w
     SET status = 'PENDING', executor_id = p_executor_id, attempt = w.attempt + 1,
-        fence = gen_random_uuid(),
+        fence = gen_random_uuid(), app_version = p_app_version,
         started_at = t.now, updated_at = t.now,
         deadline = least(w.deadline, t.now + w.timeout_ms * interval '1 millisecond')
     FROM clock t

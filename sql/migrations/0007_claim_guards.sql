@@ -175,11 +175,11 @@ BEGIN
 END
 $$;
 
--- The claims of version 6, returning the fence.
+-- The claims of version 6.
 CREATE OR REPLACE FUNCTION {schema}.claim_limited_v2(
     p_executor_id text, p_queue_name text, p_app_version text, p_names text[],
     p_limit integer, p_concurrency integer, p_rate_limit integer, p_per_s double precision,
-    p_lock_name text)
+    p_lock_name text, p_strict boolean)
 RETURNS TABLE (workflow_id text, name text, serializer text, inputs text, attempt integer,
                recovery_attempts integer, deadline timestamptz, forked_from text,
                queue_name text, max_recovery_attempts integer, db_now timestamptz, fence uuid)
@@ -213,7 +213,8 @@ BEGIN
     ), picked AS (
         SELECT c.workflow_id FROM {schema}.workflow_status c
         WHERE c.status = 'ENQUEUED' AND c.queue_name = p_queue_name
-          AND c.app_version = p_app_version
+          AND (c.app_version = p_app_version OR c.app_version IS NULL
+               OR (NOT p_strict AND c.started_at IS NULL AND c.forked_from IS NULL))
           AND (c.not_before IS NULL OR c.not_before <= (SELECT clock.now FROM clock))
           AND c.name = ANY(p_names)
           AND EXISTS (SELECT 1 FROM alive)
@@ -223,7 +224,7 @@ BEGIN
     )
     UPDATE {schema}.workflow_status AS w
     SET status = 'PENDING', executor_id = p_executor_id, attempt = w.attempt + 1,
-        fence = gen_random_uuid(),
+        fence = gen_random_uuid(), app_version = p_app_version,
         started_at = t.now, updated_at = t.now,
         deadline = {schema}.claim_deadline(t.now, w.deadline, w.timeout_ms)
     FROM clock t
@@ -244,7 +245,7 @@ $$;
 CREATE OR REPLACE FUNCTION {schema}.claim_partitions_v2(
     p_executor_id text, p_queue_name text, p_app_version text, p_names text[],
     p_limit integer, p_concurrency integer, p_rate_limit integer, p_per_s double precision,
-    p_rotation bigint, p_lock_name text)
+    p_rotation bigint, p_lock_name text, p_strict boolean, p_worker_concurrency integer)
 RETURNS TABLE (workflow_id text, name text, serializer text, inputs text, attempt integer,
                recovery_attempts integer, deadline timestamptz, forked_from text,
                queue_name text, max_recovery_attempts integer, db_now timestamptz, fence uuid)
@@ -279,6 +280,10 @@ BEGIN
                 SELECT count(*) FROM {schema}.workflow_status r
                 WHERE r.queue_name = p_queue_name AND r.partition_key = keys.k
                   AND r.status = 'PENDING'),
+            p_worker_concurrency - (
+                SELECT count(*) FROM {schema}.workflow_status r
+                WHERE r.queue_name = p_queue_name AND r.partition_key = keys.k
+                  AND r.status = 'PENDING' AND r.executor_id = p_executor_id),
             p_rate_limit - CASE WHEN p_rate_limit IS NULL THEN 0 ELSE (
                 SELECT count(*) FROM {schema}.workflow_status r
                 WHERE r.queue_name = p_queue_name AND r.partition_key = keys.k
@@ -296,7 +301,9 @@ BEGIN
         FROM opened o CROSS JOIN LATERAL (
             SELECT s.workflow_id, s.priority, s.seq FROM {schema}.workflow_status s
             WHERE s.status = 'ENQUEUED' AND s.queue_name = p_queue_name
-              AND s.partition_key = o.k AND s.app_version = p_app_version
+              AND s.partition_key = o.k
+              AND (s.app_version = p_app_version OR s.app_version IS NULL
+                   OR (NOT p_strict AND s.started_at IS NULL AND s.forked_from IS NULL))
               AND (s.not_before IS NULL OR s.not_before <= (SELECT clock.now FROM clock))
               AND s.name = ANY(p_names)
               AND EXISTS (SELECT 1 FROM alive)
@@ -311,7 +318,7 @@ BEGIN
     )
     UPDATE {schema}.workflow_status AS w
     SET status = 'PENDING', executor_id = p_executor_id, attempt = w.attempt + 1,
-        fence = gen_random_uuid(),
+        fence = gen_random_uuid(), app_version = p_app_version,
         started_at = t.now, updated_at = t.now,
         deadline = {schema}.claim_deadline(t.now, w.deadline, w.timeout_ms)
     FROM clock t

@@ -1,4 +1,13 @@
 -- name: register_executor
+-- The executor's row, and its version in the registry (with the workflow names it knows).
+WITH version AS (
+    INSERT INTO {schema}.versions AS v (app_version, workflow_names)
+    SELECT %(app_version)s, %(names)s::text[] WHERE %(app_version)s::text IS NOT NULL
+    ON CONFLICT (app_version) DO UPDATE
+        SET last_seen = {schema}.clock(),
+            workflow_names = ARRAY(SELECT DISTINCT unnest(v.workflow_names || EXCLUDED.workflow_names)
+                                   ORDER BY 1)
+)
 INSERT INTO {schema}.executors (executor_id, hostname, pid, app_version, kind, queues)
 VALUES (%(executor_id)s, %(hostname)s, %(pid)s, %(app_version)s, %(kind)s, %(queues)s)
 ON CONFLICT (executor_id) DO UPDATE SET heartbeat_at = {schema}.clock()
@@ -11,7 +20,12 @@ WHERE executor_id = %(executor_id)s
 RETURNING heartbeat_at, extract(epoch FROM {schema}.clock())::float8 AS db_epoch;
 
 -- name: deregister_executor
-DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s;
+WITH gone AS (
+    DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s
+    RETURNING app_version, heartbeat_at
+)
+UPDATE {schema}.versions AS v SET last_seen = greatest(v.last_seen, gone.heartbeat_at)
+FROM gone WHERE v.app_version = gone.app_version;
 
 -- name: executors_on_host
 SELECT executor_id, pid FROM {schema}.executors
@@ -21,12 +35,20 @@ WHERE hostname = %(hostname)s AND executor_id <> %(executor_id)s;
 -- Whoever deletes a dead executor's row releases its work: exactly once, however many notice.
 -- A heartbeat counts as expired only over time the reaper itself was heartbeating
 -- (healthy_since); no timeout_s: only the given dead ids.
-DELETE FROM {schema}.executors
-WHERE executor_id <> %(executor_id)s
-  AND (executor_id = ANY(%(dead_ids)s::text[])
-       OR greatest(heartbeat_at, %(healthy_since)s::timestamptz)
-          < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
-RETURNING executor_id;
+-- The registry keeps when each version was last seen.
+WITH gone AS (
+    DELETE FROM {schema}.executors
+    WHERE executor_id <> %(executor_id)s
+      AND (executor_id = ANY(%(dead_ids)s::text[])
+           OR greatest(heartbeat_at, %(healthy_since)s::timestamptz)
+              < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
+    RETURNING executor_id, app_version, heartbeat_at
+), seen AS (
+    UPDATE {schema}.versions AS v SET last_seen = greatest(v.last_seen, g.last)
+    FROM (SELECT app_version, max(heartbeat_at) AS last FROM gone GROUP BY app_version) AS g
+    WHERE v.app_version = g.app_version
+)
+SELECT executor_id FROM gone;
 
 -- name: release_executor_work
 -- Hand back every PENDING workflow of the given executors: queued ones to their queue,

@@ -80,14 +80,6 @@ WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
 ORDER BY queue_name, priority, seq
 LIMIT %(limit)s;
 
--- name: live_app_version
--- The version of the newest live executor serving a queue (what a Client enqueues for).
-SELECT app_version FROM {schema}.executors
-WHERE %(queue_name)s = ANY(queues)
-  AND heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'
-ORDER BY started_at DESC
-LIMIT 1;
-
 -- name: get_queue
 SELECT * FROM {schema}.queues WHERE name = %(name)s;
 
@@ -143,15 +135,99 @@ ORDER BY queue_name, partition_key;
 
 -- name: stranded_work
 -- plan: scans
--- Waiting work that no live executor of its version can run (queued rows: none serving the
--- queue; ownerless PENDING rows: none at all). Reported, so it is never silent.
-SELECT w.queue_name, w.app_version, count(*) AS n, min(w.updated_at) AS since
+-- Waiting work that no live executor can run, with the reason: no registered version knows
+-- its name (unknown_name); it started, so only its own version may go on with it, and no live
+-- executor of that version serves it (wrong_version); or no live executor that knows its name
+-- serves its queue (no_worker). A row that never started may be started by any version that
+-- knows its name. Reported, so it is never silent.
+SELECT w.queue_name, w.app_version, w.name,
+       CASE WHEN EXISTS (SELECT 1 FROM {schema}.versions)  -- (none yet: no worker ever ran)
+                 AND NOT EXISTS (SELECT 1 FROM {schema}.versions AS v
+                                 WHERE w.name = ANY(v.workflow_names)) THEN 'unknown_name'
+            WHEN w.app_version IS NOT NULL
+                 AND (w.started_at IS NOT NULL OR w.forked_from IS NOT NULL)
+                 THEN 'wrong_version'
+            ELSE 'no_worker' END AS reason,
+       count(*) AS n, min(w.updated_at) AS since
 FROM {schema}.workflow_status AS w
 WHERE (w.status = 'ENQUEUED' OR (w.status = 'PENDING' AND w.executor_id IS NULL))
+  AND (%(queues)s::text[] IS NULL OR w.queue_name = ANY(%(queues)s::text[]))
   AND NOT EXISTS (
       SELECT 1 FROM {schema}.executors AS e
-      WHERE e.app_version IS NOT DISTINCT FROM w.app_version
-        AND e.heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'
-        AND (w.queue_name IS NULL OR w.queue_name = ANY(e.queues)))
-GROUP BY w.queue_name, w.app_version
-ORDER BY w.queue_name NULLS FIRST, w.app_version;
+      JOIN {schema}.versions AS v ON v.app_version = e.app_version
+      WHERE e.heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'
+        AND (w.queue_name IS NULL OR w.queue_name = ANY(e.queues))
+        AND w.name = ANY(v.workflow_names)
+        AND (e.app_version = w.app_version OR w.app_version IS NULL
+             OR (w.status = 'ENQUEUED' AND w.started_at IS NULL AND w.forked_from IS NULL)))
+GROUP BY w.queue_name, w.app_version, w.name, 4
+ORDER BY w.queue_name NULLS FIRST, w.app_version, w.name;
+
+-- name: live_versions
+-- Versions with a live executor, newest first (to name a retarget's destination).
+SELECT e.app_version, count(*) AS executors, max(e.started_at) AS newest
+FROM {schema}.executors AS e
+WHERE e.app_version IS NOT NULL
+  AND e.heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'
+GROUP BY e.app_version
+ORDER BY newest DESC;
+
+-- name: registered_versions
+SELECT app_version, workflow_names, first_seen, last_seen FROM {schema}.versions
+ORDER BY first_seen;
+
+-- name: list_versions
+-- plan: scans
+-- The version registry with each version's live executors and its work per status; versions
+-- that only appear on rows (enqueued by name for a version, or older than the registry) too.
+WITH work AS (
+    SELECT app_version, status, count(*) AS n FROM {schema}.workflow_status
+    GROUP BY app_version, status
+), names AS (
+    SELECT app_version FROM {schema}.versions
+    UNION SELECT app_version FROM work
+)
+SELECT n.app_version, v.first_seen,
+       greatest(v.last_seen, (SELECT max(e.heartbeat_at) FROM {schema}.executors AS e
+                              WHERE e.app_version = n.app_version)) AS last_seen,
+       (SELECT count(*) FROM {schema}.executors AS e
+        WHERE e.app_version = n.app_version
+          AND e.heartbeat_at > {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
+           AS live_executors,
+       coalesce(cardinality(v.workflow_names), 0) AS workflows,
+       coalesce((SELECT jsonb_object_agg(w.status, w.n) FROM work AS w
+                 WHERE w.app_version IS NOT DISTINCT FROM n.app_version), '{{}}'::jsonb)
+           AS work
+FROM names AS n
+LEFT JOIN {schema}.versions AS v ON v.app_version = n.app_version
+ORDER BY v.first_seen NULLS LAST, n.app_version NULLS FIRST;
+
+-- name: count_retarget
+-- plan: scans
+SELECT count(*) AS n FROM {schema}.workflow_status
+WHERE app_version IS NOT DISTINCT FROM %(from_version)s
+  AND status = ANY(%(statuses)s::text[])
+  AND (status <> 'PENDING' OR executor_id IS NULL);
+
+-- name: retarget_batch
+-- Move up to `limit` rows of one version to another, keeping their ids; PENDING rows only when
+-- ownerless (a live owner's run is left alone). Workers are woken to claim what moved.
+WITH picked AS (
+    SELECT workflow_id FROM {schema}.workflow_status
+    WHERE app_version IS NOT DISTINCT FROM %(from_version)s
+      AND status = ANY(%(statuses)s::text[])
+      AND (status <> 'PENDING' OR executor_id IS NULL)
+    ORDER BY seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE {schema}.workflow_status AS w
+    SET app_version = %(to_version)s, updated_at = {schema}.clock()
+    WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
+    RETURNING w.queue_name
+)
+SELECT count(*) AS n,
+       (SELECT count(pg_notify(%(channel)s, q)) FROM (SELECT DISTINCT queue_name AS q
+        FROM moved WHERE queue_name IS NOT NULL) AS d) AS woke
+FROM moved;
+

@@ -13,7 +13,10 @@ WITH alive AS (
 ), picked AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
-      AND app_version = %(app_version)s
+      -- Any version may start a row that never started (unless strict); started rows run
+      -- only on their own version (see 0006, claim_limited_v2).
+      AND (app_version = %(app_version)s OR app_version IS NULL
+           OR (NOT %(strict)s AND started_at IS NULL AND forked_from IS NULL))
       AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
       AND name = ANY(%(names)b::text[])
       AND EXISTS (SELECT 1 FROM alive)
@@ -23,7 +26,7 @@ WITH alive AS (
 )
 UPDATE {schema}.workflow_status AS w
 SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
-    fence = gen_random_uuid(),
+    fence = gen_random_uuid(), app_version = %(app_version)s,
     started_at = {schema}.clock(), updated_at = {schema}.clock(),
     -- Clamped (0007): no stored timeout or deadline can make the claim fail.
     deadline = {schema}.claim_deadline({schema}.clock(), w.deadline, w.timeout_ms)
@@ -39,14 +42,15 @@ RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_a
 -- (lock_name) and a claim that counts the room left, in one server-side function (0005).
 SELECT * FROM {schema}.claim_limited_v2(
     %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)b::text[], %(limit)s,
-    %(concurrency)s, %(rate_limit)s, %(per_s)s, %(lock_name)s);
+    %(concurrency)s, %(rate_limit)s, %(per_s)s, %(lock_name)s, %(strict)s);
 
 -- name: claim_partitions
 -- claim_workflows for a partitioned queue: every key in one statement, limits per key, rows
 -- taken round robin from the key `rotation` points at (0005); lock_name NULL when unlimited.
 SELECT * FROM {schema}.claim_partitions_v2(
     %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)b::text[], %(limit)s,
-    %(concurrency)s, %(rate_limit)s, %(per_s)s, %(rotation)s, %(lock_name)s);
+    %(concurrency)s, %(rate_limit)s, %(per_s)s, %(rotation)s, %(lock_name)s, %(strict)s,
+    %(worker_concurrency)s);
 
 -- name: declare_queue
 INSERT INTO {schema}.queues (name, concurrency, worker_concurrency, rate_limit,
@@ -67,7 +71,11 @@ SELECT
     count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
     count(*) FILTER (WHERE status = 'PENDING') AS pending
 FROM {schema}.workflow_status
-WHERE app_version = %(app_version)s AND status IN ('ENQUEUED', 'PENDING')
+WHERE status IN ('ENQUEUED', 'PENDING')
+  -- What this version could start: its own rows, and rows that never started (see claims).
+  AND (app_version = %(app_version)s OR app_version IS NULL
+       OR (NOT %(strict)s AND status = 'ENQUEUED' AND started_at IS NULL
+           AND forked_from IS NULL))
   AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
   AND (queue_name = ANY(%(queues)s::text[])
        OR (queue_name IS NULL AND executor_id IS NULL));

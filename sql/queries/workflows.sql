@@ -182,11 +182,3 @@ WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now,
           w.fence;
-
--- name: count_stranded
--- Work no running version can run: ENQUEUED or ownerless PENDING rows of other versions.
-SELECT app_version, count(*) AS n, min(updated_at) AS since
-FROM {schema}.workflow_status
-WHERE (status = 'ENQUEUED' OR (status = 'PENDING' AND executor_id IS NULL))
-  AND app_version IS DISTINCT FROM %(app_version)s
-GROUP BY app_version;
