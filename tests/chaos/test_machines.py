@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -315,8 +316,8 @@ def test_reaped_executor_claims_adopts_and_owns_nothing(capp: pgflow.App,
         "workflow_id": "started-by-a-ghost", "name": names[0], "parent_workflow_id": None,
         "executor_id": ghost.executor_id, "app_version": capp.app_version,
         "max_recovery_attempts": 1, "serializer": "json", "inputs": '{"args":[],"kwargs":{}}',
-        "timeout_ms": None, "deadline": None})
+        "timeout_ms": None, "deadline": None, "fence": uuid.uuid4()})
     assert row is not None and row["owned"] is False
-    owner = query(chaos_url, "SELECT executor_id FROM pgflow.workflow_status "
-                             "WHERE workflow_id = 'started-by-a-ghost'")[0]["executor_id"]
-    assert owner is None  # ownerless: any live executor adopts it
+    owner = query(chaos_url, "SELECT executor_id, fence FROM pgflow.workflow_status "
+                             "WHERE workflow_id = 'started-by-a-ghost'")[0]
+    assert owner == {"executor_id": None, "fence": None}  # ownerless: any executor adopts it
