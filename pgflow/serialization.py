@@ -607,6 +607,12 @@ def _record_error(exc: BaseException) -> str:
         "args": None if args is _UNENCODABLE else args,
         "traceback": _clip(formatted),
     }
+    try:  # a database error's SQLSTATE (psycopg's), shown with the recorded error
+        sqlstate = getattr(exc, "sqlstate", None)
+    except Exception:
+        sqlstate = None
+    if isinstance(sqlstate, str):
+        record["sqlstate"] = sqlstate
     attrs = {}
     try:
         public = [
