@@ -108,6 +108,9 @@ class Database:
         self._clock_generation = 0
         self._clock_applied: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._clock_lock = threading.Lock()
+        # Called on each pause of retrying() (a worker process tells its supervisor that it
+        # is waiting for the database, not stuck).
+        self.waiting: Callable[[], None] | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -316,5 +319,7 @@ class Database:
             except psycopg.Error as exc:
                 if not is_connection_error(exc) or time.monotonic() + delay > deadline:
                     raise translate(exc, self.target) from None
+            if self.waiting is not None:
+                self.waiting()
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
