@@ -147,3 +147,22 @@ def test_sighup_replaces_the_children_with_new_code_without_losing_work(
         assert w.wait(30) == 0, w.stderr()[-3000:]
     finally:
         client.close()
+
+
+def test_children_hanging_in_start_up_are_killed_and_halt_the_worker(database_url: str,
+                                                                      workers: Any) -> None:
+    """A child that never becomes ready is silent from its fork: killed after --child-timeout
+    and counted as a start-up failure."""
+    w = workers("-P", "2", "--child-timeout", "1", *FAST, app="tests.boot_fail_app",
+                env={"BOOT_FAIL_APP_MODE": "hang"})
+    started = time.monotonic()
+    code = w.wait(60)
+    took = time.monotonic() - started
+    print(f"start-up hangs: exit {code} after {took:.2f}s")
+    assert code == EXIT_BOOT_FAILED, w.stderr()[-3000:]
+    assert took < 30
+    silent = w.events("worker_process_silent")
+    assert len(silent) >= BOOT_FAILURES_BEFORE_HALT and not any(e["ready"] for e in silent)
+    (halted,) = w.events("worker_halted")
+    assert "failed to start" in halted["reason"]
+    assert "silent for 1s while starting" in halted["error"]

@@ -294,6 +294,9 @@ class Supervisor:
         if not clean and not ready:
             self.state.boot_failures += 1
             if self.state.boot_failures >= BOOT_FAILURES_BEFORE_HALT:
+                if not failure and child.aborted_at is not None:
+                    failure = (f"silent for {self.config.child_timeout:g}s while starting, "
+                               "killed (its threads' stacks are on stderr)")
                 self._halt(code, failure)
                 return
         lived = time.monotonic() - child.started
