@@ -1,7 +1,8 @@
 """The ``pgflow`` command: thin click commands that build Settings and call one function.
 
 Exit codes: 0 success; 1 an error (one line on stderr says what to do; with several ids, the
-others were still handled); 2 a usage error.
+others were still handled); 2 a usage error; 3 (``pgflow worker``) worker processes kept
+failing to start.
 """
 
 from __future__ import annotations
@@ -98,13 +99,18 @@ def main() -> None:
               help="Seconds of silence after which an executor's work is adopted [default: 30].")
 @click.option("--poll-interval", type=float, default=None, envvar="PGFLOW_POLL_INTERVAL",
               show_envvar=True, help="Seconds between polls without NOTIFY [default: 1].")
+@click.option("--child-timeout", type=float, default=None, envvar="PGFLOW_CHILD_TIMEOUT",
+              show_envvar=True,
+              help="Seconds a worker process may stay silent (its main loop not turning) "
+                   "before it is killed and replaced [default: 60].")
 @common_options
 def worker(app_spec: str, **given: Any) -> None:
     """Run worker processes that claim and run queued workflows.
 
     SIGTERM or Ctrl-C drains: no new claims, in-flight work gets --grace seconds, the rest
-    goes back to its queue uncharged; a second Ctrl-C stops at once. Exit code 0 after a
-    drain or a finished --burst.
+    goes back to its queue uncharged; a second Ctrl-C stops at once. SIGHUP replaces the
+    worker processes gracefully, each importing the task module afresh. Exit code 0 after a
+    drain or a finished --burst; 3 when worker processes keep failing to start.
     """
     from .worker.run import run_worker
 

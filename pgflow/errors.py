@@ -37,6 +37,13 @@ class PermissionDenied(DatabaseError):
     """The database role lacks a privilege pgflow needs."""
 
 
+class TransactionControlError(PgflowError):
+    """An ``@app.transaction`` body tried to end, or returned with an aborted, transaction.
+
+    pgflow commits the body together with its checkpoint; the body must not commit, roll back
+    or begin (savepoints are fine)."""
+
+
 class SerializationError(PgflowError, TypeError):
     """A value cannot be stored: the message names the argument or step and the fix."""
 

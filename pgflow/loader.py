@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import sysconfig
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
@@ -39,3 +41,25 @@ def load_app(spec: str) -> App:
     raise ConfigurationError(
         f"module {module_name!r} holds {len(apps)} pgflow.App objects; name one with "
         f"-A {module_name}:ATTRIBUTE")
+
+
+def forget_app_modules(spec: str, loaded_before: Collection[str]) -> None:
+    """Drop from ``sys.modules`` the application's modules imported since ``loaded_before``
+    was taken, so that the next :func:`load_app` reads their source again (a worker process
+    forked after SIGHUP runs the new code).
+
+    The application's modules: the task module's own package, and any other module from
+    outside the interpreter's library folders. Installed libraries and pgflow itself stay
+    loaded (re-importing an extension module is not always possible).
+    """
+    top = spec.partition(":")[0].split(".")[0]
+    paths = sysconfig.get_paths()
+    libraries = tuple({os.path.realpath(paths[k]) + os.sep
+                       for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
+    for name, module in list(sys.modules.items()):
+        if name in loaded_before or name == "pgflow" or name.startswith("pgflow."):
+            continue
+        path = getattr(module, "__file__", None)
+        if name.split(".")[0] == top or (
+                isinstance(path, str) and not os.path.realpath(path).startswith(libraries)):
+            del sys.modules[name]

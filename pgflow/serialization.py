@@ -610,6 +610,12 @@ def _record_error(exc: BaseException) -> str:
         "args": None if args is _UNENCODABLE else redact_value(args),
         "traceback": _clip(redact(formatted)),
     }
+    try:  # a database error's SQLSTATE (psycopg's), shown with the recorded error
+        sqlstate = getattr(exc, "sqlstate", None)
+    except Exception:
+        sqlstate = None
+    if isinstance(sqlstate, str):
+        record["sqlstate"] = sqlstate
     attrs = {}
     try:
         public = [

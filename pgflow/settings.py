@@ -64,6 +64,10 @@ class Settings:
                             "Seconds in-flight work may finish after SIGTERM.")
     max_jobs_per_child: int = _setting(0, "PGFLOW_MAX_JOBS_PER_CHILD", "--max-jobs-per-child",
                                        "Replace a worker process after N workflows (0: never).")
+    child_timeout: float = _setting(
+        60.0, "PGFLOW_CHILD_TIMEOUT", "--child-timeout",
+        "Seconds a worker process may go without its main loop turning (or starting up) "
+        "before the supervisor kills and replaces it.")
     burst: bool = _setting(False, "PGFLOW_BURST", "--burst",
                            "Exit once the queues have nothing left to run.")
     sleep_threshold: float = _setting(
@@ -97,6 +101,8 @@ class Settings:
             raise ConfigurationError(
                 "heartbeat timeout must be longer than the heartbeat interval "
                 f"(got {self.heartbeat_timeout} and {self.heartbeat_interval})")
+        if not self.child_timeout > 0:
+            raise ConfigurationError(f"child timeout must be > 0 (got {self.child_timeout})")
         if self.threads < 1 or self.processes < 0:
             raise ConfigurationError("threads must be ≥ 1 and processes ≥ 0")
         check_payload_limit(self.max_payload_bytes)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import context, serialization
+from . import context, serialization, user_sql
 from .errors import FencedOut, NonDeterminism, WorkflowCancelled
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def _run_unrecorded(
     transaction still gets its own transaction (or joins the enclosing one)."""
     if step.kind == "transaction" and context.in_transaction() is False:
         def body() -> Any:
-            with app.db.connection() as conn, conn.transaction():
+            with user_sql.unwrapped(), app.db.connection() as conn, conn.transaction():
                 return _call_in_transaction(app, conn, step, args, kwargs)
         return _with_retries(policy, ctx, body)
     return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
@@ -122,13 +122,11 @@ def _call_in_transaction(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call a transaction step's function on ``conn``'s open transaction (``pgflow.db()``),
-    with the server's default planner settings for the user's SQL (query allow_scans)."""
+    with the server's default planner settings for the user's SQL (query allow_scans).
+    Its own psycopg errors leave wrapped for user_sql.unwrapped (pgflow's boundary must not
+    translate them)."""
     app.db.execute(conn, "allow_scans")
-    token = context.enter_transaction(conn.cursor())
-    try:
-        return step.fn(*args, **kwargs)
-    finally:
-        context.leave_transaction(token)
+    return user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
 
 
 def _run_step(
@@ -182,9 +180,12 @@ def _run_transaction(
             app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
             what=f"output of transaction step {step.name!r}"), result
 
+    def attempt() -> Any:
+        with user_sql.unwrapped():
+            return in_checkpointed_transaction(ctx, step_id, step.name, body, started)
+
     try:
-        return _with_retries(policy, ctx, lambda: in_checkpointed_transaction(
-            ctx, step_id, step.name, body, started))
+        return _with_retries(policy, ctx, attempt)
     except Exception as exc:
         record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                           started_at=started)

@@ -133,6 +133,9 @@ class Database:
         self._clock_lock = threading.Lock()
         self._reach = self._new_reachability()
         _quiet_pool_log()
+        # Called on each pause of retrying() (a worker process tells its supervisor that it
+        # is waiting for the database, not stuck).
+        self.waiting: Callable[[], None] | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -398,7 +401,16 @@ class Database:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise translate(exc, self.target) from None
                 self._reach.failed(str(exc))
-            if not self._reach.wait(deadline):
-                raise DatabaseUnavailable(
-                    f"cannot reach the database at {self.target} ({self._reach.reason}); "
-                    "check that it is running and that the URL is right")
+            # Wait for the server in short slices, telling whoever listens that this is a
+            # wait for the database (a worker's liveness), not a hang.
+            while True:
+                now = time.monotonic()
+                end = now + 1.0 if deadline is None else min(deadline, now + 1.0)
+                if self._reach.wait(end):
+                    break
+                if self.waiting is not None:
+                    self.waiting()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DatabaseUnavailable(
+                        f"cannot reach the database at {self.target} ({self._reach.reason}); "
+                        "check that it is running and that the URL is right")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..context import WorkflowContext
     from ..queues import Queue
+    from .liveness import Liveness
 
 log = structlog.get_logger("pgflow")
 
@@ -50,6 +51,8 @@ class WorkerConfig:
     max_jobs: int = 0
     grace: float = 30.0
     poll_interval: float = 1.0
+    # Seconds a forked worker process may stay silent before its supervisor replaces it.
+    child_timeout: float = 60.0
     # In the caller's own process (pgflow.testing.drain): no supervisor to watch, never
     # os._exit, and executors of this pid other than ours are alive (the app's own).
     in_process: bool = False
@@ -60,8 +63,10 @@ class WorkerProcess:
 
     def __init__(self, app: App, config: WorkerConfig, executor_id: str, *,
                  on_idle: Callable[[], bool] | None = None,
-                 report_stranded: bool = False) -> None:
+                 report_stranded: bool = False, liveness: Liveness | None = None) -> None:
         self.app = app
+        # Under a supervisor: each turn of the main loop tells it this process is alive.
+        self.liveness = liveness
         # One process of a worker says, now and then, what waiting work no live worker of
         # its version can run (another version's, or on a queue nobody serves).
         self.report_stranded = report_stranded
@@ -109,6 +114,17 @@ class WorkerProcess:
             Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
         log.info("worker_started", executor_id=self.executor_id, pid=os.getpid(),
                  threads=self.config.threads)
+        if self.liveness is not None:
+            self.liveness.mark_ready()
+            # The main loop waiting out a database outage is alive, not stuck.
+            loop_thread = threading.current_thread()
+            beat = self.liveness.beat
+
+            def waiting() -> None:
+                if threading.current_thread() is loop_thread:
+                    beat()
+
+            app.db.waiting = waiting
         try:
             self._loop()
         finally:
@@ -143,6 +159,8 @@ class WorkerProcess:
         next_stranded = 0.0
         woken = True
         while not self.stop.is_set():
+            if self.liveness is not None:
+                self.liveness.beat()
             if not self.config.in_process and os.getppid() != self.parent_pid:
                 log.error("supervisor_gone", action="exiting")
                 self.halt.set()
@@ -400,6 +418,8 @@ class WorkerProcess:
         self.stop.set()
         end = time.monotonic() + self.config.grace
         while time.monotonic() < end:
+            if self.liveness is not None:
+                self.liveness.beat()
             with self._lock:
                 if not self.inflight:
                     break
