@@ -17,6 +17,7 @@ from .client import Client
 from .context import db, workflow_id
 from .errors import (
     ConfigurationError,
+    ConnectionRejected,
     DatabaseError,
     DatabaseUnavailable,
     Deduplicated,
@@ -44,8 +45,9 @@ from .workflows import WorkflowHandle
 __version__ = "0.1.0"
 
 __all__ = [
-    "App", "Client", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
-    "FencedOut", "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied",
+    "App", "Client", "ConfigurationError", "ConnectionRejected", "DatabaseError",
+    "DatabaseUnavailable", "Deduplicated", "FencedOut", "MaxRecoveryAttemptsExceeded",
+    "NonDeterminism", "PermissionDenied",
     "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError", "Settings",
     "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow", "UnregisteredFunction",
     "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowParked", "WorkflowStatus",
