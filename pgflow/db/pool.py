@@ -341,8 +341,7 @@ class Database:
         except psycopg.Error as exc:
             raise translate(exc, self.target) from None
         finally:
-            conn.idle_since = time.monotonic()
-            pool.putconn(conn)
+            pool.putconn(conn)  # _MostRecentFirst.append stamps idle_since
 
     def _checkout(self, pool: ConnectionPool[_Connection]) -> _Connection:
         try:
