@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+import pgflow
 from pgflow.db.pool import Database
 from pgflow.errors import ConfigurationError
 from pgflow.settings import Settings
@@ -119,3 +121,47 @@ def test_pool_settings_defaults_variables_and_checks() -> None:
         Settings.from_env({"PGFLOW_POOL_SIZE": "-1"})
     with pytest.raises(ConfigurationError, match="pool"):
         Settings.from_env({"PGFLOW_POOL_IDLE_TIMEOUT": "0"})
+
+
+def test_threads_sharing_a_small_pool_never_wait_for_a_second_session(database_url: str) -> None:
+    # Two threads, two sessions, each thread inside a transaction step (holding one) whose
+    # checkpoint is then refused: explaining the refusal must not need a second session, or
+    # both wait for each other until the pool's timeout.
+    app = pgflow.App("small-pool", database_url=database_url, pool_size=2)
+    both_inside = threading.Barrier(2, timeout=10)
+
+    @app.transaction()
+    def write() -> int:
+        both_inside.wait()
+        with psycopg.connect(database_url, autocommit=True) as other:  # finished elsewhere
+            other.execute("UPDATE pgflow.workflow_status SET status = 'SUCCESS' "
+                          "WHERE workflow_id = %s", (pgflow.workflow_id(),))
+        return 1
+
+    @app.workflow()
+    def wf() -> int:
+        return write()
+
+    outcomes: dict[str, BaseException | int] = {}
+
+    def run(wid: str) -> None:
+        try:
+            outcomes[wid] = app.options(workflow_id=wid).call(wf)
+        except BaseException as exc:
+            outcomes[wid] = exc
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=run, args=(f"small-pool-{i}",)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        took = time.monotonic() - began
+        print(f"\nrefused checkpoints on a 2-session pool: {took:.2f}s {outcomes}")
+        # Fenced out, each caller gets what the workflow's new owner recorded (nothing here).
+        assert outcomes == {"small-pool-0": None, "small-pool-1": None}
+        assert all(app.steps(wid) == [] for wid in outcomes)  # both checkpoints refused
+        assert took < 5
+    finally:
+        app.shutdown()
