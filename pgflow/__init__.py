@@ -17,6 +17,7 @@ from .client import Client
 from .context import db, workflow_id
 from .errors import (
     ConfigurationError,
+    ConnectionRejected,
     DatabaseError,
     DatabaseUnavailable,
     Deduplicated,
@@ -46,11 +47,12 @@ from .workflows import WorkflowHandle
 __version__ = "0.1.0"
 
 __all__ = [
-    "App", "Client", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
-    "FencedOut", "InvalidValue", "MaxRecoveryAttemptsExceeded", "NonDeterminism",
-    "PermissionDenied", "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError",
-    "Settings", "Status", "StepRecord", "StepTimeLimitExceeded", "TransactionControlError",
-    "UnknownWorkflow", "UnregisteredFunction", "WorkflowCancelled", "WorkflowFailed",
-    "WorkflowHandle", "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event",
-    "recv", "send", "set_event", "sleep", "workflow_id",
+    "App", "Client", "ConfigurationError", "ConnectionRejected", "DatabaseError",
+    "DatabaseUnavailable", "Deduplicated", "FencedOut", "InvalidValue",
+    "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied", "PgflowError", "Queue",
+    "Rate", "SchemaNotMigrated", "SerializationError", "Settings", "Status", "StepRecord",
+    "StepTimeLimitExceeded", "TransactionControlError", "UnknownWorkflow",
+    "UnregisteredFunction", "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle",
+    "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event", "recv", "send",
+    "set_event", "sleep", "workflow_id",
 ]

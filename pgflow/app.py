@@ -16,7 +16,13 @@ from . import management, messages, schedules, serialization, steps, workflows
 from .db import migrate as migrations
 from .db.notify import Notifications
 from .db.pool import Database
-from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
+from .errors import (
+    ConfigurationError,
+    ConnectionRejected,
+    DatabaseUnavailable,
+    Deduplicated,
+    SchemaNotMigrated,
+)
 from .limits import check_id, check_seconds
 from .queues import EnqueueOptions, Queue, Rate
 from .records import Status, WorkflowStatus
@@ -99,16 +105,25 @@ class App(management.WorkflowQueries):
         if self._db is None:
             with self._db_lock:
                 if self._db is None:
-                    size = self.settings.pool_size or self.settings.threads + 4
-                    db = Database(self.database_url(), self.settings.schema, max_size=size,
+                    db = Database(self.database_url(), self.settings.schema,
+                                  max_size=self.settings.connections,
+                                  idle_timeout=self.settings.pool_idle_timeout,
                                   application_name=f"pgflow:{self.name}")
                     try:
-                        self._prepare_schema(db)
+                        # Retried while the server is away, as every later use is; a
+                        # server that refuses (ConnectionRejected) fails at once.
+                        db.retrying(lambda: self._first_use(db))
                     except BaseException:
                         db.close()  # its pool would otherwise live on, unowned
                         raise
                     self._db = db
         return self._db
+
+    def _first_use(self, db: Database) -> None:
+        # One direct connection first: a server that refuses says why now, rather than
+        # after the pool's wait.
+        db.connect().close()
+        self._prepare_schema(db)
 
     def _prepare_schema(self, db: Database) -> None:
         try:
@@ -119,6 +134,8 @@ class App(management.WorkflowQueries):
                 raise
         try:
             migrations.migrate(db)
+        except (DatabaseUnavailable, ConnectionRejected):
+            raise  # the server went away (retried) or refused: not a question of privileges
         except Exception as exc:
             raise SchemaNotMigrated(
                 f"pgflow's schema {db.schema!r} at {db.target} is not migrated and this role "

@@ -103,6 +103,12 @@ def main() -> None:
               show_envvar=True,
               help="Seconds a worker process may stay silent (its main loop not turning) "
                    "before it is killed and replaced [default: 60].")
+@click.option("--pool-size", type=int, default=None, envvar="PGFLOW_POOL_SIZE",
+              show_envvar=True,
+              help="Most pooled connections per process [default: threads + 3].")
+@click.option("--pool-idle-timeout", type=float, default=None,
+              envvar="PGFLOW_POOL_IDLE_TIMEOUT", show_envvar=True,
+              help="Seconds an unused pooled connection is kept [default: 60].")
 @common_options
 def worker(app_spec: str, **given: Any) -> None:
     """Run worker processes that claim and run queued workflows.
@@ -160,7 +166,12 @@ def with_client(settings: Settings, fn: Callable[[Client], T]) -> T:
     from .client import Client
 
     def go() -> T:
+        from .db.pool import Database
+
         url = settings.database_url or _embedded(settings)
+        # A command is interactive: a server that is down or full says so at once, with
+        # its reason, where a library Client would wait for it.
+        Database(url, settings.schema, application_name="pgflow:cli").connect().close()
         with Client(settings=settings.replace(database_url=url)) as client:
             return fn(client)
 

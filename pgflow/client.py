@@ -23,6 +23,11 @@ from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
 
 
+def _first_use(db: Database) -> None:
+    db.connect().close()
+    migrations.check_migrated(db)
+
+
 class Client(management.WorkflowQueries):
     """Talks to pgflow's tables directly: no App, no workflow code, no migrations (run
     ``pgflow migrate`` first). Workflows are named as the workers know them
@@ -59,12 +64,14 @@ class Client(management.WorkflowQueries):
             with self._lock:
                 if self._db is None:
                     db = Database(self.settings.database_url or "", self.settings.schema,
-                                  max_size=4, application_name="pgflow:client")
+                                  max_size=self.settings.pool_size or 4,
+                                  idle_timeout=self.settings.pool_idle_timeout,
+                                  application_name="pgflow:client")
                     try:
-                        # One direct connection first: an unreachable server fails now, with
-                        # its reason, rather than after the pool's wait.
-                        db.connect().close()
-                        migrations.check_migrated(db)
+                        # Retried while the server is away, as every later use is. One
+                        # direct connection first: a server that refuses says why now
+                        # (ConnectionRejected, not retried), rather than after the pool's wait.
+                        db.retrying(lambda: _first_use(db))
                     except BaseException:
                         db.close()
                         raise

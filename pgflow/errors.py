@@ -29,6 +29,12 @@ class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached. The message names the host, never the password."""
 
 
+class ConnectionRejected(DatabaseError):
+    """The server refused a process's first connection for a reason waiting will not fix: a
+    wrong password, an unknown database or role, no pg_hba.conf entry. Raised at once, not
+    retried; the message gives the server's reason and the host, never the password."""
+
+
 class SchemaNotMigrated(DatabaseError):
     """pgflow's tables are missing or older than this version: run ``pgflow migrate``."""
 

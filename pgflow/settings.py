@@ -46,8 +46,13 @@ class Settings:
         "Seconds without a heartbeat after which an executor is dead and its work adopted.")
     poll_interval: float = _setting(1.0, "PGFLOW_POLL_INTERVAL", "--poll-interval",
                                     "Seconds between claim polls when no NOTIFY arrives.")
-    pool_size: int = _setting(0, "PGFLOW_POOL_SIZE", None,
-                              "Connections per process (0: threads + 4).")
+    pool_size: int = _setting(
+        0, "PGFLOW_POOL_SIZE", "--pool-size",
+        "Most pooled connections per process (0: threads + 3, one per workflow thread plus "
+        "the claim loop, the heartbeat and the completer).")
+    pool_idle_timeout: float = _setting(
+        60.0, "PGFLOW_POOL_IDLE_TIMEOUT", "--pool-idle-timeout",
+        "Seconds a pooled connection may stay unused before it goes back to the server.")
     auto_migrate: bool = _setting(True, "PGFLOW_AUTO_MIGRATE", None,
                                   "Migrate the schema on first use when the role may.")
     max_payload_bytes: int = _setting(16 * 1024 * 1024, "PGFLOW_MAX_PAYLOAD_BYTES", None,
@@ -110,8 +115,18 @@ class Settings:
             check_text("app_version (PGFLOW_APP_VERSION)", self.app_version)
         check_count("max_recovery_attempts (PGFLOW_MAX_RECOVERY_ATTEMPTS)",
                     self.max_recovery_attempts)
+        if self.pool_size < 0 or not self.pool_idle_timeout > 0:
+            raise ConfigurationError(
+                "pool size must be ≥ 0 (0: threads + 3) and the pool idle timeout > 0 "
+                f"(got {self.pool_size} and {self.pool_idle_timeout})")
         validate_schema(self.schema)
         return self
+
+    @property
+    def connections(self) -> int:
+        """The pool size in effect: ``pool_size``, else one session per workflow thread plus
+        the claim loop, the heartbeat and the completer (so no thread waits for one)."""
+        return self.pool_size or self.threads + 3
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes).validated()

@@ -283,7 +283,7 @@ def record_in_transaction(
     WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
     if not ctx.app.db.execute(conn, "record_step", _checkpoint_params(
             ctx, step_id, name, output, None, None, started_at)).rowcount:
-        raise _fenced_error(ctx)
+        raise _fenced_error(ctx, conn)
 
 
 def ensure_owner(ctx: WorkflowContext) -> None:
@@ -296,9 +296,15 @@ def ensure_owner(ctx: WorkflowContext) -> None:
         raise _fenced_error(ctx)
 
 
-def _fenced_error(ctx: WorkflowContext) -> BaseException:
+def _fenced_error(ctx: WorkflowContext,
+                  conn: psycopg.Connection[Any] | None = None) -> BaseException:
     db = ctx.app.db
-    owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
+    if conn is not None:
+        # On the session the caller holds: a thread never waits for a second one while
+        # holding one, so threads sharing a small pool cannot deadlock.
+        owner = db.execute(conn, "owner_of", {"workflow_id": ctx.workflow_id}).fetchone()
+    else:
+        owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
     if owner is not None and owner["status"] == "CANCELLED":
         return WorkflowCancelled(ctx.workflow_id)
     return FencedOut(ctx.workflow_id)

@@ -27,6 +27,10 @@ def prepare(app_spec: str, settings: Settings) -> tuple[App, WorkerConfig]:
         overrides["database_url"] = settings.database_url
     if settings.schema != "pgflow":
         overrides["schema"] = settings.schema
+    defaults = Settings()
+    for name in ("pool_size", "pool_idle_timeout"):  # a flag given, else the app's own
+        if getattr(settings, name) != getattr(defaults, name):
+            overrides[name] = getattr(settings, name)
     app.settings = app.settings.replace(**overrides)
     names = settings.queues or tuple(app.queues)
     unknown = [n for n in names if n not in app.queues]

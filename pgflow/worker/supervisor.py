@@ -114,7 +114,9 @@ class Supervisor:
         log.info("worker_starting", app=self.app.name, queues=queues.replace(" ()", ""),
                  processes=self.processes, threads=self.config.threads,
                  database=describe_target(url), schema=self.app.settings.schema,
-                 app_version=self.app.app_version, burst=self.config.burst)
+                 app_version=self.app.app_version, burst=self.config.burst,
+                 pool_size=self.app.settings.connections,
+                 pool_idle_timeout=self.app.settings.pool_idle_timeout)
 
     def _spawn(self, slot: int) -> None:
         executor_id = new_executor_id()
