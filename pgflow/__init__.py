@@ -32,6 +32,7 @@ from .errors import (
     UnknownWorkflow,
     UnregisteredFunction,
     WorkflowCancelled,
+    WorkflowConflict,
     WorkflowFailed,
     WorkflowParked,
     WorkflowTimeout,
@@ -49,7 +50,7 @@ __all__ = [
     "FencedOut", "InvalidValue", "MaxRecoveryAttemptsExceeded", "NonDeterminism",
     "PermissionDenied", "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError",
     "Settings", "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow",
-    "UnregisteredFunction", "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle",
-    "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event", "recv", "send",
-    "set_event", "sleep", "workflow_id",
+    "UnregisteredFunction", "WorkflowCancelled", "WorkflowConflict", "WorkflowFailed",
+    "WorkflowHandle", "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event",
+    "recv", "send", "set_event", "sleep", "workflow_id",
 ]

@@ -28,6 +28,7 @@ from .errors import (
     SerializationError,
     UnknownWorkflow,
     WorkflowCancelled,
+    WorkflowConflict,
     WorkflowParked,
     WorkflowTimeout,
 )
@@ -241,6 +242,8 @@ def start(
         return found
 
     row = app.db.retrying(insert)
+    if row is None:
+        check_same_function(app.db, workflow_id, wf.name)
     claimed: Claimed | None = None
     if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
@@ -261,6 +264,15 @@ def start(
         return handle, run_claimed(app, claimed, wf, args, kwargs, reraise=True)
     app.spawn(lambda: run_claimed(app, claimed, wf, args, kwargs))
     return handle, None
+
+
+def check_same_function(db: Database, workflow_id: str, name: str) -> None:
+    """An id already taken is the same execution only when it runs the same function; a
+    different one raises WorkflowConflict (DBOS does the same) rather than hand back another
+    function's result."""
+    found = db.retrying(lambda: db.fetchone("workflow_name", {"workflow_id": workflow_id}))
+    if found is not None and found["name"] != name:
+        raise WorkflowConflict(workflow_id, found["name"], name)
 
 
 def _record_child(parent: WorkflowContext, step_id: int, name: str, child_id: str) -> None:
@@ -478,14 +490,17 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
 
 
 def insert_enqueued(db: Database, params: dict[str, Any]) -> None:
-    """Run ``enqueue_workflow``; a dedup clash raises Deduplicated naming the holder."""
+    """Run ``enqueue_workflow``; a dedup clash raises Deduplicated naming the holder, an id
+    taken by another function WorkflowConflict (the same function's: the existing one stands)."""
     try:
-        db.retrying(lambda: db.fetchone("enqueue_workflow", params))
+        row = db.retrying(lambda: db.fetchone("enqueue_workflow", params))
     except Deduplicated:
         existing = db.fetchone("find_active_dedup", {"queue_name": params["queue_name"],
                                                      "dedup_id": params["dedup_id"]})
         raise Deduplicated(params["queue_name"], params["dedup_id"],
                            existing["workflow_id"] if existing else None) from None
+    if row is None:
+        check_same_function(db, params["workflow_id"], params["name"])
 
 
 def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
