@@ -329,9 +329,12 @@ class App(management.WorkflowQueries):
         return handle
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its
-        last completed step: on its queue if it had one, else right here when this process
-        can run it (else by any launched executor of its version)."""
+        """Run a workflow now. A CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED one runs
+        again from its last completed step: on its queue if it had one, else right here when
+        this process can run it (else by any launched executor of its version). A queued one
+        loses its delay and is claimed by the next worker with room; an ownerless PENDING one
+        is adopted here when this process can run it. A running or succeeded workflow is left
+        as it is. Returns its handle."""
         found = management.resume(self.db, self.serializer_impl, workflow_id)
         self._run_ownerless(found)
         return WorkflowHandle(self, workflow_id)

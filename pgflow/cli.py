@@ -287,8 +287,9 @@ def cancel(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
 @json_option
 @common_options
 def resume(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
-    """Run CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows again from their
-    last completed step (on their queue, or by any executor of their version)."""
+    """Run workflows now: CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED ones again from
+    their last completed step (on their queue, or by any executor of their version); queued
+    ones without their delay. Running and succeeded ones are left as they are."""
     settings = build_settings(**given)
     with_client(settings, lambda c: _each(
         workflow_ids, as_json, lambda i: {"status": c.resume(i).status().status},

@@ -171,8 +171,9 @@ class Client(management.WorkflowQueries):
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run an ended workflow again from its last completed step (see ``App.resume``);
-        workers or launched executors of its version pick it up."""
+        """Run a workflow now (see ``App.resume``): an ended one again from its last completed
+        step, a queued one without its delay; workers or launched executors of its version
+        pick it up. A running or succeeded one is left as it is. Returns its handle."""
         management.resume(self.db, self.serializer_impl, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import pgflow
+from tests.inprocess import running_worker
 
 
 @pytest.fixture
@@ -68,3 +69,47 @@ def test_a_different_function_under_a_taken_id_is_a_conflict(
     # An enqueue of the same function under a taken id still stands for the existing one.
     assert q.options(workflow_id="taken").enqueue(first).result(timeout=5) == "first's result"
     assert [w.name for w in app.list_workflows()] == ["first"]
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+def test_resume_starts_a_delayed_workflow_now(make_app: Any, client: pgflow.Client) -> None:
+    app = make_app()
+    q = app.queue("later")
+
+    @app.workflow()
+    def task(x: int) -> int:
+        return x + 1
+
+    hour = q.options(delay=3600).enqueue(task, 1)
+    other = q.options(delay=3600).enqueue(task, 2)
+    with running_worker(app):
+        with pytest.raises(pgflow.WorkflowTimeout):
+            hour.result(timeout=0.5)
+        assert app.resume(hour.workflow_id).workflow_id == hour.workflow_id
+        assert hour.result(timeout=5) == 2
+        # From a Client too (no application code): the workers claim it at once.
+        assert client.resume(other.workflow_id).status().status in (
+            pgflow.Status.ENQUEUED, pgflow.Status.PENDING, pgflow.Status.SUCCESS)
+        assert other.result(timeout=5) == 3
+    # A queued workflow that was never delayed is left claimable; a succeeded one is untouched.
+    assert client.resume(hour.workflow_id).status().status is pgflow.Status.SUCCESS
+    assert app.resume(hour.workflow_id).result(timeout=1) == 2
+
+
+def test_resume_adopts_an_ownerless_pending_workflow(make_app: Any, database_url: str) -> None:
+    import psycopg
+
+    app = make_app()
+
+    @app.workflow(name="orphan")
+    def orphan() -> str:
+        return "ran"
+
+    version = app.app_version
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pgflow.workflow_status (workflow_id, name, status, app_version, "
+            "inputs) VALUES ('o1', 'orphan', 'PENDING', %s, %s)",
+            (version, '{"args":[],"kwargs":{}}'))
+    assert app.resume("o1").result(timeout=10) == "ran"

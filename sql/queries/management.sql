@@ -46,6 +46,17 @@ WITH target AS (
 )
 SELECT workflow_id, status, pg_notify(%(channel)s, coalesce(queue_name, '')) FROM resumed;
 
+-- name: start_enqueued_now
+-- resume() of a queued workflow: drop its delay (or the rest of a parked sleep, whose wake-up
+-- time is checkpointed: it parks again if it is still early) and wake the workers.
+WITH woken AS (
+    UPDATE {schema}.workflow_status
+    SET not_before = NULL, updated_at = {schema}.clock()
+    WHERE workflow_id = %(workflow_id)s AND status = 'ENQUEUED'
+    RETURNING workflow_id, queue_name
+)
+SELECT workflow_id, pg_notify(%(channel)s, queue_name) FROM woken;
+
 -- name: fork_workflow
 -- A new workflow running the same code on the same inputs, starting with copies of the
 -- source's checkpoints before step `from_step` (so those steps are not run again).
