@@ -377,7 +377,7 @@ class App(management.WorkflowQueries):
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
-        one, ``pgflow.send`` sends exactly once)."""
+        one, ``pgflow.send`` sends exactly once). UnknownWorkflow when there is no such id."""
         messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 

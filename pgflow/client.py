@@ -153,7 +153,8 @@ class Client(management.WorkflowQueries):
     # -- messages and events -------------------------------------------------------------------
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
-        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it)."""
+        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it);
+        UnknownWorkflow when no workflow has that id."""
         messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 

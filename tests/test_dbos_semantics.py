@@ -113,3 +113,37 @@ def test_resume_adopts_an_ownerless_pending_workflow(make_app: Any, database_url
             "inputs) VALUES ('o1', 'orphan', 'PENDING', %s, %s)",
             (version, '{"args":[],"kwargs":{}}'))
     assert app.resume("o1").result(timeout=10) == "ran"
+
+
+# -- send to an unknown id ---------------------------------------------------------------------
+
+def test_send_to_an_unknown_workflow_raises_everywhere_and_on_replay(
+        make_app: Any, client: pgflow.Client, database_url: str) -> None:
+    import psycopg
+
+    app = make_app()
+    for sender in (app, client):
+        with pytest.raises(pgflow.UnknownWorkflow, match="no workflow has id 'ghost'"):
+            sender.send("ghost", "boo")
+    outcomes: list[str] = []
+
+    @app.workflow(name="sender")
+    def sender() -> str:
+        try:
+            pgflow.send("ghost", "boo")
+        except pgflow.UnknownWorkflow:
+            outcomes.append("unknown")
+        else:
+            outcomes.append("sent")
+        return "done"
+
+    assert app.options(workflow_id="s").call(sender) == "done"
+    [step] = app.steps("s")
+    assert step.name == "pgflow.send" and isinstance(step.error, pgflow.UnknownWorkflow)
+    # A workflow named 'ghost' exists now; a replay of the first run still takes the path it
+    # took (the recorded error), and sends nothing.
+    app.options(workflow_id="ghost").call(sender)
+    assert app.fork("s", from_step=2).result(timeout=10) == "done"
+    assert outcomes == ["unknown", "sent", "unknown"]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pgflow.notifications").fetchone() == (1,)

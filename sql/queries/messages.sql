@@ -1,8 +1,11 @@
 -- name: send_message
--- Store a message for a workflow and wake its recv (NOTIFY is delivered at commit).
+-- Store a message for a workflow and wake its recv (NOTIFY is delivered at commit). No row
+-- when no workflow has the destination id (the caller raises UnknownWorkflow).
 WITH ins AS (
     INSERT INTO {schema}.notifications (destination_id, topic, serializer, message)
-    VALUES (%(destination_id)s, %(topic)s, %(serializer)s, %(message)s)
+    SELECT %(destination_id)s, %(topic)s, %(serializer)s, %(message)s
+    WHERE EXISTS (SELECT 1 FROM {schema}.workflow_status
+                  WHERE workflow_id = %(destination_id)s)
     RETURNING message_id
 )
 SELECT message_id, pg_notify(%(channel)s, %(destination_id)s) FROM ins;
