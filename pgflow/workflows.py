@@ -468,6 +468,8 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
                 raise NonDeterminism(
                     f"workflow {parent.workflow_id} ({parent.name}) recorded step {step_id} as "
                     f"{rec.name!r} but the code now enqueues workflow {wf.name!r} there")
+            if rec.error is not None:
+                raise serialization.loads_error(rec.error)  # refused the first time too
             return WorkflowHandle(app, rec.child_workflow_id or "")
         workflow_id = workflow_id or f"{parent.workflow_id}-{step_id}"
     workflow_id = workflow_id or new_workflow_id()
@@ -483,7 +485,15 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         "deadline": parent.deadline if parent is not None else None,
         "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
     }
-    insert_enqueued(app.db, params)
+    try:
+        insert_enqueued(app.db, params)
+    except (Deduplicated, WorkflowConflict) as refused:
+        if parent is not None and step_id is not None:
+            # Checkpointed, so a replay takes the same path without touching the queue (the
+            # dedup id may be free by then).
+            record_checkpoint(parent, step_id, wf.name,
+                              error=serialization.dumps_error(refused))
+        raise
     if parent is not None and step_id is not None:
         _record_child(parent, step_id, wf.name, workflow_id)
     return WorkflowHandle(app, workflow_id)

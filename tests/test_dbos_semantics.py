@@ -147,3 +147,35 @@ def test_send_to_an_unknown_workflow_raises_everywhere_and_on_replay(
     assert outcomes == ["unknown", "sent", "unknown"]
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM pgflow.notifications").fetchone() == (1,)
+
+
+# -- Deduplicated inside a workflow ------------------------------------------------------------
+
+def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(
+        make_app: Any) -> None:
+    app = make_app()
+    q = app.queue("dedup")
+
+    @app.workflow(name="child")
+    def child() -> str:
+        return "child ran"
+
+    @app.workflow(name="parent")
+    def parent() -> str:
+        try:
+            q.options(dedup_id="once").enqueue(child)
+        except pgflow.Deduplicated as exc:
+            return f"refused: held by {exc.existing_workflow_id}"
+        return "enqueued"
+
+    holder = q.options(dedup_id="once", workflow_id="holder").enqueue(child)
+    assert app.options(workflow_id="p").call(parent) == "refused: held by holder"
+    [step] = app.steps("p")
+    assert step.name == "child" and isinstance(step.error, pgflow.Deduplicated)
+    assert step.error.existing_workflow_id == "holder"
+    # The dedup id is free now, yet a replay of the parent takes the path it took.
+    app.cancel(holder.workflow_id)
+    assert app.fork("p", from_step=2).result(timeout=10) == "refused: held by holder"
+    assert [w.workflow_id for w in app.list_workflows(name="child")] == ["holder"]
+    # A new run is free to enqueue.
+    assert app.options(workflow_id="p2").call(parent) == "enqueued"
