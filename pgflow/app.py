@@ -21,7 +21,7 @@ from .limits import check_id, check_seconds
 from .queues import EnqueueOptions, Queue, Rate
 from .records import Status, WorkflowStatus
 from .recovery import Executor
-from .registry import Registry, StepDef, WorkflowDef, qualified_name
+from .registry import APP_DEFAULT, RecoveryLimit, Registry, StepDef, WorkflowDef, qualified_name
 from .schedules import Schedule
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle
@@ -152,9 +152,14 @@ class App(management.WorkflowQueries):
 
     # -- decorators ----------------------------------------------------------------------------
 
-    def workflow(self, *, name: str | None = None, max_recovery_attempts: int | None = None,
+    def workflow(self, *, name: str | None = None,
+                 max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
                  timeout: float | None = None) -> Callable[[F], F]:
-        """Declare a durable workflow. Calling it runs it durably to completion."""
+        """Declare a durable workflow. Calling it runs it durably to completion.
+
+        ``max_recovery_attempts``: crashes of its process it may survive before it ends
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED; ``None`` means unlimited; not given, the app's
+        ``max_recovery_attempts`` setting (10 unless configured) applies."""
         def decorate(fn: F) -> F:
             wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
             self.registry.add_workflow(wf)

@@ -226,7 +226,7 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         ("partition", wf.partition_key), ("dedup id", wf.dedup_id),
         ("parent", wf.parent_workflow_id), ("forked from", wf.forked_from),
         ("app version", wf.app_version), ("executor", wf.executor_id),
-        ("recoveries", f"{wf.recovery_attempts} of {wf.max_recovery_attempts}"),
+        ("recoveries", f"{wf.recovery_attempts} of {_limit(wf.max_recovery_attempts)}"),
         ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
         ("deadline", wf.deadline), ("inputs", wf.inputs),
         ("output", wf.output), ("error", wf.error)]))
@@ -244,6 +244,10 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         click.echo("\nchildren:")
         click.echo(tables.table(["workflow_id", "name", "status"],
                                 [[c.workflow_id, c.name, c.status] for c in children]))
+
+
+def _limit(max_recovery_attempts: int | None) -> str:
+    return "unlimited" if max_recovery_attempts is None else str(max_recovery_attempts)
 
 
 def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],

@@ -19,6 +19,7 @@ from .db.pool import Database
 from .errors import ConfigurationError
 from .limits import check_count, check_id, check_text, to_ms
 from .queues import EnqueueOptions, Queue, validate_name
+from .registry import APP_DEFAULT, RecoveryLimit, recovery_limit
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
 
@@ -98,18 +99,21 @@ class Client(management.WorkflowQueries):
                 dedup_id: str | None = None, priority: int | None = None,
                 partition_key: str | None = None, delay: float | None = None,
                 timeout: float | None = None, app_version: str | None = None,
-                max_recovery_attempts: int | None = None) -> WorkflowHandle:
+                max_recovery_attempts: RecoveryLimit = APP_DEFAULT) -> WorkflowHandle:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
         Workers claim only rows of their own version: ``app_version`` defaults to the version
         of the newest live worker serving ``queue``. ``timeout`` (seconds) sets the deadline
-        the workflow's own declaration would have set (the client cannot read it).
+        the workflow's own declaration would have set (the client cannot read it), and so
+        does ``max_recovery_attempts`` (None: unlimited; not given: the
+        ``max_recovery_attempts`` setting).
         """
         check_id("workflow name", workflow_name)
         validate_name("queue name", queue)  # before it is looked up
         if app_version is not None:
             check_text("app_version", app_version)
-        check_count("max_recovery_attempts", max_recovery_attempts)
+        if max_recovery_attempts is not APP_DEFAULT:
+            check_count("max_recovery_attempts", max_recovery_attempts)
         queue_def = self._queue_for(queue, priority, partition_key)
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
         queue_def.check_options(opts)
@@ -118,13 +122,12 @@ class Client(management.WorkflowQueries):
             self.serializer_impl, args, kwargs or {},
             max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
         workflow_id = workflow_id or new_workflow_id()
-        if max_recovery_attempts is None:
-            max_recovery_attempts = self.settings.max_recovery_attempts
         insert_enqueued(self.db, {
             "workflow_id": workflow_id, "name": workflow_name, "queue_name": queue,
             "dedup_id": dedup_id, "priority": priority or 0, "partition_key": partition_key,
             "parent_workflow_id": None, "app_version": version,
-            "max_recovery_attempts": max_recovery_attempts,
+            "max_recovery_attempts": recovery_limit(max_recovery_attempts,
+                                                    self.settings.max_recovery_attempts),
             "serializer": self.serializer_impl.name, "inputs": inputs,
             "timeout_ms": to_ms("timeout", timeout), "deadline": None,
             "delay_ms": to_ms("delay", delay or 0),

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .limits import to_ms
 from .records import Status, WorkflowStatus
+from .registry import recovery_limit
 from .steps import check_deadline, record_checkpoint
 
 if TYPE_CHECKING:
@@ -294,9 +295,7 @@ def try_adopt(app: App, workflow_id: str) -> Claimed | None:
 
 
 def _max_attempts(app: App, wf: WorkflowDef) -> int | None:
-    if wf.max_recovery_attempts is not None:
-        return wf.max_recovery_attempts
-    return app.settings.max_recovery_attempts
+    return recovery_limit(wf.max_recovery_attempts, app.settings.max_recovery_attempts)
 
 
 # -- running -----------------------------------------------------------------------------------

@@ -179,3 +179,51 @@ def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(
     assert [w.workflow_id for w in app.list_workflows(name="child")] == ["holder"]
     # A new run is free to enqueue.
     assert app.options(workflow_id="p2").call(parent) == "enqueued"
+
+
+# -- unlimited recovery attempts ---------------------------------------------------------------
+
+def test_max_recovery_attempts_none_means_unlimited(make_app: Any,
+                                                    client: pgflow.Client) -> None:
+    app = make_app(max_recovery_attempts=3)
+    q = app.queue("recover")
+
+    @app.workflow(name="default_limit")
+    def default_limit() -> None: ...
+
+    @app.workflow(name="unlimited", max_recovery_attempts=None)
+    def unlimited() -> None: ...
+
+    @app.workflow(name="five", max_recovery_attempts=5)
+    def five() -> None: ...
+
+    def stored(handle: pgflow.WorkflowHandle) -> int | None:
+        return handle.status().max_recovery_attempts
+
+    assert stored(q.enqueue(default_limit)) == 3  # not given: the app's setting
+    assert stored(q.enqueue(unlimited)) is None  # before: None fell back to the app's 3
+    assert stored(q.enqueue(five)) == 5
+    assert stored(app.start(unlimited)) is None
+    assert stored(client.enqueue("recover", "five", app_version="v")) == 10  # its setting
+    assert stored(client.enqueue("recover", "five", app_version="v",
+                                 max_recovery_attempts=None)) is None
+
+    # A crash past any count leaves an unlimited workflow to be recovered again.
+    executor = app.executor
+    executor.ensure_registered()
+    for limit in (None, 50):
+        app.db.fetchone("insert_workflow", {
+            "workflow_id": f"crashy-{limit}", "name": "unlimited", "parent_workflow_id": None,
+            "executor_id": executor.executor_id, "app_version": "elsewhere",
+            "max_recovery_attempts": limit, "serializer": "json",
+            "inputs": '{"args":[],"kwargs":{}}', "timeout_ms": None, "deadline": None,
+            "fence": None})
+    with app.db.connection() as conn:
+        conn.execute("UPDATE pgflow.workflow_status SET recovery_attempts = 50 "
+                      "WHERE workflow_id LIKE 'crashy-%'")
+    app.db.fetchall("release_executor_work", {
+        "executor_ids": [executor.executor_id], "charge": True, "channel": "x",
+        "workflow_ids": ["crashy-None", "crashy-50"]})
+    assert app.retrieve("crashy-None").status().status is pgflow.Status.PENDING
+    assert app.retrieve("crashy-50").status().status is \
+        pgflow.Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
