@@ -85,12 +85,13 @@ class App(management.WorkflowQueries):
     # -- lazily built parts --------------------------------------------------------------------
 
     def database_url(self) -> str:
-        """The URL in use: the configured one, else the embedded server's (started now)."""
+        """The URL in use: the configured one, else the embedded server's (started now; its
+        home, ``.pgflow`` by default, is looked for in parent folders too)."""
         if self.settings.database_url:
             return self.settings.database_url
-        from .db.embedded import start_embedded
+        from .db.embedded import locate_home, start_embedded
 
-        url = start_embedded(self.settings.home)
+        url = start_embedded(locate_home(self.settings.home))
         self.settings = self.settings.replace(database_url=url)
         return url
 
