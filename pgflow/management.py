@@ -159,7 +159,9 @@ def resume(db: Database, serializer: serialization.Serializer,
 def fork(db: Database, workflow_id: str, from_step: int = 1, *,
          new_workflow_id: str | None = None, app_version: str | None = None) -> str:
     """Start a new workflow with the inputs of ``workflow_id`` and copies of its checkpoints
-    before step ``from_step`` (those steps are not run again). It goes on the original's queue,
+    before step ``from_step`` (those steps are not run again) and of the events they
+    published (each key's latest value before ``from_step``; events published before
+    migration 0009 have no step and are not copied). It goes on the original's queue,
     or ownerless PENDING for an executor of its version (``app_version``, default the
     original's) to adopt. Returns the new workflow's id."""
     if not isinstance(from_step, int) or from_step < 1:

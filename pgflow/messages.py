@@ -197,7 +197,8 @@ def set_event(key: str, value: Any) -> None:
     check_deadline(ctx)
     app = ctx.app
     params = {
-        "workflow_id": ctx.workflow_id, "key": validate_name("event key", key),
+        "workflow_id": ctx.workflow_id, "step_id": step_id,
+        "key": validate_name("event key", key),
         "serializer": app.serializer_impl.name, "channel": event_channel(app.db.schema),
         "value": serialization.dumps_value(
             app.serializer_impl, value, max_bytes=app.settings.max_payload_bytes,

@@ -227,3 +227,38 @@ def test_max_recovery_attempts_none_means_unlimited(make_app: Any,
     assert app.retrieve("crashy-None").status().status is pgflow.Status.PENDING
     assert app.retrieve("crashy-50").status().status is \
         pgflow.Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
+
+
+# -- fork and events ---------------------------------------------------------------------------
+
+def test_a_fork_sees_the_events_published_before_its_first_step(
+        make_app: Any, client: pgflow.Client) -> None:
+    app = make_app()
+
+    @app.step()
+    def work(n: int) -> int:
+        return n
+
+    @app.workflow(name="publisher")
+    def publisher() -> str:
+        pgflow.set_event("stage", "one")     # step 1
+        work(2)                               # step 2
+        pgflow.set_event("stage", "three")   # step 3
+        pgflow.set_event("other", "four")    # step 4
+        work(5)                               # step 5
+        return "done"
+
+    assert app.options(workflow_id="pub").call(publisher) == "done"
+    assert app.get_event("pub", "stage", timeout=0) == "three"
+    # The fork reuses steps 1-2: it starts with the events they published, and no later one.
+    # (Forked by a Client, it waits for an executor: nothing runs before the checks.)
+    fork = client.fork("pub", from_step=3, new_workflow_id="pub-fork")
+    assert app.get_event("pub-fork", "stage", timeout=0) == "one"
+    assert app.get_event("pub-fork", "other", timeout=0) is None
+    assert app.recover_now() == 1
+    assert app.retrieve(fork.workflow_id).result(timeout=10) == "done"
+    assert app.get_event("pub-fork", "stage", timeout=0) == "three"
+    # A fork of the fork, from step 5: steps 1-4 and their events carry over.
+    client.fork("pub-fork", from_step=5, new_workflow_id="pub-fork-2")
+    assert app.get_event("pub-fork-2", "stage", timeout=0) == "three"
+    assert app.get_event("pub-fork-2", "other", timeout=0) == "four"
