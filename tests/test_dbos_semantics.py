@@ -262,3 +262,78 @@ def test_a_fork_sees_the_events_published_before_its_first_step(
     client.fork("pub-fork", from_step=5, new_workflow_id="pub-fork-2")
     assert app.get_event("pub-fork-2", "stage", timeout=0) == "three"
     assert app.get_event("pub-fork-2", "other", timeout=0) == "four"
+
+
+# -- ids and priorities at every entry ---------------------------------------------------------
+
+BLANKS = (" ", "   ", "\u3000", "\u00a0\u2003")
+
+
+def test_a_blank_workflow_id_is_refused_on_every_path(make_app: Any, client: pgflow.Client,
+                                                      database_url: str) -> None:
+    from click.testing import CliRunner
+
+    from pgflow.cli import main
+
+    app = make_app()
+    q = app.queue("blank")
+
+    @app.workflow(name="noop")
+    def noop() -> None: ...
+
+    app.options(workflow_id="real").call(noop)
+    for blank in BLANKS:
+        paths = [
+            lambda blank=blank: app.options(workflow_id=blank),
+            lambda blank=blank: q.options(workflow_id=blank),
+            lambda blank=blank: client.enqueue("blank", "noop", workflow_id=blank, app_version="v"),
+            lambda blank=blank: app.fork("real", new_workflow_id=blank),
+            lambda blank=blank: client.fork("real", new_workflow_id=blank),
+            lambda blank=blank: app.send(blank, "x"),
+            lambda blank=blank: q.options(dedup_id=blank),
+        ]
+        for path in paths:
+            with pytest.raises(pgflow.InvalidValue, match="only whitespace"):
+                path()
+        runner = CliRunner()
+        env = {"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"}
+        for args in (["enqueue", "blank", "noop", "[]", "--workflow-id", blank,
+                      "--app-version", "v"],
+                     ["workflows", "fork", "real", "--workflow-id", blank]):
+            done = runner.invoke(main, args, env=env)
+            assert done.exit_code == 1 and "only whitespace" in done.output, done.output
+    assert [w.workflow_id for w in app.list_workflows()] == ["real"]
+
+
+def test_priorities_are_checked_on_every_enqueue_path(make_app: Any, client: pgflow.Client,
+                                                      database_url: str) -> None:
+    from click.testing import CliRunner
+
+    from pgflow.cli import main
+
+    app = make_app()
+    q = app.queue("prio", priority=True)
+
+    @app.workflow(name="noop")
+    def noop() -> None: ...
+
+    for bad in (-1, 2**31, True, 1.5, "1"):
+        for path in (lambda bad=bad: q.options(priority=bad),
+                     lambda bad=bad: client.enqueue("prio", "noop", priority=bad, app_version="v")):
+            with pytest.raises(pgflow.InvalidValue, match="lower runs first"):
+                path()
+    done = CliRunner().invoke(main, ["enqueue", "prio", "noop", "--priority", "-1",
+                                     "--app-version", "v"],
+                              env={"PGFLOW_DATABASE_URL": database_url,
+                                   "PGFLOW_LOG_LEVEL": "warning"})
+    assert done.exit_code == 1 and "lower runs first" in done.output
+    assert app.list_workflows() == []
+    # The ends of the range are accepted; lower runs first, 0 (the default) first of all.
+    last = q.options(priority=2**31 - 1).enqueue(noop)
+    first = q.enqueue(noop)
+    middle = client.enqueue("prio", "noop", priority=5, app_version=app.app_version)
+    q.options(priority=1).enqueue_many(noop, [(), ()])
+    assert [w.priority for w in app.list_queued("prio")] == [0, 1, 1, 5, 2**31 - 1]
+    assert next(w.workflow_id for w in app.list_queued("prio")) == first.workflow_id
+    assert {last.workflow_id, middle.workflow_id} <= {
+        w.workflow_id for w in app.list_queued("prio")}
