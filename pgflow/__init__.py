@@ -34,6 +34,7 @@ from .errors import (
     UnknownWorkflow,
     UnregisteredFunction,
     WorkflowCancelled,
+    WorkflowConflict,
     WorkflowFailed,
     WorkflowParked,
     WorkflowTimeout,
@@ -52,7 +53,7 @@ __all__ = [
     "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied", "PgflowError", "Queue",
     "Rate", "SchemaNotMigrated", "SerializationError", "Settings", "Status", "StepRecord",
     "StepTimeLimitExceeded", "TransactionControlError", "UnknownWorkflow",
-    "UnregisteredFunction", "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle",
-    "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event", "recv", "send",
-    "set_event", "sleep", "workflow_id",
+    "UnregisteredFunction", "WorkflowCancelled", "WorkflowConflict", "WorkflowFailed",
+    "WorkflowHandle", "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event",
+    "recv", "send", "set_event", "sleep", "workflow_id",
 ]

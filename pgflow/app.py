@@ -27,7 +27,7 @@ from .limits import check_id, check_seconds
 from .queues import EnqueueOptions, Queue, Rate
 from .records import Status, WorkflowStatus
 from .recovery import Executor
-from .registry import Registry, StepDef, WorkflowDef, qualified_name
+from .registry import APP_DEFAULT, RecoveryLimit, Registry, StepDef, WorkflowDef, qualified_name
 from .schedules import Schedule
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle
@@ -91,12 +91,13 @@ class App(management.WorkflowQueries):
     # -- lazily built parts --------------------------------------------------------------------
 
     def database_url(self) -> str:
-        """The URL in use: the configured one, else the embedded server's (started now)."""
+        """The URL in use: the configured one, else the embedded server's (started now; its
+        home, ``.pgflow`` by default, is looked for in parent folders too)."""
         if self.settings.database_url:
             return self.settings.database_url
-        from .db.embedded import start_embedded
+        from .db.embedded import locate_home, start_embedded
 
-        url = start_embedded(self.settings.home)
+        url = start_embedded(locate_home(self.settings.home))
         self.settings = self.settings.replace(database_url=url)
         return url
 
@@ -169,9 +170,14 @@ class App(management.WorkflowQueries):
 
     # -- decorators ----------------------------------------------------------------------------
 
-    def workflow(self, *, name: str | None = None, max_recovery_attempts: int | None = None,
+    def workflow(self, *, name: str | None = None,
+                 max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
                  timeout: float | None = None) -> Callable[[F], F]:
-        """Declare a durable workflow. Calling it runs it durably to completion."""
+        """Declare a durable workflow. Calling it runs it durably to completion.
+
+        ``max_recovery_attempts``: crashes of its process it may survive before it ends
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED; ``None`` means unlimited; not given, the app's
+        ``max_recovery_attempts`` setting (10 unless configured) applies."""
         def decorate(fn: F) -> F:
             wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
             self.registry.add_workflow(wf)
@@ -346,9 +352,12 @@ class App(management.WorkflowQueries):
         return handle
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its
-        last completed step: on its queue if it had one, else right here when this process
-        can run it (else by any launched executor of its version)."""
+        """Run a workflow now. A CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED one runs
+        again from its last completed step: on its queue if it had one, else right here when
+        this process can run it (else by any launched executor of its version). A queued one
+        loses its delay and is claimed by the next worker with room; an ownerless PENDING one
+        is adopted here when this process can run it. A running or succeeded workflow is left
+        as it is. Returns its handle."""
         found = management.resume(self.db, self.serializer_impl, workflow_id)
         self._run_ownerless(found)
         return WorkflowHandle(self, workflow_id)
@@ -391,7 +400,7 @@ class App(management.WorkflowQueries):
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
-        one, ``pgflow.send`` sends exactly once)."""
+        one, ``pgflow.send`` sends exactly once). UnknownWorkflow when there is no such id."""
         messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 

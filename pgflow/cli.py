@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import tables
-from .errors import PgflowError
+from .errors import ConfigurationError, PgflowError
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -150,9 +150,56 @@ def migrate(grant_role: str | None, **given: Any) -> None:
 
 
 def _embedded(settings: Settings) -> str:
-    from .db.embedded import start_embedded
+    from .db.embedded import locate_home, start_embedded
 
-    return start_embedded(settings.home)
+    return start_embedded(locate_home(settings.home))
+
+
+# -- operator commands: the app's configuration, and no server started to read ------------------
+
+def app_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-A", "--app", "app_spec", default=None, envvar="PGFLOW_APP", show_envvar=True,
+        help="Task module holding the App (pkg.module[:attribute]): use its database URL, "
+             "schema and serializer.")(fn)
+
+
+def operator_settings(app_spec: str | None, given: dict[str, Any]) -> Settings:
+    """The settings of an operator command: flags and ``PGFLOW_*`` variables; with ``-A``, the
+    app's own settings (its URL and schema set in code), under the flags actually given."""
+    settings = build_settings(**given)
+    if not app_spec:
+        return settings
+    from click.core import ParameterSource
+
+    from .loader import load_app
+
+    app = run_guarded(lambda: load_app(app_spec))
+    ctx = click.get_current_context()
+    flags = {k: given[k] for k in ("database_url", "schema") if given.get(k) is not None
+             and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    return run_guarded(lambda: app.settings.replace(**flags))  # type: ignore[no-any-return]
+
+
+def operator_url(settings: Settings, *, may_start: bool) -> str:
+    """The database an operator command talks to: the URL configured, else the project's
+    embedded server if it runs. Only a command that writes new work (``enqueue``) starts one;
+    the others say where to point instead."""
+    if settings.database_url:
+        return settings.database_url
+    from .db.embedded import embedded_status, locate_home
+
+    home = locate_home(settings.home)
+    found = embedded_status(home)
+    if found.url is not None:
+        return found.url
+    if may_start:
+        return _embedded(settings)
+    raise ConfigurationError(
+        f"no database found: no URL is set and no embedded server runs under {home}; point "
+        "at your database with --database-url URL or PGFLOW_DATABASE_URL, or with -A "
+        "your.module to use the URL your App sets (pgflow starts the embedded server only "
+        "for `pgflow worker`, `pgflow migrate` and `pgflow enqueue`)")
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -160,15 +207,16 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Print JSON (for scripts) instead of a table.")(fn)
 
 
-def with_client(settings: Settings, fn: Callable[[Client], T]) -> T:
-    """Call ``fn`` with a Client on the configured database (management commands never import
-    the app), closed afterwards; a pgflow error becomes one line and exit code 1."""
+def with_client(settings: Settings, fn: Callable[[Client], T], *,
+                may_start: bool = False) -> T:
+    """Call ``fn`` with a Client on the configured database (see :func:`operator_url`), closed
+    afterwards; a pgflow error becomes one line and exit code 1."""
     from .client import Client
 
     def go() -> T:
         from .db.pool import Database
 
-        url = settings.database_url or _embedded(settings)
+        url = operator_url(settings, may_start=may_start)
         # A command is interactive: a server that is down or full says so at once, with
         # its reason, where a library Client would wait for it.
         Database(url, settings.schema, application_name="pgflow:cli").connect().close()
@@ -198,11 +246,13 @@ def workflows() -> None:
 @click.option("--offset", type=int, default=0, help="Skip this many first.")
 @click.option("--oldest-first", is_flag=True, help="Oldest first [default: newest first].")
 @json_option
+@app_option
 @common_options
 def list_workflows(status: tuple[str, ...], name: str | None, queue: str | None, limit: int,
-                   offset: int, oldest_first: bool, as_json: bool, **given: Any) -> None:
+                   offset: int, oldest_first: bool, as_json: bool, app_spec: str | None,
+                   **given: Any) -> None:
     """List workflows, newest first."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     found = with_client(settings, lambda c: c.list_workflows(
         status=_statuses(status), name=name, queue=queue,
         limit=limit, offset=offset, newest_first=not oldest_first))
@@ -224,10 +274,11 @@ def _took(w: WorkflowStatus) -> str:
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_id")
 @json_option
+@app_option
 @common_options
-def show(workflow_id: str, as_json: bool, **given: Any) -> None:
+def show(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Show one workflow: status, inputs, outcome, every step with timings, children."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
 
     def load(client: Client) -> tuple[WorkflowStatus, list[StepRecord], list[WorkflowStatus]]:
         return (client.retrieve(workflow_id).status(), client.steps(workflow_id),
@@ -243,7 +294,7 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         ("partition", wf.partition_key), ("dedup id", wf.dedup_id),
         ("parent", wf.parent_workflow_id), ("forked from", wf.forked_from),
         ("app version", wf.app_version), ("executor", wf.executor_id),
-        ("recoveries", f"{wf.recovery_attempts} of {wf.max_recovery_attempts}"),
+        ("recoveries", f"{wf.recovery_attempts} of {_limit(wf.max_recovery_attempts)}"),
         ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
         ("deadline", wf.deadline), ("inputs", wf.inputs),
         ("output", wf.output), ("error", wf.error)]))
@@ -261,6 +312,10 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         click.echo("\nchildren:")
         click.echo(tables.table(["workflow_id", "name", "status"],
                                 [[c.workflow_id, c.name, c.status] for c in children]))
+
+
+def _limit(max_recovery_attempts: int | None) -> str:
+    return "unlimited" if max_recovery_attempts is None else str(max_recovery_attempts)
 
 
 def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
@@ -290,10 +345,12 @@ def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_ids", nargs=-1, required=True)
 @json_option
+@app_option
 @common_options
-def cancel(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
+def cancel(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
+           **given: Any) -> None:
     """Cancel workflows and their children (a running one stops at its next step)."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     with_client(settings, lambda c: _each(
         workflow_ids, as_json, lambda i: {"status": c.cancel(i).status},
         lambda i, r: f"{i}: {r['status']}"))
@@ -302,11 +359,14 @@ def cancel(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_ids", nargs=-1, required=True)
 @json_option
+@app_option
 @common_options
-def resume(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
-    """Run CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows again from their
-    last completed step (on their queue, or by any executor of their version)."""
-    settings = build_settings(**given)
+def resume(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
+           **given: Any) -> None:
+    """Run workflows now: CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED ones again from
+    their last completed step (on their queue, or by any executor of their version); queued
+    ones without their delay. Running and succeeded ones are left as they are."""
+    settings = operator_settings(app_spec, given)
     with_client(settings, lambda c: _each(
         workflow_ids, as_json, lambda i: {"status": c.resume(i).status().status},
         lambda i, r: f"{i}: {r['status']}"))
@@ -321,11 +381,13 @@ def resume(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
 @click.option("--app-version", default=None,
               help="Run it on workers of this version [default: the original's].")
 @json_option
+@app_option
 @common_options
 def fork(workflow_id: str, from_step: int, new_workflow_id: str | None,
-         app_version: str | None, as_json: bool, **given: Any) -> None:
+         app_version: str | None, as_json: bool, app_spec: str | None,
+         **given: Any) -> None:
     """Start a new workflow from WORKFLOW_ID's inputs, reusing its steps before --step."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     handle = with_client(settings, lambda c: c.fork(
         workflow_id, from_step, new_workflow_id=new_workflow_id, app_version=app_version))
     if as_json:
@@ -337,11 +399,12 @@ def fork(workflow_id: str, from_step: int, new_workflow_id: str | None,
 
 @main.command(context_settings=CONTEXT)
 @json_option
+@app_option
 @common_options
-def queues(as_json: bool, **given: Any) -> None:
+def queues(as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Per queue: enqueued, running, partitions, limits, rate-window use, oldest wait; and
     work no live worker of its version can run."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     found, stranded = with_client(settings, lambda c: c.queue_report())
     if as_json:
         click.echo(tables.to_json({"queues": found, "stranded": stranded}))
@@ -376,11 +439,12 @@ def queues(as_json: bool, **given: Any) -> None:
 @click.option("--app-version", default=None,
               help="Version of the workers to run it [default: the newest live worker's].")
 @json_option
+@app_option
 @common_options
 def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
             dedup_id: str | None, priority: int | None, partition_key: str | None,
             delay: float | None, timeout: float | None, app_version: str | None,
-            as_json: bool, **given: Any) -> None:
+            as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Queue WORKFLOW (its registered name, e.g. shop.tasks.checkout) on QUEUE with ARGS_JSON:
     a JSON list of positional arguments, or an object of keyword arguments."""
     try:
@@ -391,11 +455,11 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
         raise click.BadParameter("give a JSON list (positional arguments) or object "
                                  "(keyword arguments)", param_hint="ARGS_JSON")
     args, kwargs = (parsed, {}) if isinstance(parsed, list) else ([], parsed)
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     handle = with_client(settings, lambda c: c.enqueue(
         queue, workflow, *args, kwargs=kwargs, workflow_id=workflow_id, dedup_id=dedup_id,
         priority=priority, partition_key=partition_key, delay=delay, timeout=timeout,
-        app_version=app_version))
+        app_version=app_version), may_start=True)
     if as_json:
         click.echo(tables.to_json({"workflow_id": handle.workflow_id, "queue": queue}))
     else:
@@ -421,6 +485,64 @@ def reset(yes: bool, **given: Any) -> None:
         click.echo(f"dropped schema {settings.schema!r}")
 
     run_guarded(go)
+
+
+@main.group(context_settings=CONTEXT)
+def embedded() -> None:
+    """The embedded PostgreSQL server pgflow starts when no database URL is set (its data in
+    PGFLOW_HOME, default ./.pgflow, found from subfolders too)."""
+
+
+def embedded_home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--home", envvar="PGFLOW_HOME", show_envvar=True, default=None,
+                      help="Folder of the embedded server's data [default: .pgflow].")(fn)
+    return app_option(fn)
+
+
+def _embedded_home(home: str | None, app_spec: str | None) -> Any:
+    from .db.embedded import locate_home
+
+    if home is None and app_spec:
+        from .loader import load_app
+
+        home = run_guarded(lambda: load_app(app_spec)).settings.home
+    return locate_home(home or Settings().home)
+
+
+@embedded.command(name="status", context_settings=CONTEXT)
+@embedded_home_option
+@json_option
+def embedded_status_command(home: str | None, app_spec: str | None, as_json: bool) -> None:
+    """Whether the embedded server runs, its pid, data folder and URL. Exit code 0 when it
+    runs, 3 when it does not (starts nothing)."""
+    from .db.embedded import embedded_status
+
+    found = embedded_status(_embedded_home(home, app_spec))
+    if as_json:
+        click.echo(tables.to_json({"home": str(found.home), "initialized": found.initialized,
+                                   "running": found.running, "pid": found.pid,
+                                   "url": found.url}))
+    elif found.running:
+        click.echo(f"running (pid {found.pid}) with its data in {found.home / 'pgdata'}\n"
+                   f"url: {found.url}")
+    else:
+        state = "stopped" if found.initialized else "not created"
+        click.echo(f"{state}: no embedded server runs under {found.home}")
+    sys.exit(0 if found.running else 3)
+
+
+@embedded.command(name="stop", context_settings=CONTEXT)
+@embedded_home_option
+def embedded_stop_command(home: str | None, app_spec: str | None) -> None:
+    """Stop the embedded server (fast shutdown: its clients are disconnected; workflows
+    they ran are recovered later). Exit code 0, also when it was not running."""
+    from .db.embedded import stop_embedded
+
+    path = _embedded_home(home, app_spec)
+    if run_guarded(lambda: stop_embedded(path)):
+        click.echo(f"stopped the embedded server under {path}")
+    else:
+        click.echo(f"no embedded server runs under {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

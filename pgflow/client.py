@@ -19,6 +19,7 @@ from .db.pool import Database
 from .errors import ConfigurationError
 from .limits import check_count, check_id, check_text, to_ms
 from .queues import EnqueueOptions, Queue, validate_name
+from .registry import APP_DEFAULT, RecoveryLimit, recovery_limit
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
 
@@ -105,18 +106,21 @@ class Client(management.WorkflowQueries):
                 dedup_id: str | None = None, priority: int | None = None,
                 partition_key: str | None = None, delay: float | None = None,
                 timeout: float | None = None, app_version: str | None = None,
-                max_recovery_attempts: int | None = None) -> WorkflowHandle:
+                max_recovery_attempts: RecoveryLimit = APP_DEFAULT) -> WorkflowHandle:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
         Workers claim only rows of their own version: ``app_version`` defaults to the version
         of the newest live worker serving ``queue``. ``timeout`` (seconds) sets the deadline
-        the workflow's own declaration would have set (the client cannot read it).
+        the workflow's own declaration would have set (the client cannot read it), and so
+        does ``max_recovery_attempts`` (None: unlimited; not given: the
+        ``max_recovery_attempts`` setting).
         """
         check_id("workflow name", workflow_name)
         validate_name("queue name", queue)  # before it is looked up
         if app_version is not None:
             check_text("app_version", app_version)
-        check_count("max_recovery_attempts", max_recovery_attempts)
+        if max_recovery_attempts is not APP_DEFAULT:
+            check_count("max_recovery_attempts", max_recovery_attempts)
         queue_def = self._queue_for(queue, priority, partition_key)
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
         queue_def.check_options(opts)
@@ -125,13 +129,12 @@ class Client(management.WorkflowQueries):
             self.serializer_impl, args, kwargs or {},
             max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
         workflow_id = workflow_id or new_workflow_id()
-        if max_recovery_attempts is None:
-            max_recovery_attempts = self.settings.max_recovery_attempts
         insert_enqueued(self.db, {
             "workflow_id": workflow_id, "name": workflow_name, "queue_name": queue,
             "dedup_id": dedup_id, "priority": priority or 0, "partition_key": partition_key,
             "parent_workflow_id": None, "app_version": version,
-            "max_recovery_attempts": max_recovery_attempts,
+            "max_recovery_attempts": recovery_limit(max_recovery_attempts,
+                                                    self.settings.max_recovery_attempts),
             "serializer": self.serializer_impl.name, "inputs": inputs,
             "timeout_ms": to_ms("timeout", timeout), "deadline": None,
             "delay_ms": to_ms("delay", delay or 0),
@@ -160,7 +163,8 @@ class Client(management.WorkflowQueries):
     # -- messages and events -------------------------------------------------------------------
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
-        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it)."""
+        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it);
+        UnknownWorkflow when no workflow has that id."""
         messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 
@@ -178,8 +182,9 @@ class Client(management.WorkflowQueries):
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run an ended workflow again from its last completed step (see ``App.resume``);
-        workers or launched executors of its version pick it up."""
+        """Run a workflow now (see ``App.resume``): an ended one again from its last completed
+        step, a queued one without its delay; workers or launched executors of its version
+        pick it up. A running or succeeded one is left as it is. Returns its handle."""
         management.resume(self.db, self.serializer_impl, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 

@@ -74,6 +74,23 @@ class UnknownWorkflow(PgflowError, LookupError):
     """No workflow has this id."""
 
 
+class WorkflowConflict(PgflowError):
+    """A workflow id already names a workflow of another function: one id is one execution.
+
+    ``existing_name`` is the function recorded under ``workflow_id``; ``requested_name`` the one
+    that was started or enqueued with the same id.
+    """
+
+    def __init__(self, workflow_id: str, existing_name: str, requested_name: str) -> None:
+        self.workflow_id = workflow_id
+        self.existing_name = existing_name
+        self.requested_name = requested_name
+        super().__init__(
+            f"workflow id {workflow_id!r} already belongs to a workflow of {existing_name!r}, "
+            f"not {requested_name!r}; start {requested_name!r} under another workflow id"
+        )
+
+
 class UnregisteredFunction(PgflowError, LookupError):
     """A workflow or step name is not registered in this application."""
 

@@ -25,6 +25,7 @@ from croniter import croniter
 from . import serialization
 from .errors import ConfigurationError
 from .limits import to_ms
+from .registry import recovery_limit
 from .workflows import notify_channel
 
 if TYPE_CHECKING:
@@ -131,9 +132,8 @@ def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str
             app.serializer_impl, (t,), {}, max_bytes=app.settings.max_payload_bytes,
             what=f"tick of {sched.name!r}") for t in utc],
         "name": wf.name, "queue_name": SCHEDULE_QUEUE, "app_version": app.app_version,
-        "max_recovery_attempts": (wf.max_recovery_attempts
-                                  if wf.max_recovery_attempts is not None
-                                  else app.settings.max_recovery_attempts),
+        "max_recovery_attempts": recovery_limit(wf.max_recovery_attempts,
+                                                app.settings.max_recovery_attempts),
         "serializer": app.serializer_impl.name,
         "timeout_ms": to_ms("timeout", wf.timeout),
         "delay_ms": 0, "channel": notify_channel(app.db.schema),

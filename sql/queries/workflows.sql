@@ -190,3 +190,7 @@ FROM {schema}.workflow_status
 WHERE (status = 'ENQUEUED' OR (status = 'PENDING' AND executor_id IS NULL))
   AND app_version IS DISTINCT FROM %(app_version)s
 GROUP BY app_version;
+
+-- name: workflow_name
+-- The function recorded under an id (to tell a repeated start from a conflicting one).
+SELECT name FROM {schema}.workflow_status WHERE workflow_id = %(workflow_id)s;
