@@ -58,11 +58,14 @@ class App(management.WorkflowQueries):
                  app_version: str | None = None, settings: Settings | None = None,
                  **overrides: Any) -> None:
         self.name = name
-        base = settings or Settings.from_env()
-        changes = {k: v for k, v in dict(database_url=database_url, schema=schema,
-                                         serializer=serializer, app_version=app_version,
-                                         **overrides).items() if v is not None}
-        self.settings = base.replace(**changes) if changes else base
+        # What the code declares: the layer under PGFLOW_* variables and CLI flags, kept so
+        # that `pgflow worker` can apply its flags over it (Settings.resolve).
+        self.declared_settings: dict[str, Any] = {
+            **(settings.given() if settings is not None else {}),
+            **{k: v for k, v in dict(database_url=database_url, schema=schema,
+                                     serializer=serializer, app_version=app_version,
+                                     **overrides).items() if v is not None}}
+        self.settings = Settings.resolve(code=self.declared_settings)
         self.serializer_impl = serialization.get_serializer(self.settings.serializer)
         self.serializer = self.serializer_impl
         self.registry = Registry()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from . import tables
 from .errors import PgflowError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .records import StepRecord, WorkflowStatus
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -40,9 +42,34 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         _fail(exc)
 
 
+def setting_option(name: str, *, hidden_default: bool = False) -> Callable[[F], F]:
+    """A click option declared by the Settings field ``name`` (its flag, variable and help).
+
+    The option has no click default: a flag not given is None, and build_settings keeps only
+    flags given on the command line, so variables and values in code stand (Settings.resolve).
+    """
+    import dataclasses
+
+    f = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    decls = f.metadata["flag"].split("/")
+    kind = str(f.type)
+    help_text = f.metadata["doc"]
+    if not hidden_default and f.default not in (None, (), False, 0, ""):
+        help_text += f" [default: {f.default:g}]" if isinstance(f.default, float) \
+            else f" [default: {f.default}]"
+    options: dict[str, Any] = {"default": None, "envvar": f.metadata["env"],
+                               "show_envvar": True, "help": help_text}
+    if kind.startswith("bool"):
+        options["is_flag"] = True
+    elif kind.startswith("int"):
+        options["type"] = int
+    elif kind.startswith("float"):
+        options["type"] = float
+    return click.option(*decls, name, **options)
+
+
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--log-level", envvar="PGFLOW_LOG_LEVEL", show_envvar=True,
-                      default=None, help="debug, info, warning or error.")(fn)
+    fn = setting_option("log_level")(fn)
     fn = click.option("--log-format", envvar="PGFLOW_LOG_FORMAT", show_envvar=True,
                       type=click.Choice(["auto", "console", "json"]), default=None,
                       help="Log lines for people (console) or machines (json).")(fn)
@@ -54,8 +81,18 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def flags_given(given: dict[str, Any]) -> dict[str, Any]:
+    """The options actually typed on the command line (click also reads their variables;
+    Settings reads those itself, at their own level of precedence)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return given
+    return {k: v for k, v in given.items()
+            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+
+
 def build_settings(**given: Any) -> Settings:
-    settings = run_guarded(lambda: Settings.from_env(**given))
+    settings = run_guarded(lambda: Settings.resolve(flags=flags_given(given)))
     from .logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
@@ -77,30 +114,25 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @click.option("-A", "--app", "app_spec", required=True, envvar="PGFLOW_APP", show_envvar=True,
               help="Task module holding the App: pkg.module or pkg.module:attribute.")
-@click.option("-P", "--processes", type=int, default=None, envvar="PGFLOW_PROCESSES",
-              show_envvar=True, help="Worker processes [default: number of cores].")
-@click.option("-c", "--threads", type=int, default=None, envvar="PGFLOW_THREADS",
-              show_envvar=True, help="Threads per worker process [default: 4].")
-@click.option("-Q", "--queues", default=None, envvar="PGFLOW_QUEUES", show_envvar=True,
-              help="Comma-separated queues to serve [default: every queue of the app].")
-@click.option("--burst", is_flag=True, default=None, envvar="PGFLOW_BURST", show_envvar=True,
-              help="Exit 0 once the queues hold nothing this worker could run.")
-@click.option("--max-jobs-per-child", type=int, default=None,
-              envvar="PGFLOW_MAX_JOBS_PER_CHILD", show_envvar=True,
-              help="Replace a worker process after it ran N workflows [default: never].")
-@click.option("--grace", type=float, default=None, envvar="PGFLOW_GRACE", show_envvar=True,
-              help="Seconds in-flight work may finish after SIGTERM [default: 30].")
-@click.option("--heartbeat-interval", type=float, default=None,
-              envvar="PGFLOW_HEARTBEAT_INTERVAL", show_envvar=True,
-              help="Seconds between heartbeats [default: 5].")
-@click.option("--heartbeat-timeout", type=float, default=None,
-              envvar="PGFLOW_HEARTBEAT_TIMEOUT", show_envvar=True,
-              help="Seconds of silence after which an executor's work is adopted [default: 30].")
-@click.option("--poll-interval", type=float, default=None, envvar="PGFLOW_POLL_INTERVAL",
-              show_envvar=True, help="Seconds between polls without NOTIFY [default: 1].")
+@setting_option("processes", hidden_default=True)
+@setting_option("threads")
+@setting_option("queues")
+@setting_option("burst")
+@setting_option("burst_wait_delayed")
+@setting_option("max_jobs_per_child")
+@setting_option("grace")
+@setting_option("heartbeat_interval", hidden_default=True)
+@setting_option("heartbeat_timeout")
+@setting_option("poll_interval")
+@click.option("-q", "--quiet", is_flag=True, default=False,
+              help="Log only warnings and errors (failed workflows, step retries): "
+                   "--log-level warning.")
 @common_options
-def worker(app_spec: str, **given: Any) -> None:
+def worker(app_spec: str, quiet: bool, **given: Any) -> None:
     """Run worker processes that claim and run queued workflows.
+
+    Settings: a flag given here > its PGFLOW_* variable > the value in the app's code >
+    the default. The worker_starting line shows the effective values.
 
     SIGTERM or Ctrl-C drains: no new claims, in-flight work gets --grace seconds, the rest
     goes back to its queue uncharged; a second Ctrl-C stops at once. Exit code 0 after a
@@ -108,8 +140,14 @@ def worker(app_spec: str, **given: Any) -> None:
     """
     from .worker.run import run_worker
 
-    settings = build_settings(**given)
-    code = run_guarded(lambda: run_worker(app_spec, settings))
+    flags = flags_given(given)
+    if quiet and "log_level" not in flags:
+        flags["log_level"] = "warning"
+    settings = run_guarded(lambda: Settings.resolve(flags=flags))
+    from .logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    code = run_guarded(lambda: run_worker(app_spec, flags))
     sys.exit(code)
 
 

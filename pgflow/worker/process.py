@@ -50,6 +50,8 @@ class WorkerConfig:
     max_jobs: int = 0
     grace: float = 30.0
     poll_interval: float = 1.0
+    # --burst: wait for delayed work to come due (else say what is left, and exit).
+    burst_wait_delayed: bool = False
     # In the caller's own process (pgflow.testing.drain): no supervisor to watch, never
     # os._exit, and executors of this pid other than ours are alive (the app's own).
     in_process: bool = False

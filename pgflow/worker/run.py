@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from ..db.pool import Database
 from ..errors import ConfigurationError
 from ..loader import load_app
+from ..logs import configure_logging
 from ..settings import Settings
 from .process import WorkerConfig
 from .supervisor import Supervisor
 
 
-def run_worker(app_spec: str, settings: Settings) -> int:
-    """Import the app (an import error fails here, before any fork), check the database,
-    and supervise the worker processes. Returns the exit code."""
+def run_worker(app_spec: str, flags: Mapping[str, Any] | None = None) -> int:
+    """Import the app (an import error fails here, before any fork), settle its settings
+    (``flags`` given on the command line > ``PGFLOW_*`` variables > the app's code > the
+    defaults), check the database, and supervise the worker processes. Returns the exit code."""
     app = load_app(app_spec)
-    overrides = {k: getattr(settings, k) for k in (
-        "heartbeat_interval", "heartbeat_timeout", "poll_interval", "threads", "grace",
-        "log_format", "log_level")}
-    if settings.database_url:
-        overrides["database_url"] = settings.database_url
-    if settings.schema != "pgflow":
-        overrides["schema"] = settings.schema
-    app.settings = app.settings.replace(**overrides)
+    settings = app.settings = Settings.resolve(code=app.declared_settings, flags=flags)
+    configure_logging(settings.log_format, settings.log_level)
     names = settings.queues or tuple(app.queues)
     unknown = [n for n in names if n not in app.queues]
     if unknown:
@@ -42,6 +40,6 @@ def run_worker(app_spec: str, settings: Settings) -> int:
     config = WorkerConfig(
         threads=settings.threads, queues=[app.queues[n] for n in names], burst=settings.burst,
         max_jobs=settings.max_jobs_per_child, grace=settings.grace,
-        poll_interval=settings.poll_interval)
+        poll_interval=settings.poll_interval, burst_wait_delayed=settings.burst_wait_delayed)
     processes = settings.processes or os.cpu_count() or 1
     return Supervisor(app, config, processes).run()
