@@ -138,17 +138,17 @@ def worker(app_spec: str, quiet: bool, **given: Any) -> None:
     goes back to its queue uncharged; a second Ctrl-C stops at once. Exit code 0 after a
     drain or a finished --burst.
     """
-    from .worker.run import run_worker
+    from .logs import configure_logging
+    from .worker.run import load_worker_app, run_worker
 
     flags = flags_given(given)
     if quiet and "log_level" not in flags:
         flags["log_level"] = "warning"
     settings = run_guarded(lambda: Settings.resolve(flags=flags))
-    from .logs import configure_logging
-
-    configure_logging(settings.log_format, settings.log_level)
-    code = run_guarded(lambda: run_worker(app_spec, flags))
-    sys.exit(code)
+    configure_logging(settings.log_format, settings.log_level)  # while the app loads
+    app = run_guarded(lambda: load_worker_app(app_spec, flags))
+    configure_logging(app.settings.log_format, app.settings.log_level)
+    sys.exit(run_guarded(lambda: run_worker(app)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -250,6 +250,9 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
     """Show one workflow: status, inputs, outcome, every step with timings, children."""
     settings = build_settings(**given)
 
+    from .db.errors import redact
+    from .serialization import recorded_traceback
+
     def load(client: Client) -> tuple[WorkflowStatus, list[StepRecord], list[WorkflowStatus]]:
         return (client.retrieve(workflow_id).status(), client.steps(workflow_id),
                 client.list_workflows(parent_workflow_id=workflow_id, limit=1000))
@@ -268,12 +271,15 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
         ("deadline", wf.deadline), ("inputs", wf.inputs),
         ("output", wf.output), ("error", wf.error)]))
+    trace = recorded_traceback(wf.error) if isinstance(wf.error, BaseException) else None
+    if trace:
+        click.echo("\ntraceback:\n" + redact(trace.rstrip()))
     click.echo("\nsteps:")
     click.echo(tables.table(
-        ["step", "name", "result", "started", "took", "output / error / child"],
+        ["step", "name", "result", "tries", "started", "took", "output / error / child"],
         [[s.step_id, s.name,
           "error" if s.error is not None else ("child" if s.child_workflow_id else "ok"),
-          s.started_at,
+          s.attempts, s.started_at,
           tables.duration((s.completed_at - s.started_at).total_seconds())
           if s.started_at and s.completed_at else None,
           s.error if s.error is not None else (s.child_workflow_id or s.output)]

@@ -9,6 +9,7 @@ them, and are rebuilt as their own type only from classes the reader has already
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import json
 import math
@@ -647,6 +648,11 @@ def loads_error(text: str) -> BaseException:
         attrs if isinstance(attrs, dict) else {},
     )
     if rebuilt is not None:
+        formatted = record.get("traceback")
+        if isinstance(formatted, str) and formatted:
+            # (an exception type that takes no attributes goes without)
+            with contextlib.suppress(Exception):
+                rebuilt.__pgflow_traceback__ = formatted  # type: ignore[attr-defined]
         return rebuilt
     if module_name in (None, "builtins"):
         error_type = str(type_name)
@@ -658,6 +664,13 @@ def loads_error(text: str) -> BaseException:
         str(record.get("message", "")),
         formatted if isinstance(formatted, str) else None,
     )
+
+
+def recorded_traceback(exc: BaseException) -> str | None:
+    """The traceback recorded with an error read by :func:`loads_error` (None when none)."""
+    found = getattr(exc, "traceback_text", None) if isinstance(exc, RecordedError) \
+        else getattr(exc, "__pgflow_traceback__", None)
+    return found if isinstance(found, str) and found else None
 
 
 def _find_class(module_name: Any, type_name: Any) -> type[BaseException] | None:

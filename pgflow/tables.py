@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from .db.errors import redact
+from .serialization import recorded_traceback
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns, two spaces apart; ``None`` shows as ``-``."""
@@ -38,7 +41,7 @@ def cell(value: Any, limit: int = 80) -> str:
         text = value
     else:
         text = json.dumps(jsonable(value), ensure_ascii=False, default=str)
-    text = " ".join(text.split())
+    text = redact(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -76,8 +79,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, BaseException):
+        trace = recorded_traceback(value)
         return {"type": getattr(value, "error_type", type(value).__name__),
-                "message": getattr(value, "message", str(value))}
+                "message": redact(str(getattr(value, "message", value))),
+                "traceback": None if trace is None else redact(trace)}
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

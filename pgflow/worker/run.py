@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..db.pool import Database
 from ..errors import ConfigurationError
 from ..loader import load_app
-from ..logs import configure_logging
 from ..settings import Settings
 from .process import WorkerConfig
 from .supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from ..app import App
 
-def run_worker(app_spec: str, flags: Mapping[str, Any] | None = None) -> int:
-    """Import the app (an import error fails here, before any fork), settle its settings
-    (``flags`` given on the command line > ``PGFLOW_*`` variables > the app's code > the
-    defaults), check the database, and supervise the worker processes. Returns the exit code."""
+
+def load_worker_app(app_spec: str, flags: Mapping[str, Any] | None = None) -> App:
+    """Import the app (an import error fails here, before any fork) and settle its settings:
+    ``flags`` given on the command line > ``PGFLOW_*`` variables > the app's code > defaults."""
     app = load_app(app_spec)
-    settings = app.settings = Settings.resolve(code=app.declared_settings, flags=flags)
-    configure_logging(settings.log_format, settings.log_level)
+    app.settings = Settings.resolve(code=app.declared_settings, flags=flags)
+    return app
+
+
+def run_worker(app: App) -> int:
+    """Check the queues and the database, then supervise the worker processes. Returns the
+    exit code."""
+    settings = app.settings
     names = settings.queues or tuple(app.queues)
     unknown = [n for n in names if n not in app.queues]
     if unknown:
