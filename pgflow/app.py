@@ -4,6 +4,7 @@ import or construction)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 import time
@@ -27,6 +28,16 @@ from .workflows import Completions, WorkflowHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = structlog.get_logger("pgflow")
+
+
+def _refuse_async(fn: Callable[..., Any], kind: str) -> None:
+    """An ``async def`` would run as a coroutine object nobody awaits (and fail to serialize
+    it): refuse it when it is declared, until pgflow runs coroutines."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"{getattr(fn, '__qualname__', fn)!r} is an async def: pgflow runs plain (sync) "
+            f"functions as a {kind} for now; make it a def (call async code inside it with "
+            "asyncio.run(...))")
 
 
 class StartOptions:
@@ -158,6 +169,7 @@ class App(management.WorkflowQueries):
                  timeout: float | None = None) -> Callable[[F], F]:
         """Declare a durable workflow. Calling it runs it durably to completion."""
         def decorate(fn: F) -> F:
+            _refuse_async(fn, "workflow")
             wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
             self.registry.add_workflow(wf)
 
@@ -192,6 +204,7 @@ class App(management.WorkflowQueries):
             raise ConfigurationError("retries and interval must be ≥ 0 and backoff ≥ 1")
 
         def decorate(fn: F) -> F:
+            _refuse_async(fn, kind)
             step = StepDef(name or qualified_name(fn), fn, kind)
             self.registry.add_step(step)
 

@@ -435,19 +435,18 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
 def reset(yes: bool, **given: Any) -> None:
     """Drop pgflow's schema and everything in it (asks first without --yes)."""
     from .db import migrate as migrations
+    from .db.errors import describe_target
     from .db.pool import Database
 
     settings = build_settings(**given)
+    url: str = run_guarded(lambda: settings.database_url or _embedded(settings))
+    target = describe_target(url)
     if not yes and not click.confirm(
-            f"Drop schema {settings.schema!r} and every workflow in it?", default=False):
+            f"Drop schema {settings.schema!r} of database {target}, and every workflow in it?",
+            default=False):
         sys.exit(1)
-
-    def go() -> None:
-        url = settings.database_url or _embedded(settings)
-        migrations.drop_schema(Database(url, settings.schema))
-        click.echo(f"dropped schema {settings.schema!r}")
-
-    run_guarded(go)
+    run_guarded(lambda: migrations.drop_schema(Database(url, settings.schema)))
+    click.echo(f"dropped schema {settings.schema!r} of database {target}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -207,7 +207,22 @@ class WorkerProcess:
         row = self.app.db.fetchone("work_left", {
             "app_version": self.app.app_version, "names": names,
             "queues": [q.name for q in self.config.queues]})
-        return row is not None and row["enqueued"] == 0 and row["pending"] == 0
+        if row is None or row["pending"] != 0:
+            return False
+        if row["enqueued"] == 0:
+            return True
+        if self.config.in_process or self.config.burst_wait_delayed \
+                or row["delayed"] != row["enqueued"]:
+            return False
+        # Only delayed work is left: say what and when, rather than wait for it in silence.
+        if self.report_stranded:
+            due = row["next_due"]
+            log.warning("burst_delayed_work_left", workflows=row["delayed"],
+                        next_due=due.isoformat(),
+                        due_in_s=round((due - row["now"]).total_seconds(), 1),
+                        action="run the worker again then, or pass --burst-wait-delayed "
+                               "to wait for it")
+        return True
 
     # -- recovery and claiming -----------------------------------------------------------------
 
