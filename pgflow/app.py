@@ -8,7 +8,7 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import structlog
@@ -23,10 +23,12 @@ from .records import Status, WorkflowStatus
 from .recovery import Executor
 from .registry import Registry, StepDef, WorkflowDef, qualified_name
 from .schedules import Schedule
+from .serialization_types import TypedJson
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
 log = structlog.get_logger("pgflow")
 
 
@@ -67,7 +69,7 @@ class App(management.WorkflowQueries):
     def __init__(self, name: str, *, database_url: str | None = None,
                  schema: str | None = None, serializer: str | None = None,
                  app_version: str | None = None, settings: Settings | None = None,
-                 **overrides: Any) -> None:
+                 types: Iterable[type] = (), **overrides: Any) -> None:
         self.name = name
         # What the code declares: the layer under PGFLOW_* variables and CLI flags, kept so
         # that `pgflow worker` can apply its flags over it (Settings.resolve).
@@ -78,7 +80,11 @@ class App(management.WorkflowQueries):
                                      **overrides).items() if v is not None}}
         self.settings = Settings.resolve(code=self.declared_settings)
         self.serializer_impl = serialization.get_serializer(self.settings.serializer)
+        if self.serializer_impl.name == "json":
+            self.serializer_impl = TypedJson()
         self.serializer = self.serializer_impl
+        for cls in types:
+            self.register_type(cls)
         self.registry = Registry()
         self.queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
@@ -162,6 +168,22 @@ class App(management.WorkflowQueries):
         if self._version is None:
             self._version = self.settings.app_version or self.registry.version_hash()
         return self._version
+
+    def register_type(self, cls: T, *, name: str | None = None) -> T:
+        """Let instances of ``cls``, a dataclass or pydantic model, be inputs, outputs,
+        messages and events of the JSON serializer; they read back as ``cls`` in every app
+        that registers it (under the same ``name``, default ``module.QualifiedName``).
+        Returns ``cls``, so it also works as a class decorator:
+
+        >>> @app.register_type
+        ... @dataclass
+        ... class Order:
+        ...     id: int
+        """
+        if isinstance(self.serializer_impl, TypedJson):
+            self.serializer_impl.register(cls, name)
+        # (pickle stores any class already; nothing to do)
+        return cls
 
     # -- decorators ----------------------------------------------------------------------------
 
