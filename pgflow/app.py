@@ -4,10 +4,11 @@ import or construction)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import structlog
@@ -29,11 +30,23 @@ from .records import Status, WorkflowStatus
 from .recovery import Executor
 from .registry import APP_DEFAULT, RecoveryLimit, Registry, StepDef, WorkflowDef, qualified_name
 from .schedules import Schedule
+from .serialization_types import TypedJson
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
 log = structlog.get_logger("pgflow")
+
+
+def _refuse_async(fn: Callable[..., Any], kind: str) -> None:
+    """An ``async def`` would run as a coroutine object nobody awaits (and fail to serialize
+    it): refuse it when it is declared, until pgflow runs coroutines."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"{getattr(fn, '__qualname__', fn)!r} is an async def: pgflow runs plain (sync) "
+            f"functions as a {kind} for now; make it a def (call async code inside it with "
+            "asyncio.run(...))")
 
 
 class StartOptions:
@@ -63,15 +76,22 @@ class App(management.WorkflowQueries):
     def __init__(self, name: str, *, database_url: str | None = None,
                  schema: str | None = None, serializer: str | None = None,
                  app_version: str | None = None, settings: Settings | None = None,
-                 **overrides: Any) -> None:
+                 types: Iterable[type] = (), **overrides: Any) -> None:
         self.name = name
-        base = settings or Settings.from_env()
-        changes = {k: v for k, v in dict(database_url=database_url, schema=schema,
-                                         serializer=serializer, app_version=app_version,
-                                         **overrides).items() if v is not None}
-        self.settings = base.replace(**changes) if changes else base
+        # What the code declares: the layer under PGFLOW_* variables and CLI flags, kept so
+        # that `pgflow worker` can apply its flags over it (Settings.resolve).
+        self.declared_settings: dict[str, Any] = {
+            **(settings.given() if settings is not None else {}),
+            **{k: v for k, v in dict(database_url=database_url, schema=schema,
+                                     serializer=serializer, app_version=app_version,
+                                     **overrides).items() if v is not None}}
+        self.settings = Settings.resolve(code=self.declared_settings)
         self.serializer_impl = serialization.get_serializer(self.settings.serializer)
+        if self.serializer_impl.name == "json":
+            self.serializer_impl = TypedJson()
         self.serializer = self.serializer_impl
+        for cls in types:
+            self.register_type(cls)
         self.registry = Registry()
         self.queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
@@ -168,6 +188,22 @@ class App(management.WorkflowQueries):
             self._version = self.settings.app_version or self.registry.version_hash()
         return self._version
 
+    def register_type(self, cls: T, *, name: str | None = None) -> T:
+        """Let instances of ``cls``, a dataclass or pydantic model, be inputs, outputs,
+        messages and events of the JSON serializer; they read back as ``cls`` in every app
+        that registers it (under the same ``name``, default ``module.QualifiedName``).
+        Returns ``cls``, so it also works as a class decorator:
+
+        >>> @app.register_type
+        ... @dataclass
+        ... class Order:
+        ...     id: int
+        """
+        if isinstance(self.serializer_impl, TypedJson):
+            self.serializer_impl.register(cls, name)
+        # (pickle stores any class already; nothing to do)
+        return cls
+
     # -- decorators ----------------------------------------------------------------------------
 
     def workflow(self, *, name: str | None = None,
@@ -179,6 +215,7 @@ class App(management.WorkflowQueries):
         MAX_RECOVERY_ATTEMPTS_EXCEEDED; ``None`` means unlimited; not given, the app's
         ``max_recovery_attempts`` setting (10 unless configured) applies."""
         def decorate(fn: F) -> F:
+            _refuse_async(fn, "workflow")
             wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
             self.registry.add_workflow(wf)
 
@@ -213,6 +250,7 @@ class App(management.WorkflowQueries):
             raise ConfigurationError("retries and interval must be ≥ 0 and backoff ≥ 1")
 
         def decorate(fn: F) -> F:
+            _refuse_async(fn, kind)
             step = StepDef(name or qualified_name(fn), fn, kind)
             self.registry.add_step(step)
 

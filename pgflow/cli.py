@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from . import tables
 from .errors import ConfigurationError, PgflowError
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .records import StepRecord, WorkflowStatus
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -41,9 +43,34 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         _fail(exc)
 
 
+def setting_option(name: str, *, hidden_default: bool = False) -> Callable[[F], F]:
+    """A click option declared by the Settings field ``name`` (its flag, variable and help).
+
+    The option has no click default: a flag not given is None, and build_settings keeps only
+    flags given on the command line, so variables and values in code stand (Settings.resolve).
+    """
+    import dataclasses
+
+    f = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    decls = f.metadata["flag"].split("/")
+    kind = str(f.type)
+    help_text = f.metadata["doc"]
+    if not hidden_default and f.default not in (None, (), False, 0, ""):
+        help_text += f" [default: {f.default:g}]" if isinstance(f.default, float) \
+            else f" [default: {f.default}]"
+    options: dict[str, Any] = {"default": None, "envvar": f.metadata["env"],
+                               "show_envvar": True, "help": help_text}
+    if kind.startswith("bool"):
+        options["is_flag"] = True
+    elif kind.startswith("int"):
+        options["type"] = int
+    elif kind.startswith("float"):
+        options["type"] = float
+    return click.option(*decls, name, **options)
+
+
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--log-level", envvar="PGFLOW_LOG_LEVEL", show_envvar=True,
-                      default=None, help="debug, info, warning or error.")(fn)
+    fn = setting_option("log_level")(fn)
     fn = click.option("--log-format", envvar="PGFLOW_LOG_FORMAT", show_envvar=True,
                       type=click.Choice(["auto", "console", "json"]), default=None,
                       help="Log lines for people (console) or machines (json).")(fn)
@@ -55,8 +82,18 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def flags_given(given: dict[str, Any]) -> dict[str, Any]:
+    """The options actually typed on the command line (click also reads their variables;
+    Settings reads those itself, at their own level of precedence)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return given
+    return {k: v for k, v in given.items()
+            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+
+
 def build_settings(**given: Any) -> Settings:
-    settings = run_guarded(lambda: Settings.from_env(**given))
+    settings = run_guarded(lambda: Settings.resolve(flags=flags_given(given)))
     from .logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
@@ -78,51 +115,46 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @click.option("-A", "--app", "app_spec", required=True, envvar="PGFLOW_APP", show_envvar=True,
               help="Task module holding the App: pkg.module or pkg.module:attribute.")
-@click.option("-P", "--processes", type=int, default=None, envvar="PGFLOW_PROCESSES",
-              show_envvar=True, help="Worker processes [default: number of cores].")
-@click.option("-c", "--threads", type=int, default=None, envvar="PGFLOW_THREADS",
-              show_envvar=True, help="Threads per worker process [default: 4].")
-@click.option("-Q", "--queues", default=None, envvar="PGFLOW_QUEUES", show_envvar=True,
-              help="Comma-separated queues to serve [default: every queue of the app].")
-@click.option("--burst", is_flag=True, default=None, envvar="PGFLOW_BURST", show_envvar=True,
-              help="Exit 0 once the queues hold nothing this worker could run.")
-@click.option("--max-jobs-per-child", type=int, default=None,
-              envvar="PGFLOW_MAX_JOBS_PER_CHILD", show_envvar=True,
-              help="Replace a worker process after it ran N workflows [default: never].")
-@click.option("--grace", type=float, default=None, envvar="PGFLOW_GRACE", show_envvar=True,
-              help="Seconds in-flight work may finish after SIGTERM [default: 30].")
-@click.option("--heartbeat-interval", type=float, default=None,
-              envvar="PGFLOW_HEARTBEAT_INTERVAL", show_envvar=True,
-              help="Seconds between heartbeats [default: 5].")
-@click.option("--heartbeat-timeout", type=float, default=None,
-              envvar="PGFLOW_HEARTBEAT_TIMEOUT", show_envvar=True,
-              help="Seconds of silence after which an executor's work is adopted [default: 30].")
-@click.option("--poll-interval", type=float, default=None, envvar="PGFLOW_POLL_INTERVAL",
-              show_envvar=True, help="Seconds between polls without NOTIFY [default: 1].")
-@click.option("--child-timeout", type=float, default=None, envvar="PGFLOW_CHILD_TIMEOUT",
-              show_envvar=True,
-              help="Seconds a worker process may stay silent (its main loop not turning) "
-                   "before it is killed and replaced [default: 60].")
-@click.option("--pool-size", type=int, default=None, envvar="PGFLOW_POOL_SIZE",
-              show_envvar=True,
-              help="Most pooled connections per process [default: threads + 3].")
-@click.option("--pool-idle-timeout", type=float, default=None,
-              envvar="PGFLOW_POOL_IDLE_TIMEOUT", show_envvar=True,
-              help="Seconds an unused pooled connection is kept [default: 60].")
+@setting_option("processes", hidden_default=True)
+@setting_option("threads")
+@setting_option("queues")
+@setting_option("burst")
+@setting_option("burst_wait_delayed")
+@setting_option("max_jobs_per_child")
+@setting_option("grace")
+@setting_option("heartbeat_interval", hidden_default=True)
+@setting_option("heartbeat_timeout")
+@setting_option("poll_interval")
+@setting_option("child_timeout")
+@setting_option("pool_size", hidden_default=True)
+@setting_option("pool_idle_timeout")
+@click.option("-q", "--quiet", is_flag=True, default=False,
+              help="Log only warnings and errors (failed workflows, step retries): "
+                   "--log-level warning.")
 @common_options
-def worker(app_spec: str, **given: Any) -> None:
+def worker(app_spec: str, quiet: bool, **given: Any) -> None:
     """Run worker processes that claim and run queued workflows.
+
+    Settings: a flag given here > its PGFLOW_* variable > the value in the app's code >
+    the default. The worker_starting line shows the effective values.
 
     SIGTERM or Ctrl-C drains: no new claims, in-flight work gets --grace seconds, the rest
     goes back to its queue uncharged; a second Ctrl-C stops at once. SIGHUP replaces the
     worker processes gracefully, each importing the task module afresh. Exit code 0 after a
     drain or a finished --burst; 3 when worker processes keep failing to start.
     """
-    from .worker.run import run_worker
+    from .logs import configure_logging
+    from .worker.run import load_worker_app, run_worker
 
-    settings = build_settings(**given)
-    code = run_guarded(lambda: run_worker(app_spec, settings))
-    sys.exit(code)
+    flags = flags_given(given)
+    if quiet and "log_level" not in flags:
+        flags["log_level"] = "warning"
+    settings = run_guarded(lambda: Settings.resolve(flags=flags))
+    configure_logging(settings.log_format, settings.log_level)  # while the app loads
+    loaded_before = frozenset(sys.modules)
+    app = run_guarded(lambda: load_worker_app(app_spec, flags))
+    configure_logging(app.settings.log_format, app.settings.log_level)
+    sys.exit(run_guarded(lambda: run_worker(app, app_spec, flags, loaded_before)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -280,6 +312,9 @@ def show(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any) ->
     """Show one workflow: status, inputs, outcome, every step with timings, children."""
     settings = operator_settings(app_spec, given)
 
+    from .redaction import redact
+    from .serialization import recorded_traceback
+
     def load(client: Client) -> tuple[WorkflowStatus, list[StepRecord], list[WorkflowStatus]]:
         return (client.retrieve(workflow_id).status(), client.steps(workflow_id),
                 client.list_workflows(parent_workflow_id=workflow_id, limit=1000))
@@ -298,12 +333,15 @@ def show(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any) ->
         ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
         ("deadline", wf.deadline), ("inputs", wf.inputs),
         ("output", wf.output), ("error", wf.error)]))
+    trace = recorded_traceback(wf.error) if isinstance(wf.error, BaseException) else None
+    if trace:
+        click.echo("\ntraceback:\n" + redact(trace.rstrip()))
     click.echo("\nsteps:")
     click.echo(tables.table(
-        ["step", "name", "result", "started", "took", "output / error / child"],
+        ["step", "name", "result", "tries", "started", "took", "output / error / child"],
         [[s.step_id, s.name,
           "error" if s.error is not None else ("child" if s.child_workflow_id else "ok"),
-          s.started_at,
+          s.attempts, s.started_at,
           tables.duration((s.completed_at - s.started_at).total_seconds())
           if s.started_at and s.completed_at else None,
           s.error if s.error is not None else (s.child_workflow_id or s.output)]
@@ -472,19 +510,18 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
 def reset(yes: bool, **given: Any) -> None:
     """Drop pgflow's schema and everything in it (asks first without --yes)."""
     from .db import migrate as migrations
+    from .db.errors import describe_target
     from .db.pool import Database
 
     settings = build_settings(**given)
+    url: str = run_guarded(lambda: settings.database_url or _embedded(settings))
+    target = describe_target(url)
     if not yes and not click.confirm(
-            f"Drop schema {settings.schema!r} and every workflow in it?", default=False):
+            f"Drop schema {settings.schema!r} of database {target}, and every workflow in it?",
+            default=False):
         sys.exit(1)
-
-    def go() -> None:
-        url = settings.database_url or _embedded(settings)
-        migrations.drop_schema(Database(url, settings.schema))
-        click.echo(f"dropped schema {settings.schema!r}")
-
-    run_guarded(go)
+    run_guarded(lambda: migrations.drop_schema(Database(url, settings.schema)))
+    click.echo(f"dropped schema {settings.schema!r} of database {target}")
 
 
 @main.group(context_settings=CONTEXT)

@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import sysconfig
+import traceback
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,35 @@ from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import App
+
+
+def import_failure(module_name: str, exc: BaseException) -> str:
+    """One line for an error raised while importing a task module, naming the file and line
+    at fault: ``cannot import tasks: SyntaxError at tasks.py:12: invalid syntax``."""
+    if isinstance(exc, SyntaxError):  # its own file and line: the traceback ends in importlib
+        where, message = _place(exc.filename, exc.lineno), exc.msg
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        user = [f for f in frames
+                if "importlib" not in f.filename and f.filename != __file__]
+        where = _place(user[-1].filename, user[-1].lineno) if user else None
+        message = str(exc).splitlines()[0] if str(exc) else ""
+    if where is None and isinstance(exc, ModuleNotFoundError):
+        message += " (run from the folder that holds it, or add that folder to PYTHONPATH)"
+    head = f"cannot import {module_name}: {type(exc).__name__}"
+    return f"{head} at {where}: {message}" if where else f"{head}: {message}"
+
+
+def _place(filename: str | None, lineno: int | None) -> str | None:
+    if not filename:
+        return None
+    try:
+        shown = os.path.relpath(filename)
+    except ValueError:
+        shown = filename
+    if shown.startswith(".."):
+        shown = filename
+    return f"{shown}:{lineno}" if lineno else shown
 
 
 def load_app(spec: str) -> App:
@@ -26,8 +56,8 @@ def load_app(spec: str) -> App:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import task module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module's own code may raise anything at import
+        raise ConfigurationError(import_failure(module_name, exc)) from None
     if attr:
         found = getattr(module, attr, None)
         if not isinstance(found, App):

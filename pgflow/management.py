@@ -108,7 +108,7 @@ def steps(db: Database, serializer: serialization.Serializer,
             output=_decode(lambda: serialization.loads_value(serializer, ser, r["output"])),
             error=None if r["error"] is None else serialization.loads_error(r["error"]),
             child_workflow_id=r["child_workflow_id"], started_at=r["started_at"],
-            completed_at=r["completed_at"])
+            completed_at=r["completed_at"], attempts=r.get("attempts"))
 
     return [record(r) for r in db.fetchall("list_steps", {"workflow_id": workflow_id})]
 

@@ -346,6 +346,8 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     token = context.enter(ctx)
     structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
                                            workflow_name=claimed.name)
+    started = time.monotonic()
+    log.info("workflow_started", queue=claimed.queue_name, attempt=claimed.attempt)
     try:
         check_deadline(ctx)
         result = wf.fn(*args, **kwargs)
@@ -354,8 +356,10 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
                 app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
+            _log_failed(exc, started)
             return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                            error=serialization.dumps_error(exc)), None, exc
+        log.info("workflow_succeeded", duration_ms=_ms_since(started))
         return Outcome(claimed.workflow_id, claimed.fence, Status.SUCCESS,
                        output=output), result, None
     except FencedOut as exc:
@@ -374,12 +378,22 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         return Outcome(claimed.workflow_id, claimed.fence, Status.CANCELLED,
                        error=serialization.dumps_error(exc)), None, exc
     except Exception as exc:
-        log.info("workflow_failed", error=f"{type(exc).__name__}: {exc}")
+        _log_failed(exc, started)
         return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                        error=serialization.dumps_error(exc)), None, exc
     finally:
         context.leave(token)
         structlog.contextvars.unbind_contextvars("workflow_id", "workflow_name")
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _log_failed(exc: BaseException, started: float) -> None:
+    # At error level with its traceback (exc_info; the log processors redact passwords).
+    log.error("workflow_failed", error=f"{type(exc).__name__}: {exc}",
+              duration_ms=_ms_since(started), exc_info=exc)
 
 
 def _row_serializer(app: App, name: str) -> serialization.Serializer:

@@ -98,8 +98,9 @@ def test_children_failing_at_every_start_halt_the_worker(database_url: str,
     assert len(w.events("worker_process_exited")) == len(started_children)
     (halted,) = w.events("worker_halted")
     assert halted["level"] == "error"
-    assert "RuntimeError: boot_fail_app cannot start in a forked worker process" in \
-        halted["error"], halted
+    # The child's own error, in the loader's one line (file and line named).
+    assert "RuntimeError at tests/boot_fail_app.py:" in halted["error"], halted
+    assert "boot_fail_app cannot start in a forked worker process" in halted["error"], halted
     assert f"{BOOT_FAILURES_BEFORE_HALT} worker processes in a row failed to start" in \
         halted["reason"]
     assert not w.events("worker_stopped")

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import context
+from ..errors import ConfigurationError
 from ..queues import Queue
 
 if TYPE_CHECKING:
@@ -292,6 +293,15 @@ def _check_order(label: str, rows: Sequence[HistoryRow], app_version: str | None
 def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
     if not spans:
         return
+    if queue.partitioned and queue.concurrency is not None:
+        keyless = [s.workflow_id or f"span {i}" for i, s in enumerate(spans)
+                   if s.partition_key is None]
+        if keyless:
+            # Limits apply per key there: a span without its key cannot be checked.
+            raise ConfigurationError(
+                f"queue {queue.name!r} is partitioned: record each span with its key, "
+                f"spans.record(partition_key=...); {len(keyless)} span(s) have none "
+                f"({', '.join(map(str, keyless[:5]))})")
     def check(what: str, limit: int, key: Callable[[Span], Any]) -> None:
         groups: dict[Any, list[Span]] = defaultdict(list)
         for s in spans:

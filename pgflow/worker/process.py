@@ -53,6 +53,8 @@ class WorkerConfig:
     poll_interval: float = 1.0
     # Seconds a forked worker process may stay silent before its supervisor replaces it.
     child_timeout: float = 60.0
+    # --burst: wait for delayed work to come due (else say what is left, and exit).
+    burst_wait_delayed: bool = False
     # In the caller's own process (pgflow.testing.drain): no supervisor to watch, never
     # os._exit, and executors of this pid other than ours are alive (the app's own).
     in_process: bool = False
@@ -223,7 +225,22 @@ class WorkerProcess:
         row = self.app.db.fetchone("work_left", {
             "app_version": self.app.app_version, "names": names,
             "queues": [q.name for q in self.config.queues]})
-        return row is not None and row["enqueued"] == 0 and row["pending"] == 0
+        if row is None or row["pending"] != 0:
+            return False
+        if row["enqueued"] == 0:
+            return True
+        if self.config.in_process or self.config.burst_wait_delayed \
+                or row["delayed"] != row["enqueued"]:
+            return False
+        # Only delayed work is left: say what and when, rather than wait for it in silence.
+        if self.report_stranded:
+            due = row["next_due"]
+            log.warning("burst_delayed_work_left", workflows=row["delayed"],
+                        next_due=due.isoformat(),
+                        due_in_s=round((due - row["now"]).total_seconds(), 1),
+                        action="run the worker again then, or pass --burst-wait-delayed "
+                               "to wait for it")
+        return True
 
     # -- recovery and claiming -----------------------------------------------------------------
 

@@ -72,6 +72,15 @@ class SupervisorState:
     exit_code: int = 0
 
 
+def _pgflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pgflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class Supervisor:
     """Runs ``processes`` worker processes until drained (or, in burst mode, until done)."""
 
@@ -111,12 +120,17 @@ class Supervisor:
                 f"rate={q.rate_limit}" if q.rate_limit else "",
                 "priority" if q.priority else "", "partitioned" if q.partitioned else "")
                 if p) + ")" for q in self.config.queues)
+        settings = self.app.settings
+        # The effective values (flag > PGFLOW_* > code > default), as the children use them.
         log.info("worker_starting", app=self.app.name, queues=queues.replace(" ()", ""),
                  processes=self.processes, threads=self.config.threads,
-                 database=describe_target(url), schema=self.app.settings.schema,
-                 app_version=self.app.app_version, burst=self.config.burst,
-                 pool_size=self.app.settings.connections,
-                 pool_idle_timeout=self.app.settings.pool_idle_timeout)
+                 heartbeat_interval=settings.heartbeat_interval,
+                 heartbeat_timeout=settings.heartbeat_timeout, grace=self.config.grace,
+                 poll_interval=self.config.poll_interval, child_timeout=settings.child_timeout,
+                 pool_size=settings.connections, pool_idle_timeout=settings.pool_idle_timeout,
+                 database=describe_target(url), schema=settings.schema,
+                 app_version=self.app.app_version, pgflow_version=_pgflow_version(),
+                 burst=self.config.burst)
 
     def _spawn(self, slot: int) -> None:
         executor_id = new_executor_id()

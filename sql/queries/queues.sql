@@ -63,9 +63,14 @@ ON CONFLICT (name) DO UPDATE SET
 -- plan: scans
 -- What the given queues still hold that this version could run (for --burst): a workflow
 -- name this worker does not know is not work it could ever do (names NULL: count every name).
+-- `delayed` of the enqueued may not start before `next_due` (a delay, or a durable sleep).
 SELECT
     count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
-    count(*) FILTER (WHERE status = 'PENDING') AS pending
+    count(*) FILTER (WHERE status = 'PENDING') AS pending,
+    count(*) FILTER (WHERE status = 'ENQUEUED' AND not_before > {schema}.clock()) AS delayed,
+    min(not_before) FILTER (WHERE status = 'ENQUEUED' AND not_before > {schema}.clock())
+        AS next_due,
+    {schema}.clock() AS now
 FROM {schema}.workflow_status
 WHERE app_version = %(app_version)s AND status IN ('ENQUEUED', 'PENDING')
   AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))
