@@ -17,6 +17,7 @@ from .client import Client
 from .context import db, workflow_id
 from .errors import (
     ConfigurationError,
+    ConnectionRejected,
     DatabaseError,
     DatabaseUnavailable,
     Deduplicated,
@@ -29,27 +30,34 @@ from .errors import (
     SchemaNotMigrated,
     SerializationError,
     StepTimeLimitExceeded,
+    TransactionControlError,
     UnknownWorkflow,
     UnregisteredFunction,
     WorkflowCancelled,
+    WorkflowConflict,
     WorkflowFailed,
     WorkflowParked,
     WorkflowTimeout,
 )
+from .logs import stderr_unless_configured
 from .messages import get_event, recv, send, set_event, sleep
 from .queues import Queue, Rate
 from .records import Status, StepRecord, WorkflowStatus
 from .settings import Settings
 from .workflows import WorkflowHandle
 
+# pgflow's log lines go to standard error, never into a program's standard output.
+stderr_unless_configured()
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "App", "Client", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "Deduplicated",
-    "FencedOut", "InvalidValue", "MaxRecoveryAttemptsExceeded", "NonDeterminism",
-    "PermissionDenied", "PgflowError", "Queue", "Rate", "SchemaNotMigrated", "SerializationError",
-    "Settings", "Status", "StepRecord", "StepTimeLimitExceeded", "UnknownWorkflow",
-    "UnregisteredFunction", "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle",
-    "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event", "recv", "send",
-    "set_event", "sleep", "workflow_id",
+    "App", "Client", "ConfigurationError", "ConnectionRejected", "DatabaseError",
+    "DatabaseUnavailable", "Deduplicated", "FencedOut", "InvalidValue",
+    "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied", "PgflowError", "Queue",
+    "Rate", "SchemaNotMigrated", "SerializationError", "Settings", "Status", "StepRecord",
+    "StepTimeLimitExceeded", "TransactionControlError", "UnknownWorkflow",
+    "UnregisteredFunction", "WorkflowCancelled", "WorkflowConflict", "WorkflowFailed",
+    "WorkflowHandle", "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event",
+    "recv", "send", "set_event", "sleep", "workflow_id",
 ]

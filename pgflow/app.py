@@ -4,10 +4,11 @@ import or construction)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import structlog
@@ -16,18 +17,36 @@ from . import management, messages, schedules, serialization, steps, workflows
 from .db import migrate as migrations
 from .db.notify import Notifications
 from .db.pool import Database
-from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
+from .errors import (
+    ConfigurationError,
+    ConnectionRejected,
+    DatabaseUnavailable,
+    Deduplicated,
+    SchemaNotMigrated,
+)
 from .limits import check_id, check_seconds
 from .queues import EnqueueOptions, Queue, Rate
 from .records import Status, WorkflowStatus
 from .recovery import Executor
-from .registry import Registry, StepDef, WorkflowDef, qualified_name
+from .registry import APP_DEFAULT, RecoveryLimit, Registry, StepDef, WorkflowDef, qualified_name
 from .schedules import Schedule
+from .serialization_types import TypedJson
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=type)
 log = structlog.get_logger("pgflow")
+
+
+def _refuse_async(fn: Callable[..., Any], kind: str) -> None:
+    """An ``async def`` would run as a coroutine object nobody awaits (and fail to serialize
+    it): refuse it when it is declared, until pgflow runs coroutines."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"{getattr(fn, '__qualname__', fn)!r} is an async def: pgflow runs plain (sync) "
+            f"functions as a {kind} for now; make it a def (call async code inside it with "
+            "asyncio.run(...))")
 
 
 class StartOptions:
@@ -57,15 +76,22 @@ class App(management.WorkflowQueries):
     def __init__(self, name: str, *, database_url: str | None = None,
                  schema: str | None = None, serializer: str | None = None,
                  app_version: str | None = None, settings: Settings | None = None,
-                 **overrides: Any) -> None:
+                 types: Iterable[type] = (), **overrides: Any) -> None:
         self.name = name
-        base = settings or Settings.from_env()
-        changes = {k: v for k, v in dict(database_url=database_url, schema=schema,
-                                         serializer=serializer, app_version=app_version,
-                                         **overrides).items() if v is not None}
-        self.settings = base.replace(**changes) if changes else base
+        # What the code declares: the layer under PGFLOW_* variables and CLI flags, kept so
+        # that `pgflow worker` can apply its flags over it (Settings.resolve).
+        self.declared_settings: dict[str, Any] = {
+            **(settings.given() if settings is not None else {}),
+            **{k: v for k, v in dict(database_url=database_url, schema=schema,
+                                     serializer=serializer, app_version=app_version,
+                                     **overrides).items() if v is not None}}
+        self.settings = Settings.resolve(code=self.declared_settings)
         self.serializer_impl = serialization.get_serializer(self.settings.serializer)
+        if self.serializer_impl.name == "json":
+            self.serializer_impl = TypedJson()
         self.serializer = self.serializer_impl
+        for cls in types:
+            self.register_type(cls)
         self.registry = Registry()
         self.queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
@@ -85,12 +111,13 @@ class App(management.WorkflowQueries):
     # -- lazily built parts --------------------------------------------------------------------
 
     def database_url(self) -> str:
-        """The URL in use: the configured one, else the embedded server's (started now)."""
+        """The URL in use: the configured one, else the embedded server's (started now; its
+        home, ``.pgflow`` by default, is looked for in parent folders too)."""
         if self.settings.database_url:
             return self.settings.database_url
-        from .db.embedded import start_embedded
+        from .db.embedded import locate_home, start_embedded
 
-        url = start_embedded(self.settings.home)
+        url = start_embedded(locate_home(self.settings.home))
         self.settings = self.settings.replace(database_url=url)
         return url
 
@@ -99,16 +126,25 @@ class App(management.WorkflowQueries):
         if self._db is None:
             with self._db_lock:
                 if self._db is None:
-                    size = self.settings.pool_size or self.settings.threads + 4
-                    db = Database(self.database_url(), self.settings.schema, max_size=size,
+                    db = Database(self.database_url(), self.settings.schema,
+                                  max_size=self.settings.connections,
+                                  idle_timeout=self.settings.pool_idle_timeout,
                                   application_name=f"pgflow:{self.name}")
                     try:
-                        self._prepare_schema(db)
+                        # Retried while the server is away, as every later use is; a
+                        # server that refuses (ConnectionRejected) fails at once.
+                        db.retrying(lambda: self._first_use(db))
                     except BaseException:
                         db.close()  # its pool would otherwise live on, unowned
                         raise
                     self._db = db
         return self._db
+
+    def _first_use(self, db: Database) -> None:
+        # One direct connection first: a server that refuses says why now, rather than
+        # after the pool's wait.
+        db.connect().close()
+        self._prepare_schema(db)
 
     def _prepare_schema(self, db: Database) -> None:
         try:
@@ -119,6 +155,8 @@ class App(management.WorkflowQueries):
                 raise
         try:
             migrations.migrate(db)
+        except (DatabaseUnavailable, ConnectionRejected):
+            raise  # the server went away (retried) or refused: not a question of privileges
         except Exception as exc:
             raise SchemaNotMigrated(
                 f"pgflow's schema {db.schema!r} at {db.target} is not migrated and this role "
@@ -150,12 +188,34 @@ class App(management.WorkflowQueries):
             self._version = self.settings.app_version or self.registry.version_hash()
         return self._version
 
+    def register_type(self, cls: T, *, name: str | None = None) -> T:
+        """Let instances of ``cls``, a dataclass or pydantic model, be inputs, outputs,
+        messages and events of the JSON serializer; they read back as ``cls`` in every app
+        that registers it (under the same ``name``, default ``module.QualifiedName``).
+        Returns ``cls``, so it also works as a class decorator:
+
+        >>> @app.register_type
+        ... @dataclass
+        ... class Order:
+        ...     id: int
+        """
+        if isinstance(self.serializer_impl, TypedJson):
+            self.serializer_impl.register(cls, name)
+        # (pickle stores any class already; nothing to do)
+        return cls
+
     # -- decorators ----------------------------------------------------------------------------
 
-    def workflow(self, *, name: str | None = None, max_recovery_attempts: int | None = None,
+    def workflow(self, *, name: str | None = None,
+                 max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
                  timeout: float | None = None) -> Callable[[F], F]:
-        """Declare a durable workflow. Calling it runs it durably to completion."""
+        """Declare a durable workflow. Calling it runs it durably to completion.
+
+        ``max_recovery_attempts``: crashes of its process it may survive before it ends
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED; ``None`` means unlimited; not given, the app's
+        ``max_recovery_attempts`` setting (10 unless configured) applies."""
         def decorate(fn: F) -> F:
+            _refuse_async(fn, "workflow")
             wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
             self.registry.add_workflow(wf)
 
@@ -190,6 +250,7 @@ class App(management.WorkflowQueries):
             raise ConfigurationError("retries and interval must be ≥ 0 and backoff ≥ 1")
 
         def decorate(fn: F) -> F:
+            _refuse_async(fn, kind)
             step = StepDef(name or qualified_name(fn), fn, kind)
             self.registry.add_step(step)
 
@@ -334,9 +395,12 @@ class App(management.WorkflowQueries):
         return handle
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its
-        last completed step: on its queue if it had one, else right here when this process
-        can run it (else by any launched executor of its version)."""
+        """Run a workflow now. A CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED one runs
+        again from its last completed step: on its queue if it had one, else right here when
+        this process can run it (else by any launched executor of its version). A queued one
+        loses its delay and is claimed by the next worker with room; an ownerless PENDING one
+        is adopted here when this process can run it. A running or succeeded workflow is left
+        as it is. Returns its handle."""
         found = management.resume(self.db, self.serializer_impl, workflow_id)
         self._run_ownerless(found)
         return WorkflowHandle(self, workflow_id)
@@ -379,7 +443,7 @@ class App(management.WorkflowQueries):
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
-        one, ``pgflow.send`` sends exactly once)."""
+        one, ``pgflow.send`` sends exactly once). UnknownWorkflow when there is no such id."""
         messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 

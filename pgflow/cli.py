@@ -1,7 +1,8 @@
 """The ``pgflow`` command: thin click commands that build Settings and call one function.
 
 Exit codes: 0 success; 1 an error (one line on stderr says what to do; with several ids, the
-others were still handled); 2 a usage error.
+others were still handled); 2 a usage error; 3 (``pgflow worker``) worker processes kept
+failing to start.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from . import tables
-from .errors import PgflowError
+from .errors import ConfigurationError, PgflowError
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from .records import StepRecord, WorkflowStatus
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -40,9 +43,34 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         _fail(exc)
 
 
+def setting_option(name: str, *, hidden_default: bool = False) -> Callable[[F], F]:
+    """A click option declared by the Settings field ``name`` (its flag, variable and help).
+
+    The option has no click default: a flag not given is None, and build_settings keeps only
+    flags given on the command line, so variables and values in code stand (Settings.resolve).
+    """
+    import dataclasses
+
+    f = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    decls = f.metadata["flag"].split("/")
+    kind = str(f.type)
+    help_text = f.metadata["doc"]
+    if not hidden_default and f.default not in (None, (), False, 0, ""):
+        help_text += f" [default: {f.default:g}]" if isinstance(f.default, float) \
+            else f" [default: {f.default}]"
+    options: dict[str, Any] = {"default": None, "envvar": f.metadata["env"],
+                               "show_envvar": True, "help": help_text}
+    if kind.startswith("bool"):
+        options["is_flag"] = True
+    elif kind.startswith("int"):
+        options["type"] = int
+    elif kind.startswith("float"):
+        options["type"] = float
+    return click.option(*decls, name, **options)
+
+
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--log-level", envvar="PGFLOW_LOG_LEVEL", show_envvar=True,
-                      default=None, help="debug, info, warning or error.")(fn)
+    fn = setting_option("log_level")(fn)
     fn = click.option("--log-format", envvar="PGFLOW_LOG_FORMAT", show_envvar=True,
                       type=click.Choice(["auto", "console", "json"]), default=None,
                       help="Log lines for people (console) or machines (json).")(fn)
@@ -54,8 +82,18 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def flags_given(given: dict[str, Any]) -> dict[str, Any]:
+    """The options actually typed on the command line (click also reads their variables;
+    Settings reads those itself, at their own level of precedence)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return given
+    return {k: v for k, v in given.items()
+            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+
+
 def build_settings(**given: Any) -> Settings:
-    settings = run_guarded(lambda: Settings.from_env(**given))
+    settings = run_guarded(lambda: Settings.resolve(flags=flags_given(given)))
     from .logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
@@ -77,40 +115,46 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @click.option("-A", "--app", "app_spec", required=True, envvar="PGFLOW_APP", show_envvar=True,
               help="Task module holding the App: pkg.module or pkg.module:attribute.")
-@click.option("-P", "--processes", type=int, default=None, envvar="PGFLOW_PROCESSES",
-              show_envvar=True, help="Worker processes [default: number of cores].")
-@click.option("-c", "--threads", type=int, default=None, envvar="PGFLOW_THREADS",
-              show_envvar=True, help="Threads per worker process [default: 4].")
-@click.option("-Q", "--queues", default=None, envvar="PGFLOW_QUEUES", show_envvar=True,
-              help="Comma-separated queues to serve [default: every queue of the app].")
-@click.option("--burst", is_flag=True, default=None, envvar="PGFLOW_BURST", show_envvar=True,
-              help="Exit 0 once the queues hold nothing this worker could run.")
-@click.option("--max-jobs-per-child", type=int, default=None,
-              envvar="PGFLOW_MAX_JOBS_PER_CHILD", show_envvar=True,
-              help="Replace a worker process after it ran N workflows [default: never].")
-@click.option("--grace", type=float, default=None, envvar="PGFLOW_GRACE", show_envvar=True,
-              help="Seconds in-flight work may finish after SIGTERM [default: 30].")
-@click.option("--heartbeat-interval", type=float, default=None,
-              envvar="PGFLOW_HEARTBEAT_INTERVAL", show_envvar=True,
-              help="Seconds between heartbeats [default: 5].")
-@click.option("--heartbeat-timeout", type=float, default=None,
-              envvar="PGFLOW_HEARTBEAT_TIMEOUT", show_envvar=True,
-              help="Seconds of silence after which an executor's work is adopted [default: 30].")
-@click.option("--poll-interval", type=float, default=None, envvar="PGFLOW_POLL_INTERVAL",
-              show_envvar=True, help="Seconds between polls without NOTIFY [default: 1].")
+@setting_option("processes", hidden_default=True)
+@setting_option("threads")
+@setting_option("queues")
+@setting_option("burst")
+@setting_option("burst_wait_delayed")
+@setting_option("max_jobs_per_child")
+@setting_option("grace")
+@setting_option("heartbeat_interval", hidden_default=True)
+@setting_option("heartbeat_timeout")
+@setting_option("poll_interval")
+@setting_option("child_timeout")
+@setting_option("pool_size", hidden_default=True)
+@setting_option("pool_idle_timeout")
+@click.option("-q", "--quiet", is_flag=True, default=False,
+              help="Log only warnings and errors (failed workflows, step retries): "
+                   "--log-level warning.")
 @common_options
-def worker(app_spec: str, **given: Any) -> None:
+def worker(app_spec: str, quiet: bool, **given: Any) -> None:
     """Run worker processes that claim and run queued workflows.
 
-    SIGTERM or Ctrl-C drains: no new claims, in-flight work gets --grace seconds, the rest
-    goes back to its queue uncharged; a second Ctrl-C stops at once. Exit code 0 after a
-    drain or a finished --burst.
-    """
-    from .worker.run import run_worker
+    Settings: a flag given here > its PGFLOW_* variable > the value in the app's code >
+    the default. The worker_starting line shows the effective values.
 
-    settings = build_settings(**given)
-    code = run_guarded(lambda: run_worker(app_spec, settings))
-    sys.exit(code)
+    SIGTERM or Ctrl-C drains: no new claims, in-flight work gets --grace seconds, the rest
+    goes back to its queue uncharged; a second Ctrl-C stops at once. SIGHUP replaces the
+    worker processes gracefully, each importing the task module afresh. Exit code 0 after a
+    drain or a finished --burst; 3 when worker processes keep failing to start.
+    """
+    from .logs import configure_logging
+    from .worker.run import load_worker_app, run_worker
+
+    flags = flags_given(given)
+    if quiet and "log_level" not in flags:
+        flags["log_level"] = "warning"
+    settings = run_guarded(lambda: Settings.resolve(flags=flags))
+    configure_logging(settings.log_format, settings.log_level)  # while the app loads
+    loaded_before = frozenset(sys.modules)
+    app = run_guarded(lambda: load_worker_app(app_spec, flags))
+    configure_logging(app.settings.log_format, app.settings.log_level)
+    sys.exit(run_guarded(lambda: run_worker(app, app_spec, flags, loaded_before)))
 
 
 @main.command(context_settings=CONTEXT)
@@ -138,9 +182,56 @@ def migrate(grant_role: str | None, **given: Any) -> None:
 
 
 def _embedded(settings: Settings) -> str:
-    from .db.embedded import start_embedded
+    from .db.embedded import locate_home, start_embedded
 
-    return start_embedded(settings.home)
+    return start_embedded(locate_home(settings.home))
+
+
+# -- operator commands: the app's configuration, and no server started to read ------------------
+
+def app_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-A", "--app", "app_spec", default=None, envvar="PGFLOW_APP", show_envvar=True,
+        help="Task module holding the App (pkg.module[:attribute]): use its database URL, "
+             "schema and serializer.")(fn)
+
+
+def operator_settings(app_spec: str | None, given: dict[str, Any]) -> Settings:
+    """The settings of an operator command: flags and ``PGFLOW_*`` variables; with ``-A``, the
+    app's own settings (its URL and schema set in code), under the flags actually given."""
+    settings = build_settings(**given)
+    if not app_spec:
+        return settings
+    from click.core import ParameterSource
+
+    from .loader import load_app
+
+    app = run_guarded(lambda: load_app(app_spec))
+    ctx = click.get_current_context()
+    flags = {k: given[k] for k in ("database_url", "schema") if given.get(k) is not None
+             and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    return run_guarded(lambda: app.settings.replace(**flags))  # type: ignore[no-any-return]
+
+
+def operator_url(settings: Settings, *, may_start: bool) -> str:
+    """The database an operator command talks to: the URL configured, else the project's
+    embedded server if it runs. Only a command that writes new work (``enqueue``) starts one;
+    the others say where to point instead."""
+    if settings.database_url:
+        return settings.database_url
+    from .db.embedded import embedded_status, locate_home
+
+    home = locate_home(settings.home)
+    found = embedded_status(home)
+    if found.url is not None:
+        return found.url
+    if may_start:
+        return _embedded(settings)
+    raise ConfigurationError(
+        f"no database found: no URL is set and no embedded server runs under {home}; point "
+        "at your database with --database-url URL or PGFLOW_DATABASE_URL, or with -A "
+        "your.module to use the URL your App sets (pgflow starts the embedded server only "
+        "for `pgflow worker`, `pgflow migrate` and `pgflow enqueue`)")
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,13 +239,19 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Print JSON (for scripts) instead of a table.")(fn)
 
 
-def with_client(settings: Settings, fn: Callable[[Client], T]) -> T:
-    """Call ``fn`` with a Client on the configured database (management commands never import
-    the app), closed afterwards; a pgflow error becomes one line and exit code 1."""
+def with_client(settings: Settings, fn: Callable[[Client], T], *,
+                may_start: bool = False) -> T:
+    """Call ``fn`` with a Client on the configured database (see :func:`operator_url`), closed
+    afterwards; a pgflow error becomes one line and exit code 1."""
     from .client import Client
 
     def go() -> T:
-        url = settings.database_url or _embedded(settings)
+        from .db.pool import Database
+
+        url = operator_url(settings, may_start=may_start)
+        # A command is interactive: a server that is down or full says so at once, with
+        # its reason, where a library Client would wait for it.
+        Database(url, settings.schema, application_name="pgflow:cli").connect().close()
         with Client(settings=settings.replace(database_url=url)) as client:
             return fn(client)
 
@@ -181,11 +278,13 @@ def workflows() -> None:
 @click.option("--offset", type=int, default=0, help="Skip this many first.")
 @click.option("--oldest-first", is_flag=True, help="Oldest first [default: newest first].")
 @json_option
+@app_option
 @common_options
 def list_workflows(status: tuple[str, ...], name: str | None, queue: str | None, limit: int,
-                   offset: int, oldest_first: bool, as_json: bool, **given: Any) -> None:
+                   offset: int, oldest_first: bool, as_json: bool, app_spec: str | None,
+                   **given: Any) -> None:
     """List workflows, newest first."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     found = with_client(settings, lambda c: c.list_workflows(
         status=_statuses(status), name=name, queue=queue,
         limit=limit, offset=offset, newest_first=not oldest_first))
@@ -207,10 +306,14 @@ def _took(w: WorkflowStatus) -> str:
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_id")
 @json_option
+@app_option
 @common_options
-def show(workflow_id: str, as_json: bool, **given: Any) -> None:
+def show(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Show one workflow: status, inputs, outcome, every step with timings, children."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
+
+    from .redaction import redact
+    from .serialization import recorded_traceback
 
     def load(client: Client) -> tuple[WorkflowStatus, list[StepRecord], list[WorkflowStatus]]:
         return (client.retrieve(workflow_id).status(), client.steps(workflow_id),
@@ -226,16 +329,19 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         ("partition", wf.partition_key), ("dedup id", wf.dedup_id),
         ("parent", wf.parent_workflow_id), ("forked from", wf.forked_from),
         ("app version", wf.app_version), ("executor", wf.executor_id),
-        ("recoveries", f"{wf.recovery_attempts} of {wf.max_recovery_attempts}"),
+        ("recoveries", f"{wf.recovery_attempts} of {_limit(wf.max_recovery_attempts)}"),
         ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
         ("deadline", wf.deadline), ("inputs", wf.inputs),
         ("output", wf.output), ("error", wf.error)]))
+    trace = recorded_traceback(wf.error) if isinstance(wf.error, BaseException) else None
+    if trace:
+        click.echo("\ntraceback:\n" + redact(trace.rstrip()))
     click.echo("\nsteps:")
     click.echo(tables.table(
-        ["step", "name", "result", "started", "took", "output / error / child"],
+        ["step", "name", "result", "tries", "started", "took", "output / error / child"],
         [[s.step_id, s.name,
           "error" if s.error is not None else ("child" if s.child_workflow_id else "ok"),
-          s.started_at,
+          s.attempts, s.started_at,
           tables.duration((s.completed_at - s.started_at).total_seconds())
           if s.started_at and s.completed_at else None,
           s.error if s.error is not None else (s.child_workflow_id or s.output)]
@@ -244,6 +350,10 @@ def show(workflow_id: str, as_json: bool, **given: Any) -> None:
         click.echo("\nchildren:")
         click.echo(tables.table(["workflow_id", "name", "status"],
                                 [[c.workflow_id, c.name, c.status] for c in children]))
+
+
+def _limit(max_recovery_attempts: int | None) -> str:
+    return "unlimited" if max_recovery_attempts is None else str(max_recovery_attempts)
 
 
 def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
@@ -273,10 +383,12 @@ def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_ids", nargs=-1, required=True)
 @json_option
+@app_option
 @common_options
-def cancel(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
+def cancel(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
+           **given: Any) -> None:
     """Cancel workflows and their children (a running one stops at its next step)."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     with_client(settings, lambda c: _each(
         workflow_ids, as_json, lambda i: {"status": c.cancel(i).status},
         lambda i, r: f"{i}: {r['status']}"))
@@ -285,11 +397,14 @@ def cancel(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_ids", nargs=-1, required=True)
 @json_option
+@app_option
 @common_options
-def resume(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
-    """Run CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows again from their
-    last completed step (on their queue, or by any executor of their version)."""
-    settings = build_settings(**given)
+def resume(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
+           **given: Any) -> None:
+    """Run workflows now: CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED ones again from
+    their last completed step (on their queue, or by any executor of their version); queued
+    ones without their delay. Running and succeeded ones are left as they are."""
+    settings = operator_settings(app_spec, given)
     with_client(settings, lambda c: _each(
         workflow_ids, as_json, lambda i: {"status": c.resume(i).status().status},
         lambda i, r: f"{i}: {r['status']}"))
@@ -304,11 +419,13 @@ def resume(workflow_ids: tuple[str, ...], as_json: bool, **given: Any) -> None:
 @click.option("--app-version", default=None,
               help="Run it on workers of this version [default: the original's].")
 @json_option
+@app_option
 @common_options
 def fork(workflow_id: str, from_step: int, new_workflow_id: str | None,
-         app_version: str | None, as_json: bool, **given: Any) -> None:
+         app_version: str | None, as_json: bool, app_spec: str | None,
+         **given: Any) -> None:
     """Start a new workflow from WORKFLOW_ID's inputs, reusing its steps before --step."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     handle = with_client(settings, lambda c: c.fork(
         workflow_id, from_step, new_workflow_id=new_workflow_id, app_version=app_version))
     if as_json:
@@ -320,11 +437,12 @@ def fork(workflow_id: str, from_step: int, new_workflow_id: str | None,
 
 @main.command(context_settings=CONTEXT)
 @json_option
+@app_option
 @common_options
-def queues(as_json: bool, **given: Any) -> None:
+def queues(as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Per queue: enqueued, running, partitions, limits, rate-window use, oldest wait; and
     work no live worker of its version can run."""
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     found, stranded = with_client(settings, lambda c: c.queue_report())
     if as_json:
         click.echo(tables.to_json({"queues": found, "stranded": stranded}))
@@ -366,11 +484,12 @@ def queues(as_json: bool, **given: Any) -> None:
 @click.option("--strict", is_flag=True,
               help="Refuse a name no registered version knows (default: warn and enqueue).")
 @json_option
+@app_option
 @common_options
 def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
             dedup_id: str | None, priority: int | None, partition_key: str | None,
             delay: float | None, timeout: float | None, app_version: str | None,
-            strict: bool, as_json: bool, **given: Any) -> None:
+            strict: bool, as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Queue WORKFLOW (its registered name, e.g. shop.tasks.checkout) on QUEUE with ARGS_JSON:
     a JSON list of positional arguments, or an object of keyword arguments."""
     try:
@@ -381,11 +500,11 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
         raise click.BadParameter("give a JSON list (positional arguments) or object "
                                  "(keyword arguments)", param_hint="ARGS_JSON")
     args, kwargs = (parsed, {}) if isinstance(parsed, list) else ([], parsed)
-    settings = build_settings(**given)
+    settings = operator_settings(app_spec, given)
     handle = with_client(settings, lambda c: c.enqueue(
         queue, workflow, *args, kwargs=kwargs, workflow_id=workflow_id, dedup_id=dedup_id,
         priority=priority, partition_key=partition_key, delay=delay, timeout=timeout,
-        app_version=app_version, strict=strict))
+        app_version=app_version, strict=strict), may_start=True)
     if as_json:
         click.echo(tables.to_json({"workflow_id": handle.workflow_id, "queue": queue}))
     else:
@@ -451,19 +570,76 @@ def versions(as_json: bool, **given: Any) -> None:
 def reset(yes: bool, **given: Any) -> None:
     """Drop pgflow's schema and everything in it (asks first without --yes)."""
     from .db import migrate as migrations
+    from .db.errors import describe_target
     from .db.pool import Database
 
     settings = build_settings(**given)
+    url: str = run_guarded(lambda: settings.database_url or _embedded(settings))
+    target = describe_target(url)
     if not yes and not click.confirm(
-            f"Drop schema {settings.schema!r} and every workflow in it?", default=False):
+            f"Drop schema {settings.schema!r} of database {target}, and every workflow in it?",
+            default=False):
         sys.exit(1)
+    run_guarded(lambda: migrations.drop_schema(Database(url, settings.schema)))
+    click.echo(f"dropped schema {settings.schema!r} of database {target}")
 
-    def go() -> None:
-        url = settings.database_url or _embedded(settings)
-        migrations.drop_schema(Database(url, settings.schema))
-        click.echo(f"dropped schema {settings.schema!r}")
 
-    run_guarded(go)
+@main.group(context_settings=CONTEXT)
+def embedded() -> None:
+    """The embedded PostgreSQL server pgflow starts when no database URL is set (its data in
+    PGFLOW_HOME, default ./.pgflow, found from subfolders too)."""
+
+
+def embedded_home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--home", envvar="PGFLOW_HOME", show_envvar=True, default=None,
+                      help="Folder of the embedded server's data [default: .pgflow].")(fn)
+    return app_option(fn)
+
+
+def _embedded_home(home: str | None, app_spec: str | None) -> Any:
+    from .db.embedded import locate_home
+
+    if home is None and app_spec:
+        from .loader import load_app
+
+        home = run_guarded(lambda: load_app(app_spec)).settings.home
+    return locate_home(home or Settings().home)
+
+
+@embedded.command(name="status", context_settings=CONTEXT)
+@embedded_home_option
+@json_option
+def embedded_status_command(home: str | None, app_spec: str | None, as_json: bool) -> None:
+    """Whether the embedded server runs, its pid, data folder and URL. Exit code 0 when it
+    runs, 3 when it does not (starts nothing)."""
+    from .db.embedded import embedded_status
+
+    found = embedded_status(_embedded_home(home, app_spec))
+    if as_json:
+        click.echo(tables.to_json({"home": str(found.home), "initialized": found.initialized,
+                                   "running": found.running, "pid": found.pid,
+                                   "url": found.url}))
+    elif found.running:
+        click.echo(f"running (pid {found.pid}) with its data in {found.home / 'pgdata'}\n"
+                   f"url: {found.url}")
+    else:
+        state = "stopped" if found.initialized else "not created"
+        click.echo(f"{state}: no embedded server runs under {found.home}")
+    sys.exit(0 if found.running else 3)
+
+
+@embedded.command(name="stop", context_settings=CONTEXT)
+@embedded_home_option
+def embedded_stop_command(home: str | None, app_spec: str | None) -> None:
+    """Stop the embedded server (fast shutdown: its clients are disconnected; workflows
+    they ran are recovered later). Exit code 0, also when it was not running."""
+    from .db.embedded import stop_embedded
+
+    path = _embedded_home(home, app_spec)
+    if run_guarded(lambda: stop_embedded(path)):
+        click.echo(f"stopped the embedded server under {path}")
+    else:
+        click.echo(f"no embedded server runs under {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

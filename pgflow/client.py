@@ -22,10 +22,16 @@ from .db.pool import Database
 from .errors import ConfigurationError, UnknownWorkflow
 from .limits import check_count, check_id, check_text, to_ms
 from .queues import EnqueueOptions, Queue, validate_name
+from .registry import APP_DEFAULT, RecoveryLimit, recovery_limit
 from .settings import Settings
 from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
 
 log = structlog.get_logger("pgflow")
+
+
+def _first_use(db: Database) -> None:
+    db.connect().close()
+    migrations.check_migrated(db)
 
 
 class Client(management.WorkflowQueries):
@@ -64,12 +70,14 @@ class Client(management.WorkflowQueries):
             with self._lock:
                 if self._db is None:
                     db = Database(self.settings.database_url or "", self.settings.schema,
-                                  max_size=4, application_name="pgflow:client")
+                                  max_size=self.settings.pool_size or 4,
+                                  idle_timeout=self.settings.pool_idle_timeout,
+                                  application_name="pgflow:client")
                     try:
-                        # One direct connection first: an unreachable server fails now, with
-                        # its reason, rather than after the pool's wait.
-                        db.connect().close()
-                        migrations.check_migrated(db)
+                        # Retried while the server is away, as every later use is. One
+                        # direct connection first: a server that refuses says why now
+                        # (ConnectionRejected, not retried), rather than after the pool's wait.
+                        db.retrying(lambda: _first_use(db))
                     except BaseException:
                         db.close()
                         raise
@@ -103,22 +111,25 @@ class Client(management.WorkflowQueries):
                 dedup_id: str | None = None, priority: int | None = None,
                 partition_key: str | None = None, delay: float | None = None,
                 timeout: float | None = None, app_version: str | None = None,
-                max_recovery_attempts: int | None = None,
+                max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
                 strict: bool = False) -> WorkflowHandle:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
         No worker needs to be running. The row carries no version: the first worker of any
-        version that knows ``workflow_name`` starts it (and gives it its version). With
-        ``app_version`` only that version starts it (it must be one a worker has registered).
-        When no registered version knows the name, this logs a warning (``strict=True``:
-        raises UnknownWorkflow instead). ``timeout`` (seconds) sets the deadline the
-        workflow's own declaration would have set (the client cannot read it).
+        version that knows ``workflow_name`` starts it (and gives it its version); a queue
+        declared ``strict_versions`` is served only to ``app_version``'s workers. When no
+        registered version knows the name (or the given version), this logs a warning
+        (``strict=True``: raises UnknownWorkflow, enqueuing nothing). ``timeout`` (seconds) sets the deadline the
+        workflow's own declaration would have set (the client cannot read it), and so does
+        ``max_recovery_attempts`` (None: unlimited; not given: the ``max_recovery_attempts``
+        setting).
         """
         check_id("workflow name", workflow_name)
         validate_name("queue name", queue)  # before it is looked up
         if app_version is not None:
             check_text("app_version", app_version)
-        check_count("max_recovery_attempts", max_recovery_attempts)
+        if max_recovery_attempts is not APP_DEFAULT:
+            check_count("max_recovery_attempts", max_recovery_attempts)
         queue_def = self._queue_for(queue, priority, partition_key)
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
         queue_def.check_options(opts)
@@ -132,13 +143,12 @@ class Client(management.WorkflowQueries):
             self.serializer_impl, args, kwargs or {},
             max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
         workflow_id = workflow_id or new_workflow_id()
-        if max_recovery_attempts is None:
-            max_recovery_attempts = self.settings.max_recovery_attempts
         insert_enqueued(self.db, {
             "workflow_id": workflow_id, "name": workflow_name, "queue_name": queue,
             "dedup_id": dedup_id, "priority": priority or 0, "partition_key": partition_key,
             "parent_workflow_id": None, "app_version": app_version,
-            "max_recovery_attempts": max_recovery_attempts,
+            "max_recovery_attempts": recovery_limit(max_recovery_attempts,
+                                                    self.settings.max_recovery_attempts),
             "serializer": self.serializer_impl.name, "inputs": inputs,
             "timeout_ms": to_ms("timeout", timeout), "deadline": None,
             "delay_ms": to_ms("delay", delay or 0),
@@ -157,7 +167,8 @@ class Client(management.WorkflowQueries):
     # -- messages and events -------------------------------------------------------------------
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
-        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it)."""
+        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it);
+        UnknownWorkflow when no workflow has that id."""
         messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 
@@ -175,8 +186,9 @@ class Client(management.WorkflowQueries):
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run an ended workflow again from its last completed step (see ``App.resume``);
-        workers or launched executors of its version pick it up."""
+        """Run a workflow now (see ``App.resume``): an ended one again from its last completed
+        step, a queued one without its delay; workers or launched executors of its version
+        pick it up. A running or succeeded one is left as it is. Returns its handle."""
         management.resume(self.db, self.serializer_impl, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 

@@ -49,6 +49,8 @@ class WorkflowContext:
     # The running step's hard time limit (monotonic time), watched by the worker process.
     step_name: str | None = None
     step_hard_deadline: float | None = None
+    # The attempt the running step is on (recorded with its checkpoint; None outside a step).
+    step_attempts: int | None = None
 
     def take_step_id(self) -> int:
         step_id = self.next_step

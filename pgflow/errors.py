@@ -29,12 +29,25 @@ class DatabaseUnavailable(DatabaseError):
     """The database cannot be reached. The message names the host, never the password."""
 
 
+class ConnectionRejected(DatabaseError):
+    """The server refused a process's first connection for a reason waiting will not fix: a
+    wrong password, an unknown database or role, no pg_hba.conf entry. Raised at once, not
+    retried; the message gives the server's reason and the host, never the password."""
+
+
 class SchemaNotMigrated(DatabaseError):
     """pgflow's tables are missing or older than this version: run ``pgflow migrate``."""
 
 
 class PermissionDenied(DatabaseError):
     """The database role lacks a privilege pgflow needs."""
+
+
+class TransactionControlError(PgflowError):
+    """An ``@app.transaction`` body tried to end, or returned with an aborted, transaction.
+
+    pgflow commits the body together with its checkpoint; the body must not commit, roll back
+    or begin (savepoints are fine)."""
 
 
 class SerializationError(PgflowError, TypeError):
@@ -59,6 +72,23 @@ class Deduplicated(PgflowError):
 
 class UnknownWorkflow(PgflowError, LookupError):
     """No workflow has this id."""
+
+
+class WorkflowConflict(PgflowError):
+    """A workflow id already names a workflow of another function: one id is one execution.
+
+    ``existing_name`` is the function recorded under ``workflow_id``; ``requested_name`` the one
+    that was started or enqueued with the same id.
+    """
+
+    def __init__(self, workflow_id: str, existing_name: str, requested_name: str) -> None:
+        self.workflow_id = workflow_id
+        self.existing_name = existing_name
+        self.requested_name = requested_name
+        super().__init__(
+            f"workflow id {workflow_id!r} already belongs to a workflow of {existing_name!r}, "
+            f"not {requested_name!r}; start {requested_name!r} under another workflow id"
+        )
 
 
 class UnregisteredFunction(PgflowError, LookupError):

@@ -3,7 +3,8 @@
 Every line carries what was bound with ``structlog.contextvars.bind_contextvars`` (the running
 workflow's id and name), and no line carries a password: every value goes through
 :func:`pgflow.redaction.redact_value`, tracebacks through :func:`pgflow.redaction.redact`.
-Before :func:`configure_logging` is called, structlog's own defaults apply.
+Before :func:`configure_logging` is called, structlog's own defaults apply, except that lines
+go to standard error (:func:`stderr_unless_configured`).
 """
 
 from __future__ import annotations
@@ -156,11 +157,23 @@ class _DriverLog(logging.Handler):
             self.handleError(record)
 
 
+def stderr_unless_configured() -> None:
+    """Point structlog's output at standard error when nobody configured structlog yet.
+
+    Its default prints to standard output, which belongs to the program's own results (a
+    command's table, a script's JSON). Only the output stream is set; structlog's default
+    processors stay, and a later ``structlog.configure`` (or :func:`configure_logging`) wins.
+    """
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=_LineWriterFactory(None))
+
+
 def get_logger(name: str = "pgflow") -> FilteringBoundLogger:
     """A structlog logger; loggers other than ``pgflow`` carry ``logger_name``.
 
     >>> get_logger().info("workflow_claimed", workflow_id="w1", queue="payments")  # doctest: +SKIP
     """
+    stderr_unless_configured()
     extra = {} if name == "pgflow" else {"logger_name": name}
     logger: FilteringBoundLogger = structlog.get_logger(name, **extra)
     return logger

@@ -13,7 +13,7 @@ from typing import Any
 from . import serialization, versions
 from .db.notify import message_channel, queue_channel
 from .db.pool import Database
-from .errors import ConfigurationError, Deduplicated, PgflowError, UnknownWorkflow
+from .errors import ConfigurationError, Deduplicated, UnknownWorkflow
 from .queues import validate_name
 from .records import Status, StepRecord, WorkflowStatus
 
@@ -108,7 +108,7 @@ def steps(db: Database, serializer: serialization.Serializer,
             output=_decode(lambda: serialization.loads_value(serializer, ser, r["output"])),
             error=None if r["error"] is None else serialization.loads_error(r["error"]),
             child_workflow_id=r["child_workflow_id"], started_at=r["started_at"],
-            completed_at=r["completed_at"])
+            completed_at=r["completed_at"], attempts=r.get("attempts"))
 
     return [record(r) for r in db.fetchall("list_steps", {"workflow_id": workflow_id})]
 
@@ -135,27 +135,33 @@ def cancel(db: Database, serializer: serialization.Serializer,
 
 def resume(db: Database, serializer: serialization.Serializer,
            workflow_id: str) -> WorkflowStatus:
-    """Run a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last
-    completed step: back on its queue (ENQUEUED), or ownerless PENDING for an executor of its
-    version to adopt. Recovery attempts start again from 0. An active workflow is left as it
-    is; a successful one cannot be resumed (fork it). Returns the record afterwards."""
+    """Run a workflow now, as DBOS's resume does:
+
+    - CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED: again from its last completed step,
+      back on its queue (ENQUEUED), or ownerless PENDING for an executor of its version to
+      adopt; recovery attempts start again from 0;
+    - ENQUEUED (delayed, or waiting its turn): its delay is dropped and the workers are woken,
+      so the next claim with room on its queue takes it (the queue's limits still hold);
+    - PENDING or SUCCESS: left as it is (an ownerless PENDING one is adopted by ``App.resume``).
+
+    Returns the record afterwards."""
+    params = {"workflow_id": workflow_id, "channel": queue_channel(db.schema)}
     try:
-        db.retrying(lambda: db.fetchone("resume_workflow", {
-            "workflow_id": workflow_id, "channel": queue_channel(db.schema)}))
+        resumed = db.retrying(lambda: db.fetchone("resume_workflow", params))
     except Deduplicated:
         found = require_status(db, serializer, workflow_id)
         raise Deduplicated(found.queue_name or "", found.dedup_id or "", None) from None
-    found = require_status(db, serializer, workflow_id)
-    if found.status is Status.SUCCESS:
-        raise PgflowError(f"workflow {workflow_id} succeeded and cannot be resumed; "
-                          f"fork it to run it again")
-    return found
+    if resumed is None:
+        db.retrying(lambda: db.fetchone("start_enqueued_now", params))
+    return require_status(db, serializer, workflow_id)
 
 
 def fork(db: Database, workflow_id: str, from_step: int = 1, *,
          new_workflow_id: str | None = None, app_version: str | None = None) -> str:
     """Start a new workflow with the inputs of ``workflow_id`` and copies of its checkpoints
-    before step ``from_step`` (those steps are not run again). It goes on the original's queue,
+    before step ``from_step`` (those steps are not run again) and of the events they
+    published (each key's latest value before ``from_step``; events published before
+    migration 0008 have no step and are not copied). It goes on the original's queue,
     or ownerless PENDING for an executor of its version (``app_version``, default the
     original's) to adopt. Returns the new workflow's id."""
     if not isinstance(from_step, int) or from_step < 1:

@@ -18,7 +18,7 @@ import psycopg
 
 from . import context, serialization
 from .db.notify import event_channel, message_channel
-from .errors import FencedOut, PgflowError, WorkflowParked
+from .errors import FencedOut, PgflowError, UnknownWorkflow, WorkflowParked
 from .queues import validate_name
 from .steps import (
     NOT_YET,
@@ -55,9 +55,16 @@ def send_params(db: Database, serializer: serialization.Serializer, destination_
 def send_message(db: Database, serializer: serialization.Serializer, destination_id: str,
                  message: Any, topic: str | None = None, *, max_bytes: int) -> None:
     """Send from outside a workflow (``app.send`` / ``Client.send``). Not deduplicated: a
-    caller that retries may deliver twice; send from a workflow for exactly once."""
+    caller that retries may deliver twice; send from a workflow for exactly once. Raises
+    UnknownWorkflow when no workflow has the destination id."""
     params = send_params(db, serializer, destination_id, message, topic, max_bytes)
-    db.fetchone("send_message", params)
+    if db.fetchone("send_message", params) is None:
+        raise unknown_destination(destination_id)
+
+
+def unknown_destination(destination_id: str) -> UnknownWorkflow:
+    return UnknownWorkflow(f"no workflow has id {destination_id!r}, so nothing can receive a "
+                           "message sent to it; start the workflow first")
 
 
 def read_event(db: Database, notes: Notifications, serializer: serialization.Serializer,
@@ -108,7 +115,8 @@ def send(destination_id: str, message: Any, topic: str | None = None) -> None:
     """Send ``message`` to workflow ``destination_id`` (received by its ``pgflow.recv``).
 
     In a workflow this is a step: sent once, however often the workflow is recovered.
-    Outside a workflow use ``app.send`` or ``Client.send``.
+    Outside a workflow use ``app.send`` or ``Client.send``. Raises UnknownWorkflow when no
+    workflow has the id ``destination_id`` (in a workflow, that outcome is checkpointed too).
     """
     ctx = _workflow("send", "use app.send(...) or pgflow.Client(url).send(...)")
     step_id = ctx.take_step_id()
@@ -120,11 +128,16 @@ def send(destination_id: str, message: Any, topic: str | None = None) -> None:
     params = send_params(app.db, app.serializer_impl, destination_id, message, topic,
                          app.settings.max_payload_bytes)
 
-    def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
-        app.db.execute(conn, "send_message", params)
+    def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
+        if app.db.execute(conn, "send_message", params).fetchone() is None:
+            return None  # no such destination: nothing written; recorded as an error below
         return None, None
 
-    in_checkpointed_transaction(ctx, step_id, SEND, body)
+    if in_checkpointed_transaction(ctx, step_id, SEND, body) is NOT_YET:
+        # Checkpointed as the step's error, so a replay raises it again without looking.
+        error = unknown_destination(destination_id)
+        record_checkpoint(ctx, step_id, SEND, error=serialization.dumps_error(error))
+        raise error
 
 
 def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
@@ -184,7 +197,8 @@ def set_event(key: str, value: Any) -> None:
     check_deadline(ctx)
     app = ctx.app
     params = {
-        "workflow_id": ctx.workflow_id, "key": validate_name("event key", key),
+        "workflow_id": ctx.workflow_id, "step_id": step_id,
+        "key": validate_name("event key", key),
         "serializer": app.serializer_impl.name, "channel": event_channel(app.db.schema),
         "value": serialization.dumps_value(
             app.serializer_impl, value, max_bytes=app.settings.max_payload_bytes,

@@ -67,3 +67,4 @@ class StepRecord:
     child_workflow_id: str | None
     started_at: datetime | None
     completed_at: datetime | None
+    attempts: int | None = None  # attempts a retried step made (None: not a step run)

@@ -7,22 +7,42 @@ import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from .errors import ConfigurationError, UnregisteredFunction
 from .limits import check_count, check_id, check_seconds
+
+
+class Default(Enum):
+    """A parameter not given at all, as opposed to one given as None."""
+
+    APP = "the app's setting"
+
+
+#: ``max_recovery_attempts`` not given: the app's ``max_recovery_attempts`` setting applies
+#: (``None`` given means unlimited).
+APP_DEFAULT: Literal[Default.APP] = Default.APP
+
+RecoveryLimit = int | None | Literal[Default.APP]
+
+
+def recovery_limit(given: RecoveryLimit, app_default: int | None) -> int | None:
+    """The stored limit: the value given (None: unlimited), else the app's default."""
+    return app_default if given is APP_DEFAULT else given
 
 
 @dataclass(frozen=True)
 class WorkflowDef:
     name: str
     fn: Callable[..., Any]
-    max_recovery_attempts: int | None
+    max_recovery_attempts: RecoveryLimit
     timeout: float | None
 
     def __post_init__(self) -> None:
         check_id("workflow name", self.name)
-        check_count("max_recovery_attempts", self.max_recovery_attempts)
+        if self.max_recovery_attempts is not APP_DEFAULT:
+            check_count("max_recovery_attempts", self.max_recovery_attempts)
         check_seconds("timeout", self.timeout)
 
 

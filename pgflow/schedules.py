@@ -4,8 +4,8 @@ Exactly once across any number of workers and machines: a tick is enqueued on th
 queue ``pgflow.schedules`` with the workflow id ``sched:<workflow name>:<tick ISO time>``, and
 ``ON CONFLICT DO NOTHING`` on that id lets only the first of the racing workers insert it.
 Every worker process calls :func:`tick` about once a second. Cron expressions (croniter: 5
-fields, or 6 with seconds last) are read in UTC; the workflow gets its tick as an aware UTC
-datetime.
+fields, or 6 with seconds FIRST, as DBOS and Quartz read them) are read in UTC; the workflow
+gets its tick as an aware UTC datetime.
 
 Ticks missed while no worker ran: with ``catch_up=False`` (the default) only the latest one
 runs; with ``catch_up=True`` every one does, oldest first (at most ``MAX_CATCH_UP`` per call,
@@ -25,6 +25,7 @@ from croniter import croniter
 from . import serialization
 from .errors import ConfigurationError
 from .limits import to_ms
+from .registry import recovery_limit
 from .workflows import notify_channel
 
 if TYPE_CHECKING:
@@ -51,11 +52,18 @@ class Schedule:
 
 
 def validate_cron(cron: str) -> str:
-    if not isinstance(cron, str) or not croniter.is_valid(cron):
+    if not isinstance(cron, str) or len(cron.split()) > 6 \
+            or not croniter.is_valid(cron, second_at_beginning=True):
         raise ConfigurationError(
             f"{cron!r} is not a cron expression; write 5 fields (minute hour day month "
-            "weekday, e.g. '*/5 * * * *') or 6 with seconds last")
+            "weekday, e.g. '*/5 * * * *') or 6 with seconds first (second minute hour day "
+            "month weekday, e.g. '*/10 * * * * *' for every 10 seconds, as DBOS reads them)")
     return cron
+
+
+def _cron(cron: str, start: datetime) -> croniter:
+    # Six fields read seconds first (DBOS, Quartz), not croniter's default of seconds last.
+    return croniter(cron, start, second_at_beginning=True)
 
 
 def declare(app: App, fn: F, cron: str, catch_up: bool) -> F:
@@ -81,12 +89,12 @@ def due_ticks(cron: str, after: datetime, now: datetime, catch_up: bool,
     if now <= after:
         return []
     if not catch_up:
-        prev: datetime = croniter(cron, now).get_prev(datetime)
-        following: datetime = croniter(cron, prev).get_next(datetime)
+        prev: datetime = _cron(cron, now).get_prev(datetime)
+        following: datetime = _cron(cron, prev).get_next(datetime)
         latest = following if following <= now else prev
         return [latest] if latest > after else []
     ticks: list[datetime] = []
-    it = croniter(cron, after)
+    it = _cron(cron, after)
     while len(ticks) < limit:
         tick_at: datetime = it.get_next(datetime)
         if tick_at > now:
@@ -131,9 +139,8 @@ def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str
             app.serializer_impl, (t,), {}, max_bytes=app.settings.max_payload_bytes,
             what=f"tick of {sched.name!r}") for t in utc],
         "name": wf.name, "queue_name": SCHEDULE_QUEUE, "app_version": app.app_version,
-        "max_recovery_attempts": (wf.max_recovery_attempts
-                                  if wf.max_recovery_attempts is not None
-                                  else app.settings.max_recovery_attempts),
+        "max_recovery_attempts": recovery_limit(wf.max_recovery_attempts,
+                                                app.settings.max_recovery_attempts),
         "serializer": app.serializer_impl.name,
         "timeout_ms": to_ms("timeout", wf.timeout),
         "delay_ms": 0, "channel": notify_channel(app.db.schema),

@@ -9,6 +9,8 @@ them, and are rebuilt as their own type only from classes the reader has already
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import enum
 import json
 import math
@@ -53,6 +55,18 @@ class Serializer(Protocol):
     def loads(self, text: str) -> Any: ...
 
 
+class TypeCodec(Protocol):
+    """The classes an app registered for the JSON serializer (pgflow.serialization_types)."""
+
+    def type_fields(self, value: Any) -> tuple[str, dict[str, Any]] | None:
+        """``(registered name, fields)`` of an instance of a registered class, else None."""
+
+
+# Set only while an app's own JSON serializer encodes: what its registered types are.
+_APP_TYPES: contextvars.ContextVar[TypeCodec | None] = contextvars.ContextVar(
+    "pgflow_app_types", default=None)
+
+
 class _Refused(Exception):
     """A value cannot be stored. ``path`` collects keys and indexes, innermost first."""
 
@@ -94,6 +108,10 @@ def _encode(value: Any, careful: bool) -> Any:
     tagger = _TAGGERS.get(kind)
     if tagger is not None:
         return tagger(value)
+    types = _APP_TYPES.get()
+    found = None if types is None else types.type_fields(value)
+    if found is not None:
+        return {_TAG: "type", "t": found[0], "v": _encode_dict(found[1], careful)}
     raise _Refused(*_explain(value))
 
 
@@ -187,7 +205,8 @@ def _explain(value: Any) -> tuple[str, str]:
             return f"is a {name} (a subclass of {plain})", f"pass a plain {plain}: {how}"
     return (
         f"is a {kind.__module__}.{name} object",
-        "it has no JSON form; pass its fields as a dict "
+        "it has no JSON form; register its class (a dataclass or pydantic model) with "
+        "app.register_type(Class), or pass its fields as a dict "
         "(e.g. dataclasses.asdict(value) or model.model_dump())",
     )
 
@@ -256,6 +275,9 @@ _UNTAGGERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "timedelta": lambda record: timedelta(*record["v"]),
     "decimal": lambda record: Decimal(record["v"]),
     "uuid": lambda record: UUID(record["v"]),
+    # A registered class, read without the app that registered it (a Client, the CLI): its
+    # fields, and its name under "__type__" (no class named by a row is ever imported).
+    "type": lambda record: {"__type__": record["t"], **record["v"]},
 }
 
 
@@ -508,7 +530,7 @@ def serializer_for_row(configured: Serializer, row_serializer: str) -> Serialize
     since unpickling text from the database runs whatever code its writer chose.
     """
     if row_serializer == "json":
-        return JSON
+        return configured if configured.name == "json" else JSON
     if row_serializer == "pickle":
         if configured.name == "pickle":
             return PICKLE
@@ -610,6 +632,12 @@ def _record_error(exc: BaseException) -> str:
         "args": None if args is _UNENCODABLE else redact_value(args),
         "traceback": _clip(redact(formatted)),
     }
+    try:  # a database error's SQLSTATE (psycopg's), shown with the recorded error
+        sqlstate = getattr(exc, "sqlstate", None)
+    except Exception:
+        sqlstate = None
+    if isinstance(sqlstate, str):
+        record["sqlstate"] = sqlstate
     attrs = {}
     try:
         public = [
@@ -650,6 +678,11 @@ def loads_error(text: str) -> BaseException:
         attrs if isinstance(attrs, dict) else {},
     )
     if rebuilt is not None:
+        formatted = record.get("traceback")
+        if isinstance(formatted, str) and formatted:
+            # (an exception type that takes no attributes goes without)
+            with contextlib.suppress(Exception):
+                rebuilt.__pgflow_traceback__ = formatted  # type: ignore[attr-defined]
         return rebuilt
     if module_name in (None, "builtins"):
         error_type = str(type_name)
@@ -661,6 +694,13 @@ def loads_error(text: str) -> BaseException:
         str(record.get("message", "")),
         formatted if isinstance(formatted, str) else None,
     )
+
+
+def recorded_traceback(exc: BaseException) -> str | None:
+    """The traceback recorded with an error read by :func:`loads_error` (None when none)."""
+    found = getattr(exc, "traceback_text", None) if isinstance(exc, RecordedError) \
+        else getattr(exc, "__pgflow_traceback__", None)
+    return found if isinstance(found, str) and found else None
 
 
 def _find_class(module_name: Any, type_name: Any) -> type[BaseException] | None:

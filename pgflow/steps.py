@@ -9,13 +9,17 @@ INSERT. A transaction step runs its body and writes its checkpoint in one Postgr
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import context, serialization
+import structlog
+
+from . import context, serialization, user_sql
 from .errors import FencedOut, NonDeterminism, WorkflowCancelled
+from .redaction import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from .app import App
     from .context import WorkflowContext
     from .registry import StepDef
+
+log = structlog.get_logger("pgflow")
 
 
 @dataclass(frozen=True)
@@ -45,13 +51,18 @@ def retry_delay(policy: RetryPolicy, failures: int) -> float:
 
 
 def _with_retries(
-    policy: RetryPolicy, ctx: WorkflowContext | None, body: Callable[[], Any]
+    policy: RetryPolicy, ctx: WorkflowContext | None, body: Callable[[], Any], name: str,
+    *, counted: bool = False,
 ) -> Any:
+    """Call ``body`` until it succeeds or the policy's retries are spent; every retry is one
+    ``step_retrying`` warning. ``counted``: keep the attempt on ``ctx`` for the checkpoint."""
     failures = 0
     while True:
+        if counted and ctx is not None:
+            ctx.step_attempts = failures + 1
         try:
             return body()
-        except Exception:
+        except Exception as exc:
             failures += 1
             if failures > policy.retries:
                 raise
@@ -60,7 +71,17 @@ def _with_retries(
                 left = ctx.seconds_left()
                 if left is not None and left < delay:
                     raise WorkflowCancelled(ctx.workflow_id, "past its deadline") from None
+            log.warning("step_retrying", step=name, attempt=failures,
+                        max_attempts=policy.retries + 1,
+                        error=redact(f"{type(exc).__name__}: {exc}"),
+                        error_at=_where(exc), next_delay_s=round(delay, 3))
             time.sleep(delay)
+
+
+def _where(exc: BaseException) -> str | None:
+    """``file:line`` of the frame that raised ``exc`` (the step's own code, usually)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
 def check_deadline(ctx: WorkflowContext) -> None:
@@ -111,10 +132,10 @@ def _run_unrecorded(
     transaction still gets its own transaction (or joins the enclosing one)."""
     if step.kind == "transaction" and context.in_transaction() is False:
         def body() -> Any:
-            with app.db.connection() as conn, conn.transaction():
+            with user_sql.unwrapped(), app.db.connection() as conn, conn.transaction():
                 return _call_in_transaction(app, conn, step, args, kwargs)
-        return _with_retries(policy, ctx, body)
-    return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
+        return _with_retries(policy, ctx, body, step.name)
+    return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs), step.name)
 
 
 def _call_in_transaction(
@@ -122,13 +143,11 @@ def _call_in_transaction(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call a transaction step's function on ``conn``'s open transaction (``pgflow.db()``),
-    with the server's default planner settings for the user's SQL (query allow_scans)."""
+    with the server's default planner settings for the user's SQL (query allow_scans).
+    Its own psycopg errors leave wrapped for user_sql.unwrapped (pgflow's boundary must not
+    translate them)."""
     app.db.execute(conn, "allow_scans")
-    token = context.enter_transaction(conn.cursor())
-    try:
-        return step.fn(*args, **kwargs)
-    finally:
-        context.leave_transaction(token)
+    return user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
 
 
 def _run_step(
@@ -143,26 +162,30 @@ def _run_step(
         ctx.step_hard_deadline = time.monotonic() + policy.time_limit * (1 + policy.retries) \
             + sum(retry_delay(policy, n) for n in range(1, policy.retries + 1))
     try:
-        result = _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs))
-    except Exception as exc:
-        ctx.in_step = False
-        ctx.step_hard_deadline = None
-        record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                          started_at=started)
-        raise
+        try:
+            result = _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs), step.name,
+                                   counted=True)
+        except Exception as exc:
+            ctx.in_step = False
+            ctx.step_hard_deadline = None
+            record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
+                              started_at=started)
+            raise
+        finally:
+            ctx.in_step = False
+            ctx.step_hard_deadline = None
+        try:
+            output = serialization.dumps_value(
+                ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
+                what=f"output of step {step.name!r}")
+        except Exception as exc:
+            record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
+                              started_at=started)
+            raise
+        record_checkpoint(ctx, step_id, step.name, output=output, started_at=started)
+        return result
     finally:
-        ctx.in_step = False
-        ctx.step_hard_deadline = None
-    try:
-        output = serialization.dumps_value(
-            ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
-            what=f"output of step {step.name!r}")
-    except Exception as exc:
-        record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                          started_at=started)
-        raise
-    record_checkpoint(ctx, step_id, step.name, output=output, started_at=started)
-    return result
+        ctx.step_attempts = None
 
 
 def _run_transaction(
@@ -182,13 +205,18 @@ def _run_transaction(
             app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
             what=f"output of transaction step {step.name!r}"), result
 
+    def attempt() -> Any:
+        with user_sql.unwrapped():
+            return in_checkpointed_transaction(ctx, step_id, step.name, body, started)
+
     try:
-        return _with_retries(policy, ctx, lambda: in_checkpointed_transaction(
-            ctx, step_id, step.name, body, started))
+        return _with_retries(policy, ctx, attempt, step.name, counted=True)
     except Exception as exc:
         record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                           started_at=started)
         raise
+    finally:
+        ctx.step_attempts = None
 
 
 def _checkpoint_params(
@@ -199,6 +227,7 @@ def _checkpoint_params(
         "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
         "fence": ctx.fence, "step_id": step_id, "name": name, "output": output,
         "error": error, "child_workflow_id": child_workflow_id, "started_at": started_at,
+        "attempts": ctx.step_attempts,
     }
 
 
@@ -282,7 +311,7 @@ def record_in_transaction(
     WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
     if not ctx.app.db.execute(conn, "record_step", _checkpoint_params(
             ctx, step_id, name, output, None, None, started_at)).rowcount:
-        raise _fenced_error(ctx)
+        raise _fenced_error(ctx, conn)
 
 
 def ensure_owner(ctx: WorkflowContext) -> None:
@@ -295,9 +324,15 @@ def ensure_owner(ctx: WorkflowContext) -> None:
         raise _fenced_error(ctx)
 
 
-def _fenced_error(ctx: WorkflowContext) -> BaseException:
+def _fenced_error(ctx: WorkflowContext,
+                  conn: psycopg.Connection[Any] | None = None) -> BaseException:
     db = ctx.app.db
-    owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
+    if conn is not None:
+        # On the session the caller holds: a thread never waits for a second one while
+        # holding one, so threads sharing a small pool cannot deadlock.
+        owner = db.execute(conn, "owner_of", {"workflow_id": ctx.workflow_id}).fetchone()
+    else:
+        owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
     if owner is not None and owner["status"] == "CANCELLED":
         return WorkflowCancelled(ctx.workflow_id)
     return FencedOut(ctx.workflow_id)

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .redaction import MASK, SECRET_KEYS, redact
+from .serialization import recorded_traceback
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -81,8 +82,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, BaseException):
+        trace = recorded_traceback(value)
         return {"type": getattr(value, "error_type", type(value).__name__),
-                "message": redact(str(getattr(value, "message", str(value))))}
+                "message": redact(str(getattr(value, "message", str(value)))),
+                "traceback": None if trace is None else redact(trace)}
     if isinstance(value, dict):
         return {str(k): MASK if str(k).lower() in SECRET_KEYS and v is not None
                 else jsonable(v) for k, v in value.items()}

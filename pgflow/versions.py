@@ -53,16 +53,15 @@ def live_versions(db: Database, heartbeat_timeout: float) -> list[str]:
 
 
 def check_enqueue(db: Database, workflow_name: str, app_version: str | None) -> str | None:
-    """Check an enqueue by name. Raises ConfigurationError for an ``app_version`` no executor
-    ever registered (no worker would ever claim the row); returns why no registered version
-    could run ``workflow_name``, or None when one could."""
+    """Check an enqueue by name: why no registered version could run ``workflow_name`` (of
+    ``app_version``, when given), or None when one could."""
     rows = db.fetchall("registered_versions")
     known = {r["app_version"]: set(r["workflow_names"]) for r in rows}
     if app_version is not None and app_version not in known:
-        raise ConfigurationError(
-            f"no worker ever ran app_version {app_version!r} (registered: "
-            f"{', '.join(sorted(known)) or 'none'}); leave app_version out so that any version "
-            "that knows the workflow may start it")
+        return (f"no worker ever ran app_version {app_version!r} (registered: "
+                f"{', '.join(sorted(known)) or 'none'}); only a queue with strict_versions "
+                "keeps the workflow to that version, any other lets any version that knows "
+                "its name start it")
     if app_version is not None:
         if workflow_name in known[app_version]:
             return None

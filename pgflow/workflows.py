@@ -28,11 +28,13 @@ from .errors import (
     SerializationError,
     UnknownWorkflow,
     WorkflowCancelled,
+    WorkflowConflict,
     WorkflowParked,
     WorkflowTimeout,
 )
 from .limits import to_ms
 from .records import Status, WorkflowStatus
+from .registry import recovery_limit
 from .steps import check_deadline, record_checkpoint
 
 if TYPE_CHECKING:
@@ -241,6 +243,8 @@ def start(
         return found
 
     row = app.db.retrying(insert)
+    if row is None:
+        check_same_function(app.db, workflow_id, wf.name)
     claimed: Claimed | None = None
     if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
@@ -263,6 +267,15 @@ def start(
     return handle, None
 
 
+def check_same_function(db: Database, workflow_id: str, name: str) -> None:
+    """An id already taken is the same execution only when it runs the same function; a
+    different one raises WorkflowConflict (DBOS does the same) rather than hand back another
+    function's result."""
+    found = db.retrying(lambda: db.fetchone("workflow_name", {"workflow_id": workflow_id}))
+    if found is not None and found["name"] != name:
+        raise WorkflowConflict(workflow_id, found["name"], name)
+
+
 def _record_child(parent: WorkflowContext, step_id: int, name: str, child_id: str) -> None:
     """Checkpoint a child in its parent. A parent cancelled meanwhile cancels the child it has
     just created too, so nothing of a cancelled tree runs on."""
@@ -282,9 +295,7 @@ def try_adopt(app: App, workflow_id: str) -> Claimed | None:
 
 
 def _max_attempts(app: App, wf: WorkflowDef) -> int | None:
-    if wf.max_recovery_attempts is not None:
-        return wf.max_recovery_attempts
-    return app.settings.max_recovery_attempts
+    return recovery_limit(wf.max_recovery_attempts, app.settings.max_recovery_attempts)
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -335,6 +346,8 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     token = context.enter(ctx)
     structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
                                            workflow_name=claimed.name)
+    started = time.monotonic()
+    log.info("workflow_started", queue=claimed.queue_name, attempt=claimed.attempt)
     try:
         check_deadline(ctx)
         result = wf.fn(*args, **kwargs)
@@ -343,8 +356,10 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
                 app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
+            _log_failed(exc, started)
             return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                            error=serialization.dumps_error(exc)), None, exc
+        log.info("workflow_succeeded", duration_ms=_ms_since(started))
         return Outcome(claimed.workflow_id, claimed.fence, Status.SUCCESS,
                        output=output), result, None
     except FencedOut as exc:
@@ -363,12 +378,22 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         return Outcome(claimed.workflow_id, claimed.fence, Status.CANCELLED,
                        error=serialization.dumps_error(exc)), None, exc
     except Exception as exc:
-        log.info("workflow_failed", error=f"{type(exc).__name__}: {exc}")
+        _log_failed(exc, started)
         return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
                        error=serialization.dumps_error(exc)), None, exc
     finally:
         context.leave(token)
         structlog.contextvars.unbind_contextvars("workflow_id", "workflow_name")
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _log_failed(exc: BaseException, started: float) -> None:
+    # At error level with its traceback (exc_info; the log processors redact passwords).
+    log.error("workflow_failed", error=f"{type(exc).__name__}: {exc}",
+              duration_ms=_ms_since(started), exc_info=exc)
 
 
 def _row_serializer(app: App, name: str) -> serialization.Serializer:
@@ -456,6 +481,8 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
                 raise NonDeterminism(
                     f"workflow {parent.workflow_id} ({parent.name}) recorded step {step_id} as "
                     f"{rec.name!r} but the code now enqueues workflow {wf.name!r} there")
+            if rec.error is not None:
+                raise serialization.loads_error(rec.error)  # refused the first time too
             return WorkflowHandle(app, rec.child_workflow_id or "")
         workflow_id = workflow_id or f"{parent.workflow_id}-{step_id}"
     workflow_id = workflow_id or new_workflow_id()
@@ -471,21 +498,32 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         "deadline": parent.deadline if parent is not None else None,
         "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
     }
-    insert_enqueued(app.db, params)
+    try:
+        insert_enqueued(app.db, params)
+    except (Deduplicated, WorkflowConflict) as refused:
+        if parent is not None and step_id is not None:
+            # Checkpointed, so a replay takes the same path without touching the queue (the
+            # dedup id may be free by then).
+            record_checkpoint(parent, step_id, wf.name,
+                              error=serialization.dumps_error(refused))
+        raise
     if parent is not None and step_id is not None:
         _record_child(parent, step_id, wf.name, workflow_id)
     return WorkflowHandle(app, workflow_id)
 
 
 def insert_enqueued(db: Database, params: dict[str, Any]) -> None:
-    """Run ``enqueue_workflow``; a dedup clash raises Deduplicated naming the holder."""
+    """Run ``enqueue_workflow``; a dedup clash raises Deduplicated naming the holder, an id
+    taken by another function WorkflowConflict (the same function's: the existing one stands)."""
     try:
-        db.retrying(lambda: db.fetchone("enqueue_workflow", params))
+        row = db.retrying(lambda: db.fetchone("enqueue_workflow", params))
     except Deduplicated:
         existing = db.fetchone("find_active_dedup", {"queue_name": params["queue_name"],
                                                      "dedup_id": params["dedup_id"]})
         raise Deduplicated(params["queue_name"], params["dedup_id"],
                            existing["workflow_id"] if existing else None) from None
+    if row is None:
+        check_same_function(db, params["workflow_id"], params["name"])
 
 
 def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,

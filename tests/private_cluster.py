@@ -138,10 +138,11 @@ def start_private_cluster(**settings: Any) -> Cluster:
                         "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                        timeout=120, **run_as)
-        cluster.configure(
-            port=cluster.port, listen_addresses="127.0.0.1", unix_socket_directories="",
-            fsync="off", full_page_writes="off", max_connections=60,
-            shared_buffers="32MB", **settings)
+        # The caller's settings win over these defaults (max_connections, for one).
+        cluster.configure(**{
+            "port": cluster.port, "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": "", "fsync": "off", "full_page_writes": "off",
+            "max_connections": 60, "shared_buffers": "32MB", **settings})
         cluster.start()
     except BaseException:
         cluster.remove()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pgflow.db.embedded import start_embedded, stop_embedded
 from pgflow.errors import DatabaseUnavailable
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -73,3 +76,36 @@ def test_unusable_home_says_what_to_do(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(DatabaseUnavailable, match="PGFLOW_DATABASE_URL"):
         start_embedded(blocker / "home")
+
+
+def test_cli_manages_the_projects_server_from_a_subfolder(home: Path) -> None:
+    """`pgflow embedded status|stop` and the read-only commands find ./.pgflow from a
+    subfolder and use the running server; a folder pgflow creates ignores itself in git."""
+    project = home.parent / "project"
+    pgflow_home = project / ".pgflow"
+    (project / "sub").mkdir(parents=True)
+    try:
+        start_embedded(pgflow_home)
+        assert (pgflow_home / ".gitignore").read_text() == "*\n"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
+        env.update(PGFLOW_LOG_LEVEL="warning", PYTHONPATH=str(ROOT))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "pgflow.cli", *args],
+                                  cwd=project / "sub", env=env, capture_output=True,
+                                  text=True, timeout=120)
+
+        status = cli("embedded", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        found = json.loads(status.stdout)
+        assert found["running"] and found["home"] == str(pgflow_home.resolve())
+        assert (cli("migrate").returncode, cli("queues", "--json").returncode) == (0, 0)
+        assert json.loads(cli("workflows", "list", "--json").stdout) == []
+        assert not (project / "sub" / ".pgflow").exists()
+        stopped = cli("embedded", "stop")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout
+        assert cli("embedded", "status").returncode == 3
+        refused = cli("queues")
+        assert refused.returncode == 1 and "no database found" in refused.stderr
+    finally:
+        stop_embedded(pgflow_home)

@@ -264,7 +264,13 @@ class FlowMachine(RuleBasedStateMachine):
                     assert r.executor_id is not None, f"{r.workflow_id} PENDING without owner"
                     pending_of.setdefault(r.executor_id, set()).add(r.workflow_id)
             for w in self.workers:
-                if q.worker_concurrency is not None:
+                if q.worker_concurrency is None:
+                    continue
+                if q.partitioned:  # per worker and key
+                    mine = Counter(r.partition_key for r in rows if r.status == "PENDING"
+                                   and r.executor_id == w.executor_id)
+                    assert max(mine.values(), default=0) <= q.worker_concurrency, (q, mine)
+                else:
                     assert w.held_in(q.name) <= q.worker_concurrency, (q, w.held)
         held: Counter[str] = Counter()
         for w in self.workers:

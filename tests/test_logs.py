@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 from pgflow.errors import ConfigurationError
 from pgflow.logs import configure_logging, get_logger
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -68,4 +75,27 @@ def test_invalid_settings_are_refused() -> None:
 def test_logging_before_configuration_works(capsys: pytest.CaptureFixture[str]) -> None:
     structlog.reset_defaults()
     get_logger().info("early_event")
-    assert "early_event" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "early_event" in captured.err and "early_event" not in captured.out
+
+
+def test_library_lines_go_to_stderr_before_any_configuration(tmp_path: Any) -> None:
+    # A program that imports pgflow and never configures logging: pgflow's own lines (here a
+    # step retry) go to standard error; standard output stays the program's.
+    program = (
+        "import pgflow\n"
+        "app = pgflow.App('quiet', database_url='postgresql://nobody@127.0.0.1:1/none')\n"
+        "tries = []\n"
+        "@app.step(retries=1, interval=0)\n"
+        "def flaky():\n"
+        "    tries.append(1)\n"
+        "    if len(tries) == 1:\n"
+        "        raise ValueError('once')\n"
+        "    return 'ok'\n"
+        "print(flaky())\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env={k: v for k, v in os.environ.items()
+                                                     if not k.startswith("PGFLOW_")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
+    assert "step_retrying" in done.stderr

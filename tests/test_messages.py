@@ -31,6 +31,13 @@ def rows(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
         return conn.execute(statement, params).fetchall()
 
 
+def store_message(url: str, destination_id: str, topic: str, message: str) -> None:
+    """A message already stored for ``destination_id`` (send() refuses an id no workflow
+    has yet, and these tests need the message there before the workflow starts)."""
+    rows(url, "INSERT INTO pgflow.notifications (destination_id, topic, message) "
+              "VALUES (%s, %s, %s) RETURNING message_id", (destination_id, topic, message))
+
+
 @pytest.fixture
 def make_app(database_url: str) -> Iterator[Any]:
     apps: list[pgflow.App] = []
@@ -80,8 +87,8 @@ def test_messages_sent_before_and_during_recv_arrive_at_once(make_app: Any) -> N
         return [first, second]
 
     wf_id = "two-messages"
-    app.send(wf_id, {"n": 1}, topic="greet")  # before the workflow exists, even
     handle = app.options(workflow_id=wf_id).start(two_messages)
+    app.send(wf_id, {"n": 1}, topic="greet")  # (a workflow must exist to be sent to)
     assert app.get_event(wf_id, "first", timeout=10) == {"n": 1}
     time.sleep(0.3)  # recv is waiting now
     sent = time.monotonic()
@@ -102,9 +109,10 @@ def test_topics_are_separate_and_fifo(make_app: Any) -> None:
         return [pgflow.recv("b", timeout=5), pgflow.recv("a", timeout=5),
                 pgflow.recv("a", timeout=5), pgflow.recv(timeout=5)]
 
+    handle = app.options(workflow_id="topics").start(by_topic)
     for topic, message in (("a", 1), ("b", 2), ("a", 3), (None, 4)):
         app.send("topics", message, topic=topic)
-    assert app.options(workflow_id="topics").call(by_topic) == [2, 1, 3, 4]
+    assert handle.result(timeout=10) == [2, 1, 3, 4]
 
 
 def test_recv_timeout_returns_none_and_is_checkpointed(make_app: Any) -> None:
@@ -129,7 +137,7 @@ def test_send_from_a_workflow_is_sent_once_across_replays(make_app: Any) -> None
         pgflow.send(dest, "hello", topic="t")
         return "sent"
 
-    assert app.options(workflow_id="sender").call(sender, "nobody") == "sent"
+    assert app.options(workflow_id="sender").call(sender, "sender") == "sent"  # to itself
     # Fork from step 2: the send (step 1) is replayed from its checkpoint, not sent again.
     assert app.fork("sender", from_step=2).result(timeout=10) == "sent"
     assert len(rows(app.db.url, "SELECT * FROM pgflow.notifications")) == 1
@@ -149,12 +157,12 @@ def test_recv_aborted_before_commit_leaves_the_message(make_app: Any,
 
     @app.workflow()
     def taker() -> Any:
-        return pgflow.recv(timeout=5)
+        return pgflow.recv("t", timeout=5)
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("checkpoint failed")
 
-    app.send("taker", "keep me")
+    store_message(app.db.url, "taker", "t", '"keep me"')  # stored before the workflow exists
     monkeypatch.setattr(pgflow.steps, "record_in_transaction", broken)
     with pytest.raises(RuntimeError):
         app.options(workflow_id="taker").call(taker)
@@ -167,7 +175,7 @@ def test_recv_is_exactly_once_across_a_kill_before_and_after_commit(
         shared_app: pgflow.App, database_url: str) -> None:
     app = shared_app
     # Killed after the DELETE, before its commit: the message is still there, no checkpoint.
-    app.send("wf-a", "m1", topic="t")
+    store_message(database_url, "wf-a", "t", '"m1"')  # stored before the workflow exists
     assert run_child(database_url, "before_commit", "receive_one", "t",
                      workflow_id="wf-a") == 9
     assert [r["message"] for r in rows(database_url, "SELECT * FROM pgflow.notifications")] \
@@ -175,7 +183,7 @@ def test_recv_is_exactly_once_across_a_kill_before_and_after_commit(
     assert rows(database_url, "SELECT * FROM pgflow.operation_outputs") == []
 
     # Killed after the commit: the message is gone and the checkpoint holds it.
-    app.send("wf-b", "m2", topic="t")
+    store_message(database_url, "wf-b", "t", '"m2"')
     assert run_child(database_url, "after_recv", "receive_one", "t", workflow_id="wf-b") == 9
     assert [r["destination_id"] for r in rows(
         database_url, "SELECT * FROM pgflow.notifications")] == ["wf-a"]

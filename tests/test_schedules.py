@@ -52,6 +52,19 @@ def test_due_ticks_properties(after: int, span: int, every: int) -> None:
     assert latest == all_ticks[-1:]
 
 
+def test_six_fields_read_seconds_first() -> None:
+    # As DBOS and Quartz read them: "*/10 * * * * *" is every ten seconds (croniter's own
+    # default, seconds last, made it every second of every tenth minute).
+    assert due_ticks("*/10 * * * * *", T0, T0 + timedelta(seconds=35), catch_up=True) == [
+        T0 + timedelta(seconds=s) for s in (10, 20, 30)]
+    assert due_ticks("30 */2 * * * *", T0, T0 + timedelta(minutes=5), catch_up=True) == [
+        T0 + timedelta(minutes=m, seconds=30) for m in (0, 2, 4)]
+    with pytest.raises(pgflow.ConfigurationError, match="seconds first"):
+        schedules.validate_cron("* * * * * 70")
+    with pytest.raises(pgflow.ConfigurationError, match="seconds first"):
+        schedules.validate_cron("0 0 * * * * 2030")
+
+
 def test_tick_ids_are_stable_utc_text() -> None:
     local = T0.astimezone(timezone(timedelta(hours=2)))
     assert tick_id("report", local) == tick_id("report", T0) == \

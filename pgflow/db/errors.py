@@ -7,6 +7,7 @@ contains a password.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import psycopg
@@ -52,6 +53,46 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.InterfaceError)
 
 
+# What the server (or libpq) says when it turns a connection away for a reason that waiting
+# will not fix. Connection failures carry no SQLSTATE in psycopg, so the text decides.
+_REJECTIONS = re.compile(
+    r"password authentication failed|authentication failed for user|no pg_hba\.conf entry"
+    r"|database \"[^\"]*\" does not exist|role \"[^\"]*\" does not exist"
+    r"|is not permitted to log in|no password supplied|password is required"
+    r"|certificate authentication failed", re.IGNORECASE)
+_FULL = re.compile(r"too many clients|connection slots are reserved", re.IGNORECASE)
+
+
+def connection_reason(exc: BaseException) -> str:
+    """The server's own words for a failed connection, without libpq's preamble.
+
+    libpq reports each address it tried (``connection to server at "::1" ... failed: ...``);
+    the line with the server's FATAL message is the reason, else the first line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    fatal = [ln for ln in lines if "FATAL:" in ln]
+    if fatal:
+        return redact(fatal[-1].rsplit("FATAL:", 1)[1].strip())
+    first = re.sub(r"^connection failed:\s*", "", lines[0])
+    return redact(first)
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """Did the server refuse the connection for a reason of configuration (credentials, an
+    unknown database or role, pg_hba.conf), not of load or state?"""
+    return isinstance(exc, psycopg.OperationalError) and bool(_REJECTIONS.search(str(exc)))
+
+
+def connection_advice(exc: BaseException) -> str:
+    """What to do about a connection failure, by its reason."""
+    if _FULL.search(str(exc)):
+        return ("the server is at max_connections: lower the sessions of pgflow's processes "
+                "(--pool-size, PGFLOW_POOL_SIZE; see the README's connection budget) or raise "
+                "the server's max_connections")
+    return "check that it is running and that the URL is right"
+
+
 def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplicated | \
         ConfigurationError:
     """The pgflow error for a psycopg error."""
@@ -76,9 +117,8 @@ def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplica
         )
     if is_connection_error(exc):
         return DatabaseUnavailable(
-            f"cannot reach the database{where}: {message}; check that it is running and that "
-            "the URL is right"
-        )
+            f"cannot reach the database{where}: {connection_reason(exc)}; "
+            f"{connection_advice(exc)}")
     return DatabaseError(f"database error{where}: {message}")
 
 

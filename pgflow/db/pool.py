@@ -15,17 +15,27 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import DatabaseUnavailable
-from .errors import describe_target, is_connection_error, translate
+from ..errors import ConnectionRejected, DatabaseUnavailable
+from .errors import (
+    connection_advice,
+    connection_reason,
+    describe_target,
+    is_connection_error,
+    is_rejection,
+    translate,
+)
 from .outage import Reachability
 from .sql import Queries
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 T = TypeVar("T")
 
@@ -66,11 +76,32 @@ class _MostRecentFirst(deque):  # type: ignore[type-arg]
     one after another alternates between every pooled session, each with cold caches on
     both sides of the socket. Measured: a step checkpoint cost 720 µs with FIFO and 590 µs
     with LIFO, against a 410-450 µs INSERT round trip (benchmarks, phase 5). The ones left at
-    the far end idle long enough for the pool's max_idle to close them.
+    the far end idle long enough for _Pool's sweep to close them.
     """
 
     def append(self, conn: Any) -> None:
+        conn.idle_since = time.monotonic()
         self.appendleft(conn)
+
+
+class ConnectAttempts:
+    """What the last attempt to open a session of one Database said (pool or direct).
+
+    psycopg_pool opens sessions in its own thread and, when it cannot, only logs why; a
+    caller waiting for one gets a bare PoolTimeout. The pool's sessions report here, so the
+    error names the server's reason ("too many clients already", "password authentication
+    failed ...")."""
+
+    def __init__(self) -> None:
+        self.last_error: psycopg.Error | None = None  # None after a success
+        self.connected_once = False
+
+    def failed(self, exc: psycopg.Error) -> None:
+        self.last_error = exc
+
+    def succeeded(self) -> None:
+        self.last_error = None
+        self.connected_once = True
 
 
 def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
@@ -95,12 +126,63 @@ class _Connection(psycopg.Connection[dict[str, Any]]):
     """
 
     _named: psycopg.Cursor[dict[str, Any]] | None = None
+    idle_since = 0.0  # when it last went back to the pool (time.monotonic())
+    # Each Database uses a subclass whose attempts are its own (see ConnectAttempts).
+    attempts: ConnectAttempts | None = None
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        try:
+            conn = super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            if cls.attempts is not None:
+                cls.attempts.failed(exc)
+            raise
+        if cls.attempts is not None:
+            cls.attempts.succeeded()
+        return conn
 
     def run_named(self, query: Any, params: Any) -> psycopg.Cursor[dict[str, Any]]:
         cur = self._named
         if cur is None or cur.closed:
             cur = self._named = self.cursor()
         return cur.execute(query, params, prepare=True)
+
+
+def sweep_period(idle_timeout: float) -> float:
+    """How often the pool looks for sessions idle past ``idle_timeout``: a session goes back
+    to the server at most this long after its timeout."""
+    return min(5.0, max(0.1, idle_timeout / 4))
+
+
+class _Pool(ConnectionPool[_Connection]):
+    """A ConnectionPool that gives back every session idle longer than ``idle_timeout``.
+
+    psycopg_pool closes at most one idle connection per ``max_idle`` period (and only those
+    beyond min_size): a worker that had 36 sessions at its peak kept most of them for hours,
+    so other clients of a server at ``max_connections`` were refused. Here ``max_idle`` is the
+    sweep period and each sweep closes every session idle past the timeout.
+    """
+
+    def __init__(self, *args: Any, idle_timeout: float, **kwargs: Any) -> None:
+        self.idle_timeout = idle_timeout
+        super().__init__(*args, max_idle=sweep_period(idle_timeout), **kwargs)
+
+    def _shrink_pool(self) -> None:
+        now = time.monotonic()
+        stale = []
+        with self._lock:
+            idle = self._pool
+            for conn in list(idle):
+                if self._nconns <= self._min_size:
+                    break
+                if now - getattr(conn, "idle_since", now) >= self.idle_timeout:
+                    idle.remove(conn)
+                    self._nconns -= 1
+                    stale.append(conn)
+            self._nconns_min = len(idle)
+        for conn in stale:
+            self._close_connection(conn)
 
 
 class Database:
@@ -114,14 +196,19 @@ class Database:
         max_size: int = 10,
         application_name: str = "pgflow",
         connect_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
     ) -> None:
         self.url = url
         self.target = describe_target(url)
         self.queries = Queries(schema)
         self.schema = schema
-        self.max_size = max(2, max_size)
+        self.max_size = max(1, max_size)
         self.application_name = application_name[:63]
         self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.attempts = ConnectAttempts()
+        self._session_class: type[_Connection] = type(
+            "_Connection", (_Connection,), {"attempts": self.attempts})
         self._pool: ConnectionPool[_Connection] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -133,6 +220,9 @@ class Database:
         self._clock_lock = threading.Lock()
         self._reach = self._new_reachability()
         _quiet_pool_log()
+        # Called on each pause of retrying() (a worker process tells its supervisor that it
+        # is waiting for the database, not stuck).
+        self.waiting: Callable[[], None] | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -172,7 +262,8 @@ class Database:
         """Connect once and hang up (raises when the server does not answer)."""
         kwargs = {**self._connect_kwargs(), "connect_timeout": min(5, self._connect_kwargs()[
             "connect_timeout"])}
-        psycopg.connect(self.url, **kwargs).close()
+        # Through the session class: a refusal is recorded as the reason to report.
+        self._session_class.connect(self.url, **kwargs).close()
 
     def _replace_pool(self) -> None:
         """After an outage: a new pool, so that work does not wait out the old one's
@@ -214,7 +305,7 @@ class Database:
     def connect(self) -> psycopg.Connection[dict[str, Any]]:
         """A new connection outside the pool (LISTEN, migrations, one-off commands)."""
         try:
-            conn = _Connection.connect(self.url, **self._connect_kwargs())
+            conn = self._session_class.connect(self.url, **self._connect_kwargs())
             if self._clock_generation:
                 try:
                     self._apply_clock(conn)
@@ -223,7 +314,24 @@ class Database:
                     raise
             return conn
         except psycopg.Error as exc:
-            raise translate(exc, self.target) from None
+            raise self._connect_error(exc) from None
+
+    def _connect_error(self, exc: psycopg.Error) -> Exception:
+        """The error for a failed connection: ConnectionRejected when the server refused
+        this Database's very first one for a reason waiting will not fix (a wrong password,
+        an unknown database or role), so a misconfigured process stops at once; afterwards
+        the same refusal is an outage like any other (a password rotated under a running
+        worker pauses its work rather than failing it)."""
+        if is_rejection(exc) and not self.attempts.connected_once:
+            return ConnectionRejected(
+                f"the database at {self.target} refused the connection: "
+                f"{connection_reason(exc)}; fix the URL (user, password, database name) or "
+                "the server's pg_hba.conf")
+        if is_connection_error(exc):
+            return DatabaseUnavailable(
+                f"cannot reach the database at {self.target}: {connection_reason(exc)}; "
+                f"{connection_advice(exc)}")
+        return translate(exc, self.target)
 
     # -- the database clock --------------------------------------------------------------------
 
@@ -273,12 +381,15 @@ class Database:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    pool = ConnectionPool(
+                    # min_size 0: an idle process gives every session back (the sweep of
+                    # _Pool); a busy one keeps those it uses, most recently returned first.
+                    pool = _Pool(
                         self.url,
-                        min_size=1,
+                        min_size=0,
                         max_size=self.max_size,
+                        idle_timeout=self.idle_timeout,
                         kwargs=self._connect_kwargs(),
-                        connection_class=_Connection,
+                        connection_class=self._session_class,
                         open=False,
                         timeout=self.connect_timeout,
                         reconnect_timeout=3600.0,
@@ -308,7 +419,7 @@ class Database:
                 self._reach.failed(str(exc))
             raise translate(exc, self.target) from None
         finally:
-            pool.putconn(conn)
+            pool.putconn(conn)  # _MostRecentFirst.append stamps idle_since
 
     def _checkout(self, pool: ConnectionPool[_Connection]) -> _Connection:
         try:
@@ -327,15 +438,30 @@ class Database:
                 return conn
         except PoolTimeout:
             self._reach.failed("no pooled connection")
-            raise DatabaseUnavailable(
-                f"no database connection available at {self.target} within "
-                f"{self.connect_timeout:.0f}s; check that the server is up"
-            ) from None
+            raise self._no_session() from None
         except psycopg.Error as exc:
             if is_connection_error(exc):
                 self._reach.failed(str(exc))
             raise translate(exc, self.target) from None
         raise AssertionError("unreachable: the last try does not check the connection")
+
+    def _no_session(self) -> Exception:
+        """The error for a checkout that waited ``connect_timeout`` in vain: the server's own
+        reason for refusing the pool's last attempt, else a pool whose sessions all stayed
+        busy (every user holds one at a time, so this is slow work, never a deadlock)."""
+        failure = self.attempts.last_error
+        if failure is not None:
+            error = self._connect_error(failure)
+            if isinstance(error, DatabaseUnavailable):
+                return DatabaseUnavailable(
+                    f"no connection to the database at {self.target} within "
+                    f"{self.connect_timeout:.0f}s: {connection_reason(failure)}; "
+                    f"{connection_advice(failure)}")
+            return error
+        return DatabaseUnavailable(
+            f"all {self.max_size} pooled connections of this process to {self.target} stayed "
+            f"busy for {self.connect_timeout:.0f}s; raise the pool size (PGFLOW_POOL_SIZE, "
+            "--pool-size) or run fewer threads")
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():
@@ -398,7 +524,16 @@ class Database:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise translate(exc, self.target) from None
                 self._reach.failed(str(exc))
-            if not self._reach.wait(deadline):
-                raise DatabaseUnavailable(
-                    f"cannot reach the database at {self.target} ({self._reach.reason}); "
-                    "check that it is running and that the URL is right")
+            # Wait for the server in short slices, telling whoever listens that this is a
+            # wait for the database (a worker's liveness), not a hang.
+            while True:
+                now = time.monotonic()
+                end = now + 1.0 if deadline is None else min(deadline, now + 1.0)
+                if self._reach.wait(end):
+                    break
+                if self.waiting is not None:
+                    self.waiting()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DatabaseUnavailable(
+                        f"cannot reach the database at {self.target} ({self._reach.reason}); "
+                        "check that it is running and that the URL is right")

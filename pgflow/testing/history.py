@@ -5,7 +5,8 @@ times (``{schema}.clock()``), that the queue's limits held:
 
 - ``concurrency``: no more rows PENDING at once than the limit, by a sweep over
   ``[started_at, completed_at)``; per partition key on a partitioned queue;
-- ``worker_concurrency``: the same per executor (worker process);
+- ``worker_concurrency``: the same per executor (worker process); per executor and key on a
+  partitioned queue;
 - ``rate_limit``: no more starts than the limit within any window shorter than ``per``;
 - priority and FIFO order: no row started while a row ahead of it (lower priority number,
   then earlier enqueue; same partition key) was already eligible and still waiting;
@@ -31,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import context
+from ..errors import ConfigurationError
 from ..queues import Queue
 
 if TYPE_CHECKING:
@@ -161,14 +163,16 @@ def check_rows(queue: Queue, rows: Sequence[HistoryRow], *, spans: Iterable[Span
         if check_order:
             _check_order(label, group, app_version, names, timedelta(seconds=tolerance))
     if queue.worker_concurrency is not None:
-        by_executor: dict[str, list[HistoryRow]] = defaultdict(list)
+        by_executor: dict[tuple[str, str | None], list[HistoryRow]] = defaultdict(list)
         for r in rows:
             if r.executor_id is not None:
-                by_executor[r.executor_id].append(r)
-        for executor, group in by_executor.items():
-            _check_overlap(f"queue {queue.name!r}, executor {executor}: worker_concurrency="
-                           f"{queue.worker_concurrency}", queue.worker_concurrency,
-                           _intervals(group))
+                key = r.partition_key if queue.partitioned else None
+                by_executor[(r.executor_id, key)].append(r)
+        for (executor, key), group in by_executor.items():
+            where = "" if key is None else f", partition {key!r}"
+            _check_overlap(f"queue {queue.name!r}, executor {executor}{where}: "
+                           f"worker_concurrency={queue.worker_concurrency}",
+                           queue.worker_concurrency, _intervals(group))
     _check_spans(queue, list(spans))
 
 
@@ -292,6 +296,15 @@ def _check_order(label: str, rows: Sequence[HistoryRow], app_version: str | None
 def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
     if not spans:
         return
+    if queue.partitioned and queue.concurrency is not None:
+        keyless = [s.workflow_id or f"span {i}" for i, s in enumerate(spans)
+                   if s.partition_key is None]
+        if keyless:
+            # Limits apply per key there: a span without its key cannot be checked.
+            raise ConfigurationError(
+                f"queue {queue.name!r} is partitioned: record each span with its key, "
+                f"spans.record(partition_key=...); {len(keyless)} span(s) have none "
+                f"({', '.join(map(str, keyless[:5]))})")
     def check(what: str, limit: int, key: Callable[[Span], Any]) -> None:
         groups: dict[Any, list[Span]] = defaultdict(list)
         for s in spans:
@@ -316,4 +329,8 @@ def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
         else:
             check("concurrency", queue.concurrency, lambda s: None)
     if queue.worker_concurrency is not None:
-        check("worker_concurrency", queue.worker_concurrency, lambda s: s.worker)
+        if queue.partitioned:  # per worker and key
+            check("worker_concurrency", queue.worker_concurrency,
+                  lambda s: (s.worker, s.partition_key))
+        else:
+            check("worker_concurrency", queue.worker_concurrency, lambda s: s.worker)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..context import WorkflowContext
     from ..queues import Queue
+    from .liveness import Liveness
 
 log = structlog.get_logger("pgflow")
 
@@ -51,6 +52,10 @@ class WorkerConfig:
     max_jobs: int = 0
     grace: float = 30.0
     poll_interval: float = 1.0
+    # Seconds a forked worker process may stay silent before its supervisor replaces it.
+    child_timeout: float = 60.0
+    # --burst: wait for delayed work to come due (else say what is left, and exit).
+    burst_wait_delayed: bool = False
     # In the caller's own process (pgflow.testing.drain): no supervisor to watch, never
     # os._exit, and executors of this pid other than ours are alive (the app's own).
     in_process: bool = False
@@ -61,8 +66,10 @@ class WorkerProcess:
 
     def __init__(self, app: App, config: WorkerConfig, executor_id: str, *,
                  on_idle: Callable[[], bool] | None = None,
-                 report_stranded: bool = False) -> None:
+                 report_stranded: bool = False, liveness: Liveness | None = None) -> None:
         self.app = app
+        # Under a supervisor: each turn of the main loop tells it this process is alive.
+        self.liveness = liveness
         # One process of a worker says, now and then, what waiting work no live worker of
         # its version can run (another version's, or on a queue nobody serves).
         self.report_stranded = report_stranded
@@ -102,7 +109,8 @@ class WorkerProcess:
                 "worker_concurrency": q.worker_concurrency,
                 "rate_limit": q.rate_limit.limit if q.rate_limit else None,
                 "rate_per_seconds": q.rate_limit.per if q.rate_limit else None,
-                "priority_enabled": q.priority, "partitioned": q.partitioned})
+                "priority_enabled": q.priority, "partitioned": q.partitioned,
+                "strict_versions": self._strict(q)})
         self.completer = Completer(app, self._release_slots)
         self.completer.start()
         self.pool = RunThreads(self.config.threads)
@@ -110,6 +118,17 @@ class WorkerProcess:
             Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
         log.info("worker_started", executor_id=self.executor_id, pid=os.getpid(),
                  threads=self.config.threads)
+        if self.liveness is not None:
+            self.liveness.mark_ready()
+            # The main loop waiting out a database outage is alive, not stuck.
+            loop_thread = threading.current_thread()
+            beat = self.liveness.beat
+
+            def waiting() -> None:
+                if threading.current_thread() is loop_thread:
+                    beat()
+
+            app.db.waiting = waiting
         try:
             self._loop()
         finally:
@@ -144,6 +163,8 @@ class WorkerProcess:
         next_stranded = 0.0
         woken = True
         while not self.stop.is_set():
+            if self.liveness is not None:
+                self.liveness.beat()
             if not self.config.in_process and os.getppid() != self.parent_pid:
                 log.error("supervisor_gone", action="exiting")
                 self.halt.set()
@@ -207,7 +228,22 @@ class WorkerProcess:
             "app_version": self.app.app_version, "names": names,
             "strict": self.app.settings.strict_versions,
             "queues": [q.name for q in self.config.queues]})
-        return row is not None and row["enqueued"] == 0 and row["pending"] == 0
+        if row is None or row["pending"] != 0:
+            return False
+        if row["enqueued"] == 0:
+            return True
+        if self.config.in_process or self.config.burst_wait_delayed \
+                or row["delayed"] != row["enqueued"]:
+            return False
+        # Only delayed work is left: say what and when, rather than wait for it in silence.
+        if self.report_stranded:
+            due = row["next_due"]
+            log.warning("burst_delayed_work_left", workflows=row["delayed"],
+                        next_due=due.isoformat(),
+                        due_in_s=round((due - row["now"]).total_seconds(), 1),
+                        action="run the worker again then, or pass --burst-wait-delayed "
+                               "to wait for it")
+        return True
 
     # -- recovery and claiming -----------------------------------------------------------------
 
@@ -246,6 +282,12 @@ class WorkerProcess:
                 log.info("schedule_tick_enqueued", workflow_id=workflow_id)
         except PgflowError as exc:
             self._failed("schedule_tick_failed", exc)
+
+    def _strict(self, q: Queue) -> bool:
+        """Whether this queue takes only rows of this version (queue's option, else app's)."""
+        if q.strict_versions is None:
+            return self.app.settings.strict_versions
+        return q.strict_versions
 
     def _failed(self, event: str, exc: PgflowError, **fields: Any) -> None:
         """A periodic job failed: a warning, unless the database is away (that is logged
@@ -291,10 +333,8 @@ class WorkerProcess:
         if base <= 0:
             return []
         names = sorted(app.registry.workflows)
-        strict = app.settings.strict_versions if q.strict_versions is None \
-            else q.strict_versions
         common = {"queue_name": q.name, "app_version": app.app_version, "names": names,
-                  "executor_id": self.executor_id, "strict": strict}
+                  "executor_id": self.executor_id, "strict": self._strict(q)}
         limited = q.concurrency is not None or q.rate_limit is not None
         per_s = q.rate_limit.per if q.rate_limit else 0.0
         if not limited and not q.partitioned:
@@ -406,6 +446,8 @@ class WorkerProcess:
         self.stop.set()
         end = time.monotonic() + self.config.grace
         while time.monotonic() < end:
+            if self.liveness is not None:
+                self.liveness.beat()
             with self._lock:
                 if not self.inflight:
                     break

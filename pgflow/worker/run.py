@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..db.pool import Database
 from ..errors import ConfigurationError
-from ..loader import load_app
+from ..loader import forget_app_modules, load_app
 from ..settings import Settings
 from .process import WorkerConfig
 from .supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from ..app import App
 
-def run_worker(app_spec: str, settings: Settings) -> int:
-    """Import the app (an import error fails here, before any fork), check the database,
-    and supervise the worker processes. Returns the exit code."""
+
+def load_worker_app(app_spec: str, flags: Mapping[str, Any] | None = None) -> App:
+    """Import the app (an import error fails here, before any fork) and settle its settings:
+    ``flags`` given on the command line > ``PGFLOW_*`` variables > the app's code > defaults."""
     app = load_app(app_spec)
-    overrides = {k: getattr(settings, k) for k in (
-        "heartbeat_interval", "heartbeat_timeout", "poll_interval", "threads", "grace",
-        "log_format", "log_level")}
-    if settings.database_url:
-        overrides["database_url"] = settings.database_url
-    if settings.schema != "pgflow":
-        overrides["schema"] = settings.schema
-    app.settings = app.settings.replace(**overrides)
+    app.settings = Settings.resolve(code=app.declared_settings, flags=flags)
+    return app
+
+
+def worker_config(app: App) -> WorkerConfig:
+    """The worker's configuration from the app's settled settings and its queues."""
+    settings = app.settings
     names = settings.queues or tuple(app.queues)
     unknown = [n for n in names if n not in app.queues]
     if unknown:
@@ -32,17 +36,34 @@ def run_worker(app_spec: str, settings: Settings) -> int:
             f"(declared: {', '.join(app.queues) or 'none'})")
     if not names:
         raise ConfigurationError(f"app {app.name!r} declares no queue; add app.queue(...)")
+    return WorkerConfig(
+        threads=settings.threads, queues=[app.queues[n] for n in names], burst=settings.burst,
+        max_jobs=settings.max_jobs_per_child, grace=settings.grace,
+        poll_interval=settings.poll_interval, child_timeout=settings.child_timeout,
+        burst_wait_delayed=settings.burst_wait_delayed)
+
+
+def run_worker(app: App, app_spec: str, flags: Mapping[str, Any] | None = None,
+               loaded_before: frozenset[str] = frozenset()) -> int:
+    """Check the queues and the database, then supervise the worker processes. Returns the
+    exit code. ``loaded_before``: the modules loaded before the task module (each new worker
+    process forgets the others and imports the task module's current code)."""
+    config = worker_config(app)
     # Connect once now: a bad URL or an unmigrated schema fails before any fork. A direct
     # connection first: an unreachable server fails at once, in one line (the pool would
     # retry for its whole timeout, logging every attempt).
     Database(app.database_url(), app.settings.schema).connect().close()
-    app.db.fetchone("work_left", {"app_version": app.app_version, "queues": list(names),
+    app.db.fetchone("work_left", {"app_version": app.app_version,
+                                  "queues": [q.name for q in config.queues],
                                   "strict": app.settings.strict_versions,
                                   "names": sorted(app.registry.workflows)})
     app.close_db()
-    config = WorkerConfig(
-        threads=settings.threads, queues=[app.queues[n] for n in names], burst=settings.burst,
-        max_jobs=settings.max_jobs_per_child, grace=settings.grace,
-        poll_interval=settings.poll_interval)
-    processes = settings.processes or os.cpu_count() or 1
-    return Supervisor(app, config, processes).run()
+
+    def fresh() -> tuple[App, WorkerConfig]:
+        # In each new worker process: the task module's current code (new after SIGHUP).
+        forget_app_modules(app_spec, loaded_before)
+        new = load_worker_app(app_spec, flags)
+        return new, worker_config(new)
+
+    processes = app.settings.processes or os.cpu_count() or 1
+    return Supervisor(app, config, processes, load=fresh).run()

@@ -18,6 +18,9 @@ SELECT app_version, min(started_at), max(heartbeat_at) FROM {schema}.executors
 WHERE app_version IS NOT NULL GROUP BY app_version
 ON CONFLICT DO NOTHING;
 
+-- Whether the workers of a queue take only rows of their own version (as last declared).
+ALTER TABLE {schema}.queues ADD COLUMN strict_versions boolean NOT NULL DEFAULT false;
+
 -- A claim now takes never-started rows of any version (and rows enqueued without one): the
 -- claim path no longer walks one version's rows, but every ENQUEUED row of the queue in
 -- priority, then FIFO order, skipping started rows of other versions.

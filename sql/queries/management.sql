@@ -46,9 +46,21 @@ WITH target AS (
 )
 SELECT workflow_id, status, pg_notify(%(channel)s, coalesce(queue_name, '')) FROM resumed;
 
+-- name: start_enqueued_now
+-- resume() of a queued workflow: drop its delay (or the rest of a parked sleep, whose wake-up
+-- time is checkpointed: it parks again if it is still early) and wake the workers.
+WITH woken AS (
+    UPDATE {schema}.workflow_status
+    SET not_before = NULL, updated_at = {schema}.clock()
+    WHERE workflow_id = %(workflow_id)s AND status = 'ENQUEUED'
+    RETURNING workflow_id, queue_name
+)
+SELECT workflow_id, pg_notify(%(channel)s, queue_name) FROM woken;
+
 -- name: fork_workflow
 -- A new workflow running the same code on the same inputs, starting with copies of the
--- source's checkpoints before step `from_step` (so those steps are not run again).
+-- source's checkpoints before step `from_step` (so those steps are not run again) and of the
+-- events those steps published.
 WITH ins AS (
     INSERT INTO {schema}.workflow_status (
         workflow_id, name, status, queue_name, priority, partition_key, attempt, app_version,
@@ -69,6 +81,18 @@ WITH ins AS (
            o.executor_id, o.started_at, o.completed_at
     FROM {schema}.operation_outputs AS o, ins
     WHERE o.workflow_id = %(source_id)s AND o.step_id < %(from_step)s
+), events AS (
+    -- Each key's value as of step from_step: the latest one published before it.
+    INSERT INTO {schema}.workflow_events (workflow_id, key, serializer, value)
+    SELECT DISTINCT ON (h.key) ins.workflow_id, h.key, h.serializer, h.value
+    FROM {schema}.workflow_event_history AS h, ins
+    WHERE h.workflow_id = %(source_id)s AND h.step_id < %(from_step)s
+    ORDER BY h.key, h.step_id DESC
+), history AS (
+    INSERT INTO {schema}.workflow_event_history (workflow_id, step_id, key, serializer, value)
+    SELECT ins.workflow_id, h.step_id, h.key, h.serializer, h.value
+    FROM {schema}.workflow_event_history AS h, ins
+    WHERE h.workflow_id = %(source_id)s AND h.step_id < %(from_step)s
 )
 SELECT workflow_id, status, pg_notify(%(channel)s, coalesce(queue_name, '')) FROM ins;
 
@@ -145,11 +169,13 @@ SELECT w.queue_name, w.app_version, w.name,
                  AND NOT EXISTS (SELECT 1 FROM {schema}.versions AS v
                                  WHERE w.name = ANY(v.workflow_names)) THEN 'unknown_name'
             WHEN w.app_version IS NOT NULL
-                 AND (w.started_at IS NOT NULL OR w.forked_from IS NOT NULL)
+                 AND (w.started_at IS NOT NULL OR w.forked_from IS NOT NULL
+                      OR coalesce(q.strict_versions, false))
                  THEN 'wrong_version'
             ELSE 'no_worker' END AS reason,
        count(*) AS n, min(w.updated_at) AS since
 FROM {schema}.workflow_status AS w
+LEFT JOIN {schema}.queues AS q ON q.name = w.queue_name
 WHERE (w.status = 'ENQUEUED' OR (w.status = 'PENDING' AND w.executor_id IS NULL))
   AND (%(queues)s::text[] IS NULL OR w.queue_name = ANY(%(queues)s::text[]))
   AND NOT EXISTS (
@@ -159,7 +185,8 @@ WHERE (w.status = 'ENQUEUED' OR (w.status = 'PENDING' AND w.executor_id IS NULL)
         AND (w.queue_name IS NULL OR w.queue_name = ANY(e.queues))
         AND w.name = ANY(v.workflow_names)
         AND (e.app_version = w.app_version OR w.app_version IS NULL
-             OR (w.status = 'ENQUEUED' AND w.started_at IS NULL AND w.forked_from IS NULL)))
+             OR (w.status = 'ENQUEUED' AND w.started_at IS NULL AND w.forked_from IS NULL
+                 AND NOT coalesce(q.strict_versions, false))))
 GROUP BY w.queue_name, w.app_version, w.name, 4
 ORDER BY w.queue_name NULLS FIRST, w.app_version, w.name;
 

@@ -1,8 +1,11 @@
 -- name: send_message
--- Store a message for a workflow and wake its recv (NOTIFY is delivered at commit).
+-- Store a message for a workflow and wake its recv (NOTIFY is delivered at commit). No row
+-- when no workflow has the destination id (the caller raises UnknownWorkflow).
 WITH ins AS (
     INSERT INTO {schema}.notifications (destination_id, topic, serializer, message)
-    VALUES (%(destination_id)s, %(topic)s, %(serializer)s, %(message)s)
+    SELECT %(destination_id)s, %(topic)s, %(serializer)s, %(message)s
+    WHERE EXISTS (SELECT 1 FROM {schema}.workflow_status
+                  WHERE workflow_id = %(destination_id)s)
     RETURNING message_id
 )
 SELECT message_id, pg_notify(%(channel)s, %(destination_id)s) FROM ins;
@@ -27,13 +30,19 @@ SELECT name, output, error, executor_id, fence FROM {schema}.operation_outputs
 WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;
 
 -- name: set_event
--- Publish the latest value of a workflow's key and wake its readers (NOTIFY at commit).
+-- Publish the latest value of a workflow's key and wake its readers (NOTIFY at commit); the
+-- history row (by step) is what a fork copies.
 WITH up AS (
     INSERT INTO {schema}.workflow_events (workflow_id, key, serializer, value)
     VALUES (%(workflow_id)s, %(key)s, %(serializer)s, %(value)s)
     ON CONFLICT (workflow_id, key) DO UPDATE
         SET serializer = EXCLUDED.serializer, value = EXCLUDED.value, updated_at = {schema}.clock()
     RETURNING workflow_id
+), history AS (
+    INSERT INTO {schema}.workflow_event_history (workflow_id, step_id, key, serializer, value)
+    VALUES (%(workflow_id)s, %(step_id)s, %(key)s, %(serializer)s, %(value)s)
+    ON CONFLICT (workflow_id, step_id) DO UPDATE
+        SET key = EXCLUDED.key, serializer = EXCLUDED.serializer, value = EXCLUDED.value
 )
 SELECT workflow_id, pg_notify(%(channel)s, %(workflow_id)s) FROM up;
 

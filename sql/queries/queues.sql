@@ -54,22 +54,27 @@ SELECT * FROM {schema}.claim_partitions_v2(
 
 -- name: declare_queue
 INSERT INTO {schema}.queues (name, concurrency, worker_concurrency, rate_limit,
-                             rate_per_seconds, priority_enabled, partitioned)
+                             rate_per_seconds, priority_enabled, partitioned, strict_versions)
 VALUES (%(name)s, %(concurrency)s, %(worker_concurrency)s, %(rate_limit)s, %(rate_per_seconds)s,
-        %(priority_enabled)s, %(partitioned)s)
+        %(priority_enabled)s, %(partitioned)s, %(strict_versions)s)
 ON CONFLICT (name) DO UPDATE SET
     concurrency = EXCLUDED.concurrency, worker_concurrency = EXCLUDED.worker_concurrency,
     rate_limit = EXCLUDED.rate_limit, rate_per_seconds = EXCLUDED.rate_per_seconds,
     priority_enabled = EXCLUDED.priority_enabled, partitioned = EXCLUDED.partitioned,
-    updated_at = now();
+    strict_versions = EXCLUDED.strict_versions, updated_at = now();
 
 -- name: work_left
 -- plan: scans
 -- What the given queues still hold that this version could run (for --burst): a workflow
 -- name this worker does not know is not work it could ever do (names NULL: count every name).
+-- `delayed` of the enqueued may not start before `next_due` (a delay, or a durable sleep).
 SELECT
     count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
-    count(*) FILTER (WHERE status = 'PENDING') AS pending
+    count(*) FILTER (WHERE status = 'PENDING') AS pending,
+    count(*) FILTER (WHERE status = 'ENQUEUED' AND not_before > {schema}.clock()) AS delayed,
+    min(not_before) FILTER (WHERE status = 'ENQUEUED' AND not_before > {schema}.clock())
+        AS next_due,
+    {schema}.clock() AS now
 FROM {schema}.workflow_status
 WHERE status IN ('ENQUEUED', 'PENDING')
   -- What this version could start: its own rows, and rows that never started (see claims).

@@ -11,14 +11,14 @@ WITH owner AS (
 )
 INSERT INTO {schema}.operation_outputs (
     workflow_id, step_id, name, output, error, child_workflow_id, executor_id, started_at,
-    fence)
+    fence, attempts)
 SELECT %(workflow_id)s, %(step_id)s, %(name)s, %(output)s, %(error)s, %(child_workflow_id)s,
-       %(executor_id)s, %(started_at)s, %(fence)s
+       %(executor_id)s, %(started_at)s, %(fence)s, %(attempts)s
 FROM owner
 ON CONFLICT (workflow_id, step_id) DO NOTHING;
 
 -- name: list_steps
-SELECT step_id, name, output, error, child_workflow_id, started_at, completed_at
+SELECT step_id, name, output, error, child_workflow_id, started_at, completed_at, attempts
 FROM {schema}.operation_outputs
 WHERE workflow_id = %(workflow_id)s
 ORDER BY step_id;

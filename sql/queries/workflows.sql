@@ -182,3 +182,7 @@ WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now,
           w.fence;
+
+-- name: workflow_name
+-- The function recorded under an id (to tell a repeated start from a conflicting one).
+SELECT name FROM {schema}.workflow_status WHERE workflow_id = %(workflow_id)s;
