@@ -20,12 +20,14 @@ WHERE hostname = %(hostname)s AND executor_id <> %(executor_id)s;
 -- name: claim_dead_executors
 -- Whoever deletes a dead executor's row releases its work: exactly once, however many notice.
 -- A heartbeat counts as expired only over time the reaper itself was heartbeating
--- (healthy_since); no timeout_s: only the given dead ids.
+-- (healthy_since), and never for the reaper's own process (alive_ids: it is running); no
+-- timeout_s: only the given dead ids.
 DELETE FROM {schema}.executors
 WHERE executor_id <> %(executor_id)s
   AND (executor_id = ANY(%(dead_ids)s::text[])
-       OR greatest(heartbeat_at, %(healthy_since)s::timestamptz)
-          < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
+       OR (executor_id <> ALL(%(alive_ids)s::text[])
+           AND greatest(heartbeat_at, %(healthy_since)s::timestamptz)
+               < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'))
 RETURNING executor_id;
 
 -- name: release_executor_work
