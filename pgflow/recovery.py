@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pgflow")
 
 HOSTNAME = socket.gethostname()
+# Seconds a deregistering executor (a shutdown, a drain) waits for an absent database.
+DEREGISTER_PATIENCE = 2.0
 # Seconds between this host's clock and the database's above which a process says so.
 CLOCK_SKEW_WARNING = 5.0
 
@@ -96,6 +98,27 @@ def release_executors(app: App, executor_ids: list[str], *, charge: bool,
                  charged=charge)
     app.completions.notify()
     return rows
+
+
+def deregister_executor(app: App, executor_id: str) -> list[dict[str, Any]]:
+    """Delete an executor's row and hand back its PENDING work (uncharged: a drain), in one
+    transaction: nothing is ever left PENDING under an owner nobody can find any more. Runs
+    that crashed have handed their own work back already, charged (workflows.run_claimed)."""
+    def attempt() -> list[dict[str, Any]]:
+        with app.db.connection() as conn, conn.transaction():
+            app.db.execute(conn, "deregister_executor", {"executor_id": executor_id})
+            return app.db.execute(conn, "release_executor_work", {
+                "executor_ids": [executor_id], "charge": False,
+                "channel": notify_channel(app.db.schema), "workflow_ids": None}).fetchall()
+    # Briefly: should the database stay away, the row stays, its heartbeat stops, and a live
+    # executor reaps it (releasing the same work) once it expires.
+    released = app.db.retrying(attempt, patience=DEREGISTER_PATIENCE)
+    for r in released:
+        log.info("workflow_released", workflow_id=r["workflow_id"], status=r["status"],
+                 charged=False)
+    if released:
+        app.completions.notify()
+    return released
 
 
 def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
@@ -225,7 +248,7 @@ class Executor:
             beat.join(timeout=min(5.0, self.app.settings.heartbeat_interval + 1.0))
         if deregister and self._registered and self._pid == os.getpid():
             with contextlib.suppress(PgflowError):
-                self.app.db.run("deregister_executor", {"executor_id": self.executor_id})
+                deregister_executor(self.app, self.executor_id)
             LIVE_HERE.discard(self.executor_id)
         self._registered = False
 

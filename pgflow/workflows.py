@@ -25,6 +25,7 @@ from .errors import (
     FencedOut,
     MaxRecoveryAttemptsExceeded,
     NonDeterminism,
+    PgflowError,
     SerializationError,
     UnknownWorkflow,
     WorkflowCancelled,
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from .registry import WorkflowDef
 
 log = structlog.get_logger("pgflow")
+
+# Seconds an interrupted run waits for the database to hand its workflow back (the interrupt
+# should not wait out an outage; deregistration or expiry releases the workflow otherwise).
+CRASH_HAND_BACK_PATIENCE = 5.0
 
 
 @dataclass(frozen=True)
@@ -441,6 +446,12 @@ def run_claimed(
         log.warning("workflow_handed_back", workflow_id=claimed.workflow_id, error=str(lost))
         hand_back(app, claimed)
         outcome, result, exc = None, None, lost
+    except BaseException as crash:
+        # KeyboardInterrupt, SystemExit...: this run stops, the process may not. Left PENDING
+        # under a live executor nobody would recover it: hand it back, charged like a crash.
+        log.warning("workflow_interrupted", workflow_id=claimed.workflow_id, error=repr(crash))
+        hand_back(app, claimed, charge=True, patience=CRASH_HAND_BACK_PATIENCE)
+        raise
     if outcome is not None:
         written = finish(app, [outcome])
         if claimed.workflow_id not in written:
@@ -454,11 +465,20 @@ def run_claimed(
     return result
 
 
-def hand_back(app: App, claimed: Claimed) -> None:
-    """Release one workflow this process owns but will not run on (uncharged)."""
-    app.db.retrying(lambda: app.db.fetchall("release_executor_work", {
-        "executor_ids": [owner_of_run(claimed)], "charge": False,
-        "channel": notify_channel(app.db.schema), "workflow_ids": [claimed.workflow_id]}))
+def hand_back(app: App, claimed: Claimed, *, charge: bool = False,
+              patience: float | None = None) -> None:
+    """Release one workflow this process owns but will not run on (uncharged unless
+    ``charge``). With ``patience``, gives up quietly when the database stays away that long:
+    the executor's deregistration, or its expiry, releases the workflow then."""
+    try:
+        app.db.retrying(lambda: app.db.fetchall("release_executor_work", {
+            "executor_ids": [owner_of_run(claimed)], "charge": charge,
+            "channel": notify_channel(app.db.schema), "workflow_ids": [claimed.workflow_id]}),
+            patience=patience)
+    except PgflowError as exc:
+        if patience is None:
+            raise
+        log.warning("hand_back_failed", workflow_id=claimed.workflow_id, error=str(exc))
     app.completions.notify()
 
 

@@ -11,6 +11,7 @@ WHERE executor_id = %(executor_id)s
 RETURNING heartbeat_at, extract(epoch FROM {schema}.clock())::float8 AS db_epoch;
 
 -- name: deregister_executor
+-- Always with release_executor_work in the same transaction (recovery.deregister_executor).
 DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s;
 
 -- name: executors_on_host
