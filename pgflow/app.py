@@ -14,7 +14,7 @@ import structlog
 
 from . import management, messages, schedules, serialization, steps, workflows
 from .db import migrate as migrations
-from .db.notify import Notifications
+from .db.notify import Notifications, message_channel
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, SchemaNotMigrated
 from .queues import EnqueueOptions, Queue, Rate, validate_name
@@ -353,6 +353,18 @@ class App(management.WorkflowQueries):
                                  new_workflow_id=new_workflow_id, app_version=app_version)
         self._run_ownerless(management.require_status(self.db, self.serializer_impl, new_id))
         return WorkflowHandle(self, new_id)
+
+    def cancel(self, workflow_id: str) -> WorkflowStatus:
+        """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
+        running one starts no further step (a waiting recv or sleep wakes at once; a step
+        already running completes and keeps its checkpoint). Returns its record."""
+        cancelled = management.cancel_tree(self.db, [workflow_id])
+        notes = self._notifications
+        if notes is not None and notes.pid == os.getpid():
+            # This process's runs need not wait for the NOTIFY to come round.
+            for wid in cancelled:
+                notes.wake(message_channel(self.db.schema), wid)
+        return management.require_status(self.db, self.serializer_impl, workflow_id)
 
     def _run_ownerless(self, found: WorkflowStatus) -> None:
         """Adopt and start a resumed or forked workflow that no queue will hand out, when it

@@ -17,7 +17,7 @@ import structlog
 from . import context, management, serialization
 from .context import RecordedStep, WorkflowContext
 from .db.errors import is_id_taken
-from .db.notify import queue_channel
+from .db.notify import message_channel, queue_channel
 from .errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -361,6 +361,7 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     ctx = make_context(app, claimed)
     if on_start is not None:
         on_start(ctx)
+    stop_watching = _watch_for_cancel(app, ctx)
     token = context.enter(ctx)
     structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
                                            workflow_name=claimed.name)
@@ -392,8 +393,24 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         log.info("workflow_failed", error=f"{type(exc).__name__}: {exc}")
         return _failed(claimed, Status.ERROR, exc), None, exc
     finally:
+        stop_watching()
         context.leave(token)
         structlog.contextvars.unbind_contextvars("workflow_id", "workflow_name")
+
+
+def _watch_for_cancel(app: App, ctx: WorkflowContext) -> Callable[[], None]:
+    """Watch for a NOTIFY about this workflow while it runs (a cancel sends one), so that each
+    step's cancel check costs a round trip only when one came (steps.ensure_not_cancelled).
+    Returns the call that ends the watch."""
+    notes = app.notifications
+    watch = notes.watch(message_channel(app.db.schema), ctx.workflow_id)
+    hint = watch.__enter__()
+    hint.set()  # a cancel may have come before the watch began: the first step looks
+    ctx.cancel_hint, ctx.listening = hint, notes.connected
+
+    def stop() -> None:
+        watch.__exit__(None, None, None)
+    return stop
 
 
 def _row_serializer(app: App, name: str) -> serialization.Serializer:
