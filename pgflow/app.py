@@ -15,7 +15,7 @@ import structlog
 
 from . import management, messages, schedules, serialization, steps, workflows
 from .db import migrate as migrations
-from .db.notify import Notifications
+from .db.notify import Notifications, message_channel
 from .db.pool import Database
 from .errors import (
     ConfigurationError,
@@ -100,6 +100,7 @@ class App(management.WorkflowQueries):
         self._db: Database | None = None
         self._db_lock = threading.Lock()
         self._executor: Executor | None = None
+        self._executor_lock = threading.Lock()
         self._version: str | None = None
         self._threads: set[threading.Thread] = set()
         self._launched = False
@@ -171,14 +172,22 @@ class App(management.WorkflowQueries):
 
     @property
     def executor(self) -> Executor:
-        if self._executor is None:
-            self._executor = Executor(self)
-        return self._executor
+        """This process's owner identity, created once (however many threads ask first).
+        Work started or adopted under it keeps it to the end, even if it is replaced."""
+        executor = self._executor
+        if executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = Executor(self)
+                executor = self._executor
+        return executor
 
     def use_executor(self, executor: Executor | None) -> Executor | None:
-        """Make ``executor`` this process's owner identity (the worker does this; None: a new
-        one on next use). Returns the one it replaces (pgflow.testing.drain puts it back)."""
-        previous, self._executor = self._executor, executor
+        """Make ``executor`` this process's owner identity (a worker process does this; None:
+        a new one on next use). Returns the one it replaces. Runs in flight keep the owner
+        they started under."""
+        with self._executor_lock:
+            previous, self._executor = self._executor, executor
         return previous
 
     @property
@@ -317,11 +326,12 @@ class App(management.WorkflowQueries):
         """Reap dead executors and run every ownerless PENDING workflow of this version."""
         # Only a registered (heartbeating) executor may own work: should it die, its row is
         # how others find and recover what it held.
-        self.executor.ensure_registered()
-        self.executor.recover()
+        executor = self.executor
+        executor.ensure_registered()
+        executor.recover()
         adopted = 0
         while True:
-            batch = self.executor.adopt(100)
+            batch = executor.adopt(100)
             for claimed in batch:
                 log.info("workflow_recovered", workflow_id=claimed.workflow_id,
                          workflow_name=claimed.name, attempt=claimed.attempt)
@@ -415,6 +425,18 @@ class App(management.WorkflowQueries):
         self._run_ownerless(management.require_status(self.db, self.serializer_impl, new_id))
         return WorkflowHandle(self, new_id)
 
+    def cancel(self, workflow_id: str) -> WorkflowStatus:
+        """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
+        running one starts no further step (a waiting recv or sleep wakes at once; a step
+        already running completes and keeps its checkpoint). Returns its record."""
+        cancelled = management.cancel_tree(self.db, [workflow_id])
+        notes = self._notifications
+        if notes is not None and notes.pid == os.getpid():
+            # This process's runs need not wait for the NOTIFY to come round.
+            for wid in cancelled:
+                notes.wake(message_channel(self.db.schema), wid)
+        return management.require_status(self.db, self.serializer_impl, workflow_id)
+
     def _run_ownerless(self, found: WorkflowStatus) -> None:
         """Adopt and start a resumed or forked workflow that no queue will hand out, when it
         is this process's code and version (else a launched executor of that version will)."""
@@ -422,8 +444,9 @@ class App(management.WorkflowQueries):
                 or found.name not in self.registry.workflows \
                 or found.app_version != self.app_version:
             return
-        self.executor.ensure_registered()
-        claimed = workflows.try_adopt(self, found.workflow_id)
+        executor = self.executor
+        executor.ensure_registered()
+        claimed = workflows.try_adopt(self, found.workflow_id, executor.executor_id)
         if claimed is not None:
             self.spawn(functools.partial(workflows.run_claimed, self, claimed))
 

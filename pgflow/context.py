@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +52,11 @@ class WorkflowContext:
     step_hard_deadline: float | None = None
     # The attempt the running step is on (recorded with its checkpoint; None outside a step).
     step_attempts: int | None = None
+    # Set when this workflow may have been cancelled since the last look (a NOTIFY about it
+    # came); ``listening``: the process's LISTEN connection is up, so one would come. Without
+    # both, each step looks in the database before its body runs (steps.ensure_not_cancelled).
+    cancel_hint: threading.Event | None = None
+    listening: threading.Event | None = None
 
     def take_step_id(self) -> int:
         step_id = self.next_step

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pgflow")
 
 HOSTNAME = socket.gethostname()
+# Seconds a deregistering executor (a shutdown, a drain) waits for an absent database.
+DEREGISTER_PATIENCE = 2.0
 # Seconds between this host's clock and the database's above which a process says so.
 CLOCK_SKEW_WARNING = 5.0
 
@@ -36,6 +38,39 @@ CLOCK_SKEW_WARNING = 5.0
 def new_executor_id() -> str:
     """Fresh per process incarnation: never reused, so a restarted process is a new owner."""
     return uuid.uuid4().hex
+
+
+class LiveExecutors:
+    """The executors this process has registered and not deregistered: alive for as long as
+    the process is, whatever their heartbeats look like from here.
+
+    Process-wide by nature (every App of the process shares the pid the others judge by), so
+    it is the one module-level object of this module; a forked child starts with none."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._ids: set[str] = set()
+
+    def _mine(self) -> set[str]:
+        if self._pid != os.getpid():
+            self._pid, self._ids = os.getpid(), set()
+        return self._ids
+
+    def add(self, executor_id: str) -> None:
+        with self._lock:
+            self._mine().add(executor_id)
+
+    def discard(self, executor_id: str) -> None:
+        with self._lock:
+            self._mine().discard(executor_id)
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self._mine())
+
+
+LIVE_HERE = LiveExecutors()
 
 
 def pid_alive(pid: int) -> bool:
@@ -65,6 +100,27 @@ def release_executors(app: App, executor_ids: list[str], *, charge: bool,
     return rows
 
 
+def deregister_executor(app: App, executor_id: str) -> list[dict[str, Any]]:
+    """Delete an executor's row and hand back its PENDING work (uncharged: a drain), in one
+    transaction: nothing is ever left PENDING under an owner nobody can find any more. Runs
+    that crashed have handed their own work back already, charged (workflows.run_claimed)."""
+    def attempt() -> list[dict[str, Any]]:
+        with app.db.connection() as conn, conn.transaction():
+            app.db.execute(conn, "deregister_executor", {"executor_id": executor_id})
+            return app.db.execute(conn, "release_executor_work", {
+                "executor_ids": [executor_id], "charge": False,
+                "channel": notify_channel(app.db.schema), "workflow_ids": None}).fetchall()
+    # Briefly: should the database stay away, the row stays, its heartbeat stops, and a live
+    # executor reaps it (releasing the same work) once it expires.
+    released = app.db.retrying(attempt, patience=DEREGISTER_PATIENCE)
+    for r in released:
+        log.info("workflow_released", workflow_id=r["workflow_id"], status=r["status"],
+                 charged=False)
+    if released:
+        app.completions.notify()
+    return released
+
+
 def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
                         judge_heartbeats: bool = True,
                         healthy_since: datetime | None = None) -> list[str]:
@@ -74,11 +130,13 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
     whose heartbeat expired go too; ``healthy_since`` (the database time since which the
     reaper has heartbeat without a break) limits that judgement to time the reaper saw whole,
     so after an outage (a server restart, a cut network) nobody is reaped for not beating
-    while nobody could: each gets the full timeout to reconnect."""
+    while nobody could: each gets the full timeout to reconnect. The executors of this very
+    process are alive whatever their heartbeats say (a test's clock may have jumped)."""
     def attempt() -> list[str]:
         with app.db.connection() as conn, conn.transaction():
             rows = app.db.execute(conn, "claim_dead_executors", {
-                "executor_id": me, "dead_ids": dead_ids, "healthy_since": healthy_since,
+                "executor_id": me, "alive_ids": sorted(LIVE_HERE.ids()), "dead_ids": dead_ids,
+                "healthy_since": healthy_since,
                 "timeout_s": app.settings.heartbeat_timeout if judge_heartbeats
                 else None}).fetchall()
             ids = [r["executor_id"] for r in rows]
@@ -125,6 +183,9 @@ class Executor:
         with self._lock:
             if self._registered:
                 return
+            # Alive here before its row exists: no reaper of this process ever sees the row
+            # without knowing it is ours.
+            LIVE_HERE.add(self.executor_id)
             row = self.app.db.retrying(lambda: self.app.db.fetchone("register_executor", {
                 "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
                 "app_version": self.app.app_version, "kind": self.kind,
@@ -173,6 +234,7 @@ class Executor:
             return
         # An application process lives on as a new executor; its old runs are fenced out.
         with self._lock:
+            LIVE_HERE.discard(self.executor_id)
             self.executor_id = new_executor_id()
             self._registered = False
         self.ensure_registered()
@@ -186,24 +248,27 @@ class Executor:
             beat.join(timeout=min(5.0, self.app.settings.heartbeat_interval + 1.0))
         if deregister and self._registered and self._pid == os.getpid():
             with contextlib.suppress(PgflowError):
-                self.app.db.run("deregister_executor", {"executor_id": self.executor_id})
+                deregister_executor(self.app, self.executor_id)
+            LIVE_HERE.discard(self.executor_id)
         self._registered = False
 
     # -- recovery ------------------------------------------------------------------------------
 
-    def dead_on_this_host(self, *, own_pid_dead: bool = True) -> list[str]:
-        """Executors of this host whose process is gone. Another executor of our own pid is
-        an earlier incarnation (dead) unless ``own_pid_dead`` is False: several executors live
-        in one process when pgflow.testing runs a worker in-process."""
+    def dead_on_this_host(self) -> list[str]:
+        """Executors of this host whose process is gone. One of our own pid is an earlier
+        incarnation (a restarted container reuses pids), unless this process registered it:
+        an App's executor and an in-process worker's (pgflow.testing) live side by side, and
+        a process never takes itself for dead."""
         rows = self.app.db.fetchall("executors_on_host", {
             "hostname": HOSTNAME, "executor_id": self.executor_id})
+        alive_here = LIVE_HERE.ids()
         return [r["executor_id"] for r in rows
-                if (own_pid_dead and r["pid"] == os.getpid()) or not pid_alive(r["pid"])]
+                if not pid_alive(r["pid"])
+                or (r["pid"] == os.getpid() and r["executor_id"] not in alive_here)]
 
-    def recover(self, *, own_pid_dead: bool = True) -> list[str]:
+    def recover(self) -> list[str]:
         """Reap executors that are dead (pid gone here, or heartbeat expired anywhere)."""
-        return reap_dead_executors(self.app, self.executor_id,
-                                   self.dead_on_this_host(own_pid_dead=own_pid_dead),
+        return reap_dead_executors(self.app, self.executor_id, self.dead_on_this_host(),
                                    judge_heartbeats=self.healthy_since is not None,
                                    healthy_since=self.healthy_since)
 
@@ -211,8 +276,9 @@ class Executor:
         """Take over up to ``limit`` ownerless PENDING workflows of this version."""
         if limit <= 0:
             return []
+        me = self.executor_id  # the owner the adopted runs keep
         rows = self.app.db.retrying(lambda: self.app.db.fetchall("adopt_orphans", {
-            "executor_id": self.executor_id, "app_version": self.app.app_version,
+            "executor_id": me, "app_version": self.app.app_version,
             "names": sorted(self.app.registry.workflows),
             "limit": limit}))
-        return [Claimed.from_row(r) for r in rows]
+        return [Claimed.from_row(r, me) for r in rows]

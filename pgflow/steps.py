@@ -119,6 +119,7 @@ def call_step(
     if done:
         return output
     check_deadline(ctx)
+    ensure_not_cancelled(ctx)
     if step.kind == "transaction":
         return _run_transaction(step, policy, ctx, step_id, args, kwargs)
     return _run_step(step, policy, ctx, step_id, args, kwargs)
@@ -169,7 +170,7 @@ def _run_step(
             ctx.in_step = False
             ctx.step_hard_deadline = None
             record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                              started_at=started)
+                              started_at=started, after_body=True)
             raise
         finally:
             ctx.in_step = False
@@ -180,9 +181,11 @@ def _run_step(
                 what=f"output of step {step.name!r}")
         except Exception as exc:
             record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                              started_at=started)
+                              started_at=started, after_body=True)
             raise
-        record_checkpoint(ctx, step_id, step.name, output=output, started_at=started)
+        # Kept even if the workflow was cancelled while the body ran: the body has run.
+        record_checkpoint(ctx, step_id, step.name, output=output, started_at=started,
+                          after_body=True)
         return result
     finally:
         ctx.step_attempts = None
@@ -221,29 +224,32 @@ def _run_transaction(
 
 def _checkpoint_params(
     ctx: WorkflowContext, step_id: int, name: str, output: str | None, error: str | None,
-    child_workflow_id: str | None, started_at: datetime | None,
+    child_workflow_id: str | None, started_at: datetime | None, after_body: bool = False,
 ) -> dict[str, Any]:
     return {
         "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
         "fence": ctx.fence, "step_id": step_id, "name": name, "output": output,
         "error": error, "child_workflow_id": child_workflow_id, "started_at": started_at,
-        "attempts": ctx.step_attempts,
+        "attempts": ctx.step_attempts, "after_body": after_body,
     }
 
 
 def record_checkpoint(
     ctx: WorkflowContext, step_id: int, name: str, *, output: str | None = None,
     error: str | None = None, child_workflow_id: str | None = None,
-    started_at: datetime | None = None,
+    started_at: datetime | None = None, after_body: bool = False,
 ) -> None:
     """Write one checkpoint, fenced; raise FencedOut / WorkflowCancelled when not the owner.
+    ``after_body``: the record of a step body that has run, kept if the workflow was
+    cancelled meanwhile (still under this run's fence).
 
     Retried across lost connections; a retry that finds its own earlier write succeeded.
     A checkpoint of that step written by another run (another fence) means that run owns the
     workflow: this one is fenced out, whoever it is, and never continues past it.
     """
     app = ctx.app
-    params = _checkpoint_params(ctx, step_id, name, output, error, child_workflow_id, started_at)
+    params = _checkpoint_params(ctx, step_id, name, output, error, child_workflow_id, started_at,
+                                after_body)
     if app.db.retrying(lambda: app.db.run("record_step", params)):
         return
     existing = app.db.retrying(
@@ -312,6 +318,24 @@ def record_in_transaction(
     if not ctx.app.db.execute(conn, "record_step", _checkpoint_params(
             ctx, step_id, name, output, None, None, started_at)).rowcount:
         raise _fenced_error(ctx, conn)
+
+
+def ensure_not_cancelled(ctx: WorkflowContext) -> None:
+    """Before a step body runs: raise WorkflowCancelled (or FencedOut) when the workflow is
+    no longer this run's to go on with.
+
+    A cancel NOTIFYs the workflow's id; the run watches for it (workflows.execute), so the
+    common case costs no round trip: the database is asked only when a notification came
+    (a cancel, or a message: the same channel), when none could (the listener is away;
+    after it reconnects every watcher is woken), and for a run's first step (a cancel before
+    the watch began). A cancel from this process wakes the watchers before it returns."""
+    hint, listening = ctx.cancel_hint, ctx.listening
+    if hint is not None and listening is not None and listening.is_set() \
+            and not hint.is_set():
+        return
+    if hint is not None:
+        hint.clear()  # before the look: a NOTIFY that comes after it sets it again
+    ensure_owner(ctx)
 
 
 def ensure_owner(ctx: WorkflowContext) -> None:

@@ -17,7 +17,7 @@ import structlog
 from . import context, management, serialization
 from .context import RecordedStep, WorkflowContext
 from .db.errors import is_id_taken
-from .db.notify import queue_channel
+from .db.notify import message_channel, queue_channel
 from .errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -25,6 +25,7 @@ from .errors import (
     FencedOut,
     MaxRecoveryAttemptsExceeded,
     NonDeterminism,
+    PgflowError,
     SerializationError,
     UnknownWorkflow,
     WorkflowCancelled,
@@ -44,10 +45,17 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("pgflow")
 
+# Seconds an interrupted run waits for the database to hand its workflow back (the interrupt
+# should not wait out an outage; deregistration or expiry releases the workflow otherwise).
+CRASH_HAND_BACK_PATIENCE = 5.0
+
 
 @dataclass(frozen=True)
 class Claimed:
-    """A workflow row this executor has just come to own (started, claimed or adopted)."""
+    """A workflow row an executor has just come to own (started, claimed or adopted).
+
+    ``executor_id`` is the owner it was taken under: the run writes as that owner to its end,
+    whatever executor the App holds by then."""
 
     workflow_id: str
     name: str
@@ -55,6 +63,7 @@ class Claimed:
     inputs: str
     attempt: int
     fence: UUID | None = None
+    executor_id: str | None = None
     recovery_attempts: int = 0
     deadline: datetime | None = None
     db_now: datetime | None = None
@@ -62,10 +71,11 @@ class Claimed:
     queue_name: str | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Claimed:
+    def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
         return cls(
             workflow_id=row["workflow_id"], name=row["name"], serializer=row["serializer"],
             inputs=row["inputs"], attempt=row["attempt"], fence=row.get("fence"),
+            executor_id=executor_id or row.get("executor_id"),
             recovery_attempts=row.get("recovery_attempts", 0), deadline=row.get("deadline"),
             db_now=row.get("db_now"), forked_from=row.get("forked_from"),
             queue_name=row.get("queue_name"))
@@ -73,13 +83,14 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one run ended, for the final write."""
+    """How one run ended, for the final write (as ``executor_id``, the run's owner)."""
 
     workflow_id: str
     fence: UUID | None
     status: Status
     output: str | None = None
     error: str | None = None
+    executor_id: str | None = None
 
 
 # -- handles -----------------------------------------------------------------------------------
@@ -216,13 +227,15 @@ def start(
         timeout = wf.timeout
     # A child's deadline is the sooner of its own timeout and its parent's deadline.
     deadline = parent.deadline if parent is not None else None
+    # Read once: the run keeps this owner to its end (the App's may be replaced meanwhile).
     executor = app.executor
     executor.ensure_registered()
+    executor_id = executor.executor_id
     fence = uuid.uuid4()
     params = {
         "workflow_id": workflow_id, "name": wf.name,
         "parent_workflow_id": parent.workflow_id if parent else None,
-        "executor_id": executor.executor_id, "app_version": app.app_version,
+        "executor_id": executor_id, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer_impl.name,
         "inputs": inputs, "timeout_ms": to_ms("timeout", timeout),
         "deadline": deadline, "fence": fence,
@@ -249,12 +262,12 @@ def start(
     if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
                           serializer=app.serializer_impl.name, inputs=inputs,
-                          attempt=row["attempt"], fence=fence, deadline=row["deadline"],
-                          db_now=row["db_now"])
+                          attempt=row["attempt"], fence=fence, executor_id=executor_id,
+                          deadline=row["deadline"], db_now=row["db_now"])
     if parent is not None and step_id is not None and step_id not in parent.recorded:
         _record_child(parent, step_id, wf.name, workflow_id)
     if claimed is None:
-        claimed = try_adopt(app, workflow_id)
+        claimed = try_adopt(app, workflow_id, executor_id)
     handle = WorkflowHandle(app, workflow_id)
     if claimed is None:
         # Someone else runs it (or it is done): the handle waits on the recorded outcome.
@@ -286,12 +299,13 @@ def _record_child(parent: WorkflowContext, step_id: int, name: str, child_id: st
         raise
 
 
-def try_adopt(app: App, workflow_id: str) -> Claimed | None:
-    """Take over an ownerless PENDING workflow of this version (after its owner died)."""
+def try_adopt(app: App, workflow_id: str, executor_id: str) -> Claimed | None:
+    """Take over an ownerless PENDING workflow of this version (after its owner died), as
+    ``executor_id`` (a registered executor of this process)."""
     row = app.db.retrying(lambda: app.db.fetchone("adopt_workflow", {
-        "workflow_id": workflow_id, "executor_id": app.executor.executor_id,
+        "workflow_id": workflow_id, "executor_id": executor_id,
         "app_version": app.app_version}))
-    return Claimed.from_row(row) if row is not None else None
+    return Claimed.from_row(row, executor_id) if row is not None else None
 
 
 def _max_attempts(app: App, wf: WorkflowDef) -> int | None:
@@ -308,10 +322,27 @@ def load_recorded(app: App, workflow_id: str) -> dict[int, RecordedStep]:
     }
 
 
+def owner_of_run(claimed: Claimed) -> str:
+    """The executor a run writes as: the one it was started, claimed or adopted under."""
+    if claimed.executor_id is None:
+        raise ValueError(f"workflow {claimed.workflow_id} was claimed without an executor id")
+    return claimed.executor_id
+
+
+def _outcome(claimed: Claimed, status: Status, *, output: str | None = None,
+             error: str | None = None) -> Outcome:
+    return Outcome(claimed.workflow_id, claimed.fence, status, output=output, error=error,
+                   executor_id=owner_of_run(claimed))
+
+
+def _failed(claimed: Claimed, status: Status, exc: BaseException) -> Outcome:
+    return _outcome(claimed, status, error=serialization.dumps_error(exc))
+
+
 def make_context(app: App, claimed: Claimed) -> WorkflowContext:
     ctx = WorkflowContext(
         app=app, workflow_id=claimed.workflow_id, name=claimed.name,
-        executor_id=app.executor.executor_id, attempt=claimed.attempt, fence=claimed.fence,
+        executor_id=owner_of_run(claimed), attempt=claimed.attempt, fence=claimed.fence,
         serializer=claimed.serializer, deadline=claimed.deadline,
         queue_name=claimed.queue_name)
     if claimed.deadline is not None and claimed.db_now is not None:
@@ -338,11 +369,11 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
             # here, and left PENDING it would be stuck; it ends ERROR, saying why.
             log.warning("workflow_inputs_refused", workflow_id=claimed.workflow_id,
                         error=str(exc))
-            return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
-                           error=serialization.dumps_error(exc)), None, exc
+            return _failed(claimed, Status.ERROR, exc), None, exc
     ctx = make_context(app, claimed)
     if on_start is not None:
         on_start(ctx)
+    stop_watching = _watch_for_cancel(app, ctx)
     token = context.enter(ctx)
     structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
                                            workflow_name=claimed.name)
@@ -357,11 +388,9 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
             _log_failed(exc, started)
-            return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
-                           error=serialization.dumps_error(exc)), None, exc
+            return _failed(claimed, Status.ERROR, exc), None, exc
         log.info("workflow_succeeded", duration_ms=_ms_since(started))
-        return Outcome(claimed.workflow_id, claimed.fence, Status.SUCCESS,
-                       output=output), result, None
+        return _outcome(claimed, Status.SUCCESS, output=output), result, None
     except FencedOut as exc:
         log.warning("workflow_fenced_out", reason="adopted by another executor")
         return None, None, exc
@@ -375,13 +404,12 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         if exc.reason != "cancelled":
             # Past its deadline: its children go with it (a cancel() did that already).
             management.cancel_tree(app.db, [claimed.workflow_id], include_roots=False)
-        return Outcome(claimed.workflow_id, claimed.fence, Status.CANCELLED,
-                       error=serialization.dumps_error(exc)), None, exc
+        return _failed(claimed, Status.CANCELLED, exc), None, exc
     except Exception as exc:
         _log_failed(exc, started)
-        return Outcome(claimed.workflow_id, claimed.fence, Status.ERROR,
-                       error=serialization.dumps_error(exc)), None, exc
+        return _failed(claimed, Status.ERROR, exc), None, exc
     finally:
+        stop_watching()
         context.leave(token)
         structlog.contextvars.unbind_contextvars("workflow_id", "workflow_name")
 
@@ -396,26 +424,53 @@ def _log_failed(exc: BaseException, started: float) -> None:
               duration_ms=_ms_since(started), exc_info=exc)
 
 
+def _watch_for_cancel(app: App, ctx: WorkflowContext) -> Callable[[], None]:
+    """Watch for a NOTIFY about this workflow while it runs (a cancel sends one), so that each
+    step's cancel check costs a round trip only when one came (steps.ensure_not_cancelled).
+    Returns the call that ends the watch."""
+    notes = app.notifications
+    watch = notes.watch(message_channel(app.db.schema), ctx.workflow_id)
+    hint = watch.__enter__()
+    hint.set()  # a cancel may have come before the watch began: the first step looks
+    ctx.cancel_hint, ctx.listening = hint, notes.connected
+
+    def stop() -> None:
+        watch.__exit__(None, None, None)
+    return stop
+
+
 def _row_serializer(app: App, name: str) -> serialization.Serializer:
     # Refuses a pickled row in a JSON-configured app, saying why.
     return serialization.serializer_for_row(app.serializer_impl, name)
 
 
 def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) -> set[str]:
-    """Write final statuses in one fenced statement; return the ids actually written."""
-    if not outcomes:
-        return set()
-    params = {
-        "executor_id": executor_id or app.executor.executor_id,
-        "workflow_ids": [o.workflow_id for o in outcomes],
-        "fences": [o.fence for o in outcomes],
-        "statuses": [o.status.value for o in outcomes],
-        "outputs": [o.output for o in outcomes],
-        "errors": [o.error for o in outcomes],
-    }
-    rows = app.db.retrying(lambda: app.db.fetchall("finish_workflows", params))
-    app.completions.notify()
-    return {r["workflow_id"] for r in rows}
+    """Write final statuses, fenced, one statement per owner (each outcome's own
+    ``executor_id``, else ``executor_id``); return the ids actually written."""
+    by_owner: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        owner = o.executor_id or executor_id
+        if owner is None:
+            raise ValueError(f"the outcome of workflow {o.workflow_id} names no executor")
+        by_owner.setdefault(owner, []).append(o)
+    written: set[str] = set()
+    for owner, batch in by_owner.items():
+        params = {
+            "executor_id": owner,
+            "workflow_ids": [o.workflow_id for o in batch],
+            "fences": [o.fence for o in batch],
+            "statuses": [o.status.value for o in batch],
+            "outputs": [o.output for o in batch],
+            "errors": [o.error for o in batch],
+        }
+        written.update(r["workflow_id"] for r in _finish_batch(app, params))
+    if outcomes:
+        app.completions.notify()
+    return written
+
+
+def _finish_batch(app: App, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return app.db.retrying(lambda: app.db.fetchall("finish_workflows", params))
 
 
 def run_claimed(
@@ -434,6 +489,12 @@ def run_claimed(
         log.warning("workflow_handed_back", workflow_id=claimed.workflow_id, error=str(lost))
         hand_back(app, claimed)
         outcome, result, exc = None, None, lost
+    except BaseException as crash:
+        # KeyboardInterrupt, SystemExit...: this run stops, the process may not. Left PENDING
+        # under a live executor nobody would recover it: hand it back, charged like a crash.
+        log.warning("workflow_interrupted", workflow_id=claimed.workflow_id, error=repr(crash))
+        hand_back(app, claimed, charge=True, patience=CRASH_HAND_BACK_PATIENCE)
+        raise
     if outcome is not None:
         written = finish(app, [outcome])
         if claimed.workflow_id not in written:
@@ -447,11 +508,20 @@ def run_claimed(
     return result
 
 
-def hand_back(app: App, claimed: Claimed) -> None:
-    """Release one workflow this process owns but will not run on (uncharged)."""
-    app.db.retrying(lambda: app.db.fetchall("release_executor_work", {
-        "executor_ids": [app.executor.executor_id], "charge": False,
-        "channel": notify_channel(app.db.schema), "workflow_ids": [claimed.workflow_id]}))
+def hand_back(app: App, claimed: Claimed, *, charge: bool = False,
+              patience: float | None = None) -> None:
+    """Release one workflow this process owns but will not run on (uncharged unless
+    ``charge``). With ``patience``, gives up quietly when the database stays away that long:
+    the executor's deregistration, or its expiry, releases the workflow then."""
+    try:
+        app.db.retrying(lambda: app.db.fetchall("release_executor_work", {
+            "executor_ids": [owner_of_run(claimed)], "charge": charge,
+            "channel": notify_channel(app.db.schema), "workflow_ids": [claimed.workflow_id]}),
+            patience=patience)
+    except PgflowError as exc:
+        if patience is None:
+            raise
+        log.warning("hand_back_failed", workflow_id=claimed.workflow_id, error=str(exc))
     app.completions.notify()
 
 

@@ -22,11 +22,9 @@ def running_worker(app: pgflow.App, *queues: str, threads: int = 4,
     names = queues or tuple(app.queues)
     config = WorkerConfig(threads=threads, queues=[app.queues[n] for n in names], grace=5.0,
                           poll_interval=poll_interval, in_process=True)
+    # In-process, the worker is an executor of its own; the app keeps its own (which
+    # App.shutdown stops).
     worker = WorkerProcess(app, config, new_executor_id())
-    # The worker makes its executor the app's; the app's own comes back afterwards (as in
-    # pgflow.testing.drain), so that App.shutdown stops its heartbeat. Left behind, that
-    # heartbeat went on beating after the test and rebuilt the pool for a dropped database.
-    previous = app.use_executor(None)
     thread = threading.Thread(target=worker.run, name="test-worker", daemon=True)
     thread.start()
     try:
@@ -36,7 +34,6 @@ def running_worker(app: pgflow.App, *queues: str, threads: int = 4,
     finally:
         worker.request_stop()
         thread.join(15)
-        app.use_executor(previous)
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:

@@ -31,7 +31,7 @@ _EXAMPLE = itertools.count()  # distinct workflow ids for the examples of one da
 
 
 class Crash(BaseException):
-    """The process dies here: nothing after this point is written."""
+    """The run dies here: nothing after this point is written but its hand back."""
 
 
 @dataclass
@@ -192,12 +192,15 @@ def test_recovered_run_matches_uninterrupted_run(world: World, ops: list[list[An
         assert len(first.steps(crash_id)) == crash_op + (ops[crash_op][0] == "child")
         done_before = counts_of(world, crash_tag)
 
-        # 3. The process is dead: its executor's work is released, charged, and a fresh App
-        # (a new executor) recovers it.
-        released = release_executors(first, [first.executor.executor_id], charge=True)
+        # 3. The crash unwound the run (and the child's, for a child op): each handed its
+        # workflow back as it went, charged, so the process's executor holds nothing more; a
+        # fresh App (a new executor) recovers them.
         expect = {crash_id} | ({f"{crash_id}-{crash_op + 1}"} if ops[crash_op][0] == "child"
                                else set())
-        assert {r["workflow_id"] for r in released} == expect
+        handed_back = {w.workflow_id: w.recovery_attempts
+                       for w in first.list_workflows(status="PENDING") if w.executor_id is None}
+        assert handed_back == dict.fromkeys(expect, 1)
+        assert release_executors(first, [first.executor.executor_id], charge=True) == []
         second = build_app(world, "second")
         assert second.recover_now() == len(expect)
         recovered = second.retrieve(crash_id).result(timeout=30)

@@ -91,6 +91,10 @@ class Notifications:
         """Seconds a waiter may wait without news before it looks again."""
         return RECHECK_CONNECTED if self.connected.is_set() else RECHECK_DISCONNECTED
 
+    def wake(self, channel: str, key: str) -> None:
+        """Wake this process's waiters on ``key`` now, as the NOTIFY will a moment later."""
+        self._wake(channel, key)
+
     def _wake(self, channel: str, key: str) -> None:
         with self._lock:
             for event in self._waiters.get((channel, key), ()):

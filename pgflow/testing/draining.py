@@ -83,13 +83,13 @@ def drain(app: App, queues: Iterable[Queue | str] | None = None, *, threads: int
 
     timer = threading.Timer(timeout, expire)
     timer.daemon = True
-    previous = app.use_executor(None)
     timer.start()
     try:
+        # The worker is an executor of its own beside the App's (which keeps running what it
+        # started, and lives on after the drain).
         code = worker.run()
     finally:
         timer.cancel()
-        app.use_executor(previous)
     row = app.db.fetchone("queue_progress", {"queues": names, "since": since})
     assert row is not None
     summary = DrainSummary(done=row["done"], failed=row["failed"], left=row["left_"],

@@ -101,7 +101,11 @@ class WorkerProcess:
         app = self.app
         executor = Executor(app, kind="worker", queues=tuple(q.name for q in self.config.queues),
                             executor_id=self.executor_id, on_declared_dead=self._declared_dead)
-        app.use_executor(executor)
+        self.executor = executor
+        if not self.config.in_process:
+            # The process's one identity: children its workflows start run under it too.
+            # In-process (pgflow.testing) the App keeps its own, which lives on after us.
+            app.use_executor(executor)
         executor.ensure_registered()
         for q in self.config.queues:
             app.db.run("declare_queue", {
@@ -249,9 +253,9 @@ class WorkerProcess:
 
     def _recover(self) -> None:
         try:
-            self.app.executor.recover(own_pid_dead=not self.config.in_process)
+            self.executor.recover()
             free = 0 if self.stop.is_set() else self._free_slots()
-            for claimed in self.app.executor.adopt(free):
+            for claimed in self.executor.adopt(free):
                 self._submit(claimed, None)
         except PgflowError as exc:
             self._failed("recovery_failed", exc)
@@ -317,7 +321,7 @@ class WorkerProcess:
                 self._failed("claim_failed", exc, queue=q.name)
                 continue
             for row in rows:
-                self._submit(Claimed.from_row(row), q.name)
+                self._submit(Claimed.from_row(row, self.executor_id), q.name)
             total += len(rows)
             self.more_waiting = self.more_waiting or len(rows) >= free
         return total
@@ -459,4 +463,4 @@ class WorkerProcess:
             log.warning("drain_handing_back", workflows=len(left))
             release_executors(self.app, [self.executor_id], charge=False)
         self.halt.set()
-        self.app.executor.stop(deregister=True)
+        self.executor.stop(deregister=True)

@@ -20,6 +20,8 @@ WHERE executor_id = %(executor_id)s
 RETURNING heartbeat_at, extract(epoch FROM {schema}.clock())::float8 AS db_epoch;
 
 -- name: deregister_executor
+-- Always with release_executor_work in the same transaction (recovery.deregister_executor).
+-- The registry keeps when each version was last seen.
 WITH gone AS (
     DELETE FROM {schema}.executors WHERE executor_id = %(executor_id)s
     RETURNING app_version, heartbeat_at
@@ -34,14 +36,15 @@ WHERE hostname = %(hostname)s AND executor_id <> %(executor_id)s;
 -- name: claim_dead_executors
 -- Whoever deletes a dead executor's row releases its work: exactly once, however many notice.
 -- A heartbeat counts as expired only over time the reaper itself was heartbeating
--- (healthy_since); no timeout_s: only the given dead ids.
--- The registry keeps when each version was last seen.
+-- (healthy_since), and never for the reaper's own process (alive_ids: it is running); no
+-- timeout_s: only the given dead ids. The registry keeps when each version was last seen.
 WITH gone AS (
     DELETE FROM {schema}.executors
     WHERE executor_id <> %(executor_id)s
       AND (executor_id = ANY(%(dead_ids)s::text[])
-           OR greatest(heartbeat_at, %(healthy_since)s::timestamptz)
-              < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second')
+           OR (executor_id <> ALL(%(alive_ids)s::text[])
+               AND greatest(heartbeat_at, %(healthy_since)s::timestamptz)
+                   < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'))
     RETURNING executor_id, app_version, heartbeat_at
 ), seen AS (
     UPDATE {schema}.versions AS v SET last_seen = greatest(v.last_seen, g.last)

@@ -1,7 +1,8 @@
 -- name: cancel_workflows
 -- Cancel workflows and, recursively, their children: ENQUEUED and PENDING rows become
--- CANCELLED (terminal, dedup id released). A running one stops at its next checkpoint, which
--- the fence refuses; the NOTIFY wakes it where it waits (recv, sleep).
+-- CANCELLED (terminal, dedup id released). A running one starts no further step: the NOTIFY
+-- tells it before its next step (steps.ensure_not_cancelled) and wakes it where it waits (recv,
+-- sleep). The fence stays: a step body already running keeps its checkpoint.
 WITH RECURSIVE tree AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE workflow_id = ANY(%(workflow_ids)s::text[])

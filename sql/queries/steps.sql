@@ -4,9 +4,13 @@
 -- commit, or this insert see the adoption. The checkpoint keeps the fence of the run that
 -- wrote it. Row count 1: written; 0: not the owner any more, or a checkpoint of that step
 -- exists.
+-- after_body: the checkpoint of a step body that has run. A cancel is not a loss of
+-- ownership (it keeps the fence; resume clears it): that checkpoint is kept, so a resumed
+-- workflow never runs the body again.
 WITH owner AS (
     SELECT 1 FROM {schema}.workflow_status
-    WHERE workflow_id = %(workflow_id)s AND fence = %(fence)s AND status = 'PENDING'
+    WHERE workflow_id = %(workflow_id)s AND fence = %(fence)s
+      AND (status = 'PENDING' OR (%(after_body)s AND status = 'CANCELLED'))
     FOR SHARE
 )
 INSERT INTO {schema}.operation_outputs (
