@@ -119,8 +119,9 @@ class Client(management.WorkflowQueries):
         version that knows ``workflow_name`` starts it (and gives it its version); a queue
         declared ``strict_versions`` is served only to ``app_version``'s workers. When no
         registered version knows the name (or the given version), this logs a warning
-        (``strict=True``: raises UnknownWorkflow, enqueuing nothing). ``timeout`` (seconds) sets the deadline the
-        workflow's own declaration would have set (the client cannot read it), and so does
+        (``strict=True``: raises UnknownWorkflow, enqueuing nothing). ``timeout`` (seconds)
+        sets the deadline the workflow's own declaration would have set (the client cannot
+        read it), and so does
         ``max_recovery_attempts`` (None: unlimited; not given: the ``max_recovery_attempts``
         setting).
         """

@@ -151,7 +151,8 @@ def test_idle_sessions_go_back_to_the_server(cluster: Cluster, enqueue: Any,
 def test_pool_size_bounds_the_sessions_of_a_process(cluster: Cluster, enqueue: Any,
                                                     tmp_path: Path) -> None:
     """--pool-size 3 with 16 threads: the threads share 3 sessions (none ever holds two, so
-    they cannot deadlock), plus the LISTEN session: 4 in all, and all the work is done."""
+    they cannot deadlock), plus the two LISTEN sessions (new work; cancels and messages for
+    the running workflows): 5 in all, as the README's budget says, and all the work is done."""
     enqueue(150, 0.05)
     sampler = Sampler(cluster)
     sampler.start()
@@ -162,7 +163,7 @@ def test_pool_size_bounds_the_sessions_of_a_process(cluster: Cluster, enqueue: A
         sampler.stop.set()
         sampler.join(5)
         print(f"\n-P 1 -c 16 --pool-size 3: peak {sampler.peak} sessions")
-        assert 1 < sampler.peak <= 3 + 1, sampler.peak
+        assert 1 < sampler.peak <= 3 + 2, sampler.peak
         banner = w.events("worker_starting")
         assert banner and banner[0]["pool_size"] == 3
     finally:

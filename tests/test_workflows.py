@@ -698,7 +698,7 @@ def _claim(app: pgflow.App, queue: str) -> list[str]:
     rows = app.db.fetchall("claim_workflows", {
         "queue_name": queue, "app_version": app.app_version,
         "names": sorted(app.registry.workflows), "executor_id": app.executor.executor_id,
-        "limit": 10})
+        "limit": 10, "strict": False})
     return [r["workflow_id"] for r in rows]
 
 
