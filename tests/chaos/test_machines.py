@@ -255,25 +255,32 @@ def test_clock_skew_changes_nothing(capp: pgflow.App, chaos_url: str, workers: A
 # -- version drift -----------------------------------------------------------------------------
 
 
-def test_other_versions_are_never_claimed_and_reported(
+def test_other_versions_run_only_what_never_started_and_report_the_rest(
         capp: pgflow.App, chaos_url: str, workers: Any) -> None:
-    """Rows of another application version stay ENQUEUED beside work the worker runs;
-    `pgflow queues --json` reports them as stranded, and the worker logs a warning naming
-    their count and version."""
+    """Rows of another application version: those that never started (no checkpoints) are
+    run by this version, which knows their name; those that started (parked, released) stay
+    ENQUEUED beside the work the worker runs, and `pgflow queues --json` and the worker's
+    warning report them as the wrong version, naming the retarget command."""
     client = pgflow.Client(chaos_url)
     try:
         old = [client.enqueue("chaos", chaos_app.five.__pgflow_workflow__.name, i, 0.0,
-                              app_version="chaos-old") for i in range(5)]
+                              app_version="chaos-old") for i in range(10)]
     finally:
         client.close()
+    fresh, started = old[:5], old[5:]
+    query(chaos_url, "UPDATE pgflow.workflow_status SET started_at = now() "
+                     "WHERE workflow_id = ANY(%s) RETURNING 1",
+          ([h.workflow_id for h in started],))
     current = [chaos_app.chaos.enqueue(chaos_app.five, i, 0.0) for i in range(5)]
     w = workers("-P", "1", "-c", "2", *HEARTBEAT, "--burst")
     assert w.wait(60) == 0, w.stderr()[-3000:]
     rows = {r["workflow_id"]: r for r in query(
-        chaos_url, "SELECT workflow_id, status, executor_id FROM pgflow.workflow_status")}
-    assert all(rows[h.workflow_id]["status"] == "SUCCESS" for h in current)
+        chaos_url, "SELECT workflow_id, status, executor_id, app_version "
+                   "FROM pgflow.workflow_status")}
+    assert all(rows[h.workflow_id]["status"] == "SUCCESS" for h in current + fresh)
+    assert {rows[h.workflow_id]["app_version"] for h in fresh} == {capp.app_version}
     assert all(rows[h.workflow_id]["status"] == "ENQUEUED" and
-               rows[h.workflow_id]["executor_id"] is None for h in old)
+               rows[h.workflow_id]["executor_id"] is None for h in started)
     out = subprocess.run(
         [sys.executable, "-m", "pgflow.cli", "queues", "--json"], cwd=ROOT,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")},
@@ -282,10 +289,12 @@ def test_other_versions_are_never_claimed_and_reported(
     stranded = json.loads(out.stdout)["stranded"]
     warned = w.events("workflows_stranded")
     print(f"\nversion drift: stranded {stranded}; worker warned {warned}")
-    assert [(s["queue_name"], s["app_version"], s["count"]) for s in stranded] == [
-        ("chaos", "chaos-old", 5)]
+    assert [(s["queue_name"], s["app_version"], s["reason"], s["count"]) for s in stranded] == [
+        ("chaos", "chaos-old", "wrong_version", 5)]
+    assert "pgflow workflows retarget --from chaos-old" in stranded[0]["remedy"]
     assert warned and warned[0]["n"] == 5 and warned[0]["app_version"] == "chaos-old"
     assert warned[0]["level"] == "warning" and warned[0].get("since")
+    assert warned[0]["reason"] == "wrong_version" and "retarget" in warned[0]["action"]
 
 
 # -- a reaped executor ----------------------------------------------------------------------
