@@ -219,6 +219,18 @@ class Client(management.WorkflowQueries):
                 "versions there are")
         return app_versions.retarget(self.db, from_version, to_version, statuses)
 
+    def pause_queue(self, name: str) -> bool:
+        """Stop every worker from claiming from queue ``name`` (within about a second; work
+        already running finishes); it stays paused, across restarts, until resumed. Returns
+        whether it was running before."""
+        validate_name("queue name", name)
+        return management.set_queue_paused(self.db, name, True)
+
+    def resume_queue(self, name: str) -> bool:
+        """Let workers claim from queue ``name`` again; returns whether it was paused."""
+        validate_name("queue name", name)
+        return management.set_queue_paused(self.db, name, False)
+
     def queue_report(self) -> tuple[list[management.QueueInfo], list[management.Stranded]]:
         """Per-queue counts, limits and rate-window use, and work no live version can run."""
         return management.queue_report(self.db, self.settings.heartbeat_timeout)

@@ -201,6 +201,8 @@ class QueueInfo:
     started_in_window: int | None
     live_workers: int
     partitions: dict[str, dict[str, int]]
+    paused: bool = False  # no worker claims from it (work already running finishes)
+    paused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,17 @@ class Stranded:
     count: int
     since: datetime
     remedy: str
+
+
+def set_queue_paused(db: Database, name: str, paused: bool) -> bool:
+    """Pause (or resume) queue ``name`` for every worker, durably; True when it changed."""
+    row = db.retrying(lambda: db.fetchone("set_queue_paused", {
+        "name": name, "paused": paused, "channel": queue_channel(db.schema)}))
+    return bool(row and row["changed"])
+
+
+def paused_queues(db: Database) -> set[str]:
+    return {r["name"] for r in db.fetchall("paused_queues")}
 
 
 def stranded_work(db: Database, heartbeat_timeout: float,
@@ -242,7 +255,8 @@ def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo
         priority_enabled=r["priority_enabled"], partitioned=r["partitioned"],
         enqueued=r["enqueued"], delayed=r["delayed"], pending=r["pending"],
         oldest_wait_s=r["oldest_wait_s"], started_in_window=r["started_in_window"],
-        live_workers=r["live_workers"], partitions=parts.get(r["name"], {}))
+        live_workers=r["live_workers"], partitions=parts.get(r["name"], {}),
+        paused=r["paused"], paused_at=r["paused_at"])
         for r in db.fetchall("queue_overview", params)]
     return queues, stranded_work(db, heartbeat_timeout)
 

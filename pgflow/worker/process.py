@@ -20,7 +20,7 @@ from ..errors import (
     StepTimeLimitExceeded,
     WorkflowCancelled,
 )
-from ..management import stranded_work
+from ..management import paused_queues, stranded_work
 from ..records import Status
 from ..recovery import Executor, release_executors
 from ..workflows import Claimed, Outcome, notify_channel
@@ -40,6 +40,7 @@ EXIT_DECLARED_DEAD = 3
 EXIT_TIME_LIMIT = 4
 # Seconds between two reports of stranded work (the first comes at start).
 STRANDED_EVERY = 60.0
+PAUSED_EVERY = 1.0  # seconds between reads of the paused queues (a pause also NOTIFYs)
 # A workflow still running this long after its deadline ignores it (stuck in a step).
 DEADLINE_GRACE = 1.0
 
@@ -93,6 +94,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._rotation = 0
         self.more_waiting = False
+        self.paused: set[str] = set()  # queues an operator paused (pgflow queues pause)
         self.exit_code = EXIT_OK
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -165,6 +167,7 @@ class WorkerProcess:
         next_poll = 0.0
         next_tick = 0.0
         next_stranded = 0.0
+        next_paused = 0.0
         woken = True
         while not self.stop.is_set():
             if self.liveness is not None:
@@ -191,6 +194,9 @@ class WorkerProcess:
                 self._tick_schedules()
             if self.report_stranded and now >= next_stranded and self._warn_stranded():
                 next_stranded = now + STRANDED_EVERY
+            if woken or now >= next_paused:  # a pause or resume NOTIFYs, and once a second
+                next_paused = now + PAUSED_EVERY
+                self._read_paused()
             claimed = 0
             # Claim when woken (NOTIFY, a finished workflow) or when the poll interval is up;
             # the shorter tick below only keeps the parent, limit and burst checks prompt.
@@ -231,7 +237,8 @@ class WorkerProcess:
         row = self.app.db.fetchone("work_left", {
             "app_version": self.app.app_version, "names": names,
             "strict": self.app.settings.strict_versions,
-            "queues": [q.name for q in self.config.queues]})
+            # A paused queue's work waits for its resume, not for this worker.
+            "queues": [q.name for q in self.config.queues if q.name not in self.paused]})
         if row is None or row["pending"] != 0:
             return False
         if row["enqueued"] == 0:
@@ -301,6 +308,19 @@ class WorkerProcess:
         else:
             log.warning(event, error=str(exc), **fields)
 
+    def _read_paused(self) -> None:
+        """Which of the served queues an operator paused; logged when that changes."""
+        try:
+            now_paused = paused_queues(self.app.db) & {q.name for q in self.config.queues}
+        except PgflowError as exc:
+            self._failed("paused_check_failed", exc)
+            return
+        for name in sorted(now_paused - self.paused):
+            log.info("queue_paused", queue=name, action="claims stopped; running work goes on")
+        for name in sorted(self.paused - now_paused):
+            log.info("queue_resumed", queue=name)
+        self.paused = now_paused
+
     def _claim_all(self) -> int:
         """Claim from every queue; ``self.more_waiting`` says whether a queue filled every
         free thread (it may hold more), the only case worth claiming again at once: a claim
@@ -312,6 +332,8 @@ class WorkerProcess:
         self._rotation += 1
         for i in range(len(queues)):
             q = queues[(self._rotation + i) % len(queues)]
+            if q.name in self.paused:
+                continue
             free = self._free_slots()
             if free <= 0 or self.stop.is_set():  # a drain may have begun since the loop test
                 break

@@ -22,7 +22,7 @@ import structlog
 
 from ..db.errors import describe_target
 from ..errors import PgflowError
-from ..management import Stranded, stranded_work
+from ..management import Stranded, paused_queues, stranded_work
 from ..recovery import new_executor_id
 from . import signals
 from .liveness import Liveness
@@ -122,6 +122,12 @@ class Supervisor:
                 "priority" if q.priority else "", "partitioned" if q.partitioned else "")
                 if p) + ")" for q in self.config.queues)
         settings = self.app.settings
+        try:
+            paused = sorted(paused_queues(self.app.db) & {q.name for q in self.config.queues})
+        except PgflowError:
+            paused = []
+        finally:
+            self.app.close_db()
         # The effective values (flag > PGFLOW_* > code > default), as the children use them.
         log.info("worker_starting", app=self.app.name, queues=queues.replace(" ()", ""),
                  processes=self.processes, threads=self.config.threads,
@@ -131,7 +137,7 @@ class Supervisor:
                  pool_size=settings.connections, pool_idle_timeout=settings.pool_idle_timeout,
                  database=describe_target(url), schema=settings.schema,
                  app_version=self.app.app_version, pgflow_version=_pgflow_version(),
-                 burst=self.config.burst)
+                 burst=self.config.burst, paused=",".join(paused) or None)
 
     def _spawn(self, slot: int) -> None:
         executor_id = new_executor_id()
@@ -350,11 +356,13 @@ class Supervisor:
     def _progress(self, final: bool = False) -> None:
         queues = [q.name for q in self.config.queues]
         left: list[Stranded] = []
+        paused: list[str] = []
         try:
             row = self.app.db.fetchone("queue_progress", {
                 "queues": queues, "since": self.started_at})
             if final and row is not None and row["left_"]:
                 left = stranded_work(self.app.db, self.app.settings.heartbeat_timeout, queues)
+                paused = sorted(paused_queues(self.app.db) & set(queues))
         except PgflowError:
             return
         finally:
@@ -368,3 +376,6 @@ class Supervisor:
         for s in left:
             print(f"  left: {s.count} x {s.name} in {s.queue_name or '(no queue)'} "
                   f"({s.reason.replace('_', ' ')}): {s.remedy}", file=self.out, flush=True)
+        for name in paused:
+            print(f"  left: queue {name} is paused (`pgflow queues resume {name}`)",
+                  file=self.out, flush=True)

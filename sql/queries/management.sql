@@ -121,6 +121,7 @@ WITH names AS (
 SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit, q.rate_per_seconds,
        coalesce(q.priority_enabled, false) AS priority_enabled,
        coalesce(q.partitioned, false) AS partitioned,
+       coalesce(q.paused, false) AS paused, q.paused_at,
        a.enqueued, a.delayed, a.pending, a.oldest_wait_s,
        CASE WHEN q.rate_per_seconds IS NULL THEN NULL ELSE
            (SELECT count(*) FROM {schema}.workflow_status AS w

@@ -99,3 +99,24 @@ WHERE queue_name = ANY(%(queues)s::text[])
 
 -- name: listen
 LISTEN {channel};
+
+-- name: set_queue_paused
+-- Pause or resume a queue (a queue no worker declared yet is created, paused); the NOTIFY wakes
+-- the workers to read the paused queues at once. Returns whether it changed.
+WITH before AS (
+    SELECT paused FROM {schema}.queues WHERE name = %(name)s
+), up AS (
+    INSERT INTO {schema}.queues AS q (name, paused, paused_at)
+    VALUES (%(name)s, %(paused)s, CASE WHEN %(paused)s THEN {schema}.clock() END)
+    ON CONFLICT (name) DO UPDATE
+        SET paused = EXCLUDED.paused,
+            paused_at = CASE WHEN EXCLUDED.paused THEN coalesce(q.paused_at, EXCLUDED.paused_at)
+                        END
+    RETURNING q.name
+)
+SELECT coalesce((SELECT paused FROM before), false) IS DISTINCT FROM %(paused)s AS changed,
+       pg_notify(%(channel)s, %(name)s) IS NULL AS woke
+FROM up;
+
+-- name: paused_queues
+SELECT name, paused_at FROM {schema}.queues WHERE paused;
