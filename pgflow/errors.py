@@ -100,12 +100,37 @@ class NonDeterminism(PgflowError):
 
 
 class WorkflowFailed(PgflowError):
-    """A workflow ended in ERROR and its recorded error could not be rebuilt as its own type."""
+    """A recorded error whose own type cannot be rebuilt in this process.
 
-    def __init__(self, workflow_id: str, error_type: str, message: str) -> None:
-        self.workflow_id = workflow_id
+    ``handle.result()`` of a workflow that ended in ERROR raises the workflow's own exception
+    when its class is importable here (already imported, an ``Exception``, rebuildable from
+    its recorded args); otherwise, and when no error was recorded, it raises this. A recorded
+    step error replayed under the same conditions raises it too.
+
+    ``error_type`` is the original type's dotted name, ``message`` its text,
+    ``traceback_text`` the traceback formatted where it was raised (or ``None``) and
+    ``workflow_id`` the failed workflow (``None`` when read outside a result, e.g. a step's
+    record).
+
+    >>> try:
+    ...     handle.result()
+    ... except pgflow.WorkflowFailed as exc:
+    ...     print(exc.error_type, exc.message)
+    """
+
+    def __init__(self, error_type: str, message: str, traceback_text: str | None = None,
+                 workflow_id: str | None = None) -> None:
         self.error_type = error_type
-        super().__init__(f"workflow {workflow_id} failed with {error_type}: {message}")
+        self.message = message
+        self.traceback_text = traceback_text
+        self.workflow_id = workflow_id
+        text = f"{error_type}: {message}"
+        super().__init__(text if workflow_id is None else f"workflow {workflow_id} failed with "
+                                                          f"{text}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.error_type, self.message, self.traceback_text,
+                             self.workflow_id))
 
 
 class MaxRecoveryAttemptsExceeded(PgflowError):

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from pgflow.errors import ConfigurationError, PgflowError, SerializationError
+from pgflow.errors import ConfigurationError, SerializationError, WorkflowFailed
 from pgflow.redaction import redact, redact_value
 
 __all__ = [
@@ -561,21 +561,9 @@ _TEXT_LIMIT = 64 * 1024
 _UNENCODABLE = object()
 
 
-class RecordedError(PgflowError):
-    """A recorded error whose own type could not be rebuilt in this process.
-
-    ``error_type`` is the original type's dotted name, ``message`` its text and
-    ``traceback_text`` the traceback formatted where it was raised (or ``None``).
-    """
-
-    def __init__(self, error_type: str, message: str, traceback_text: str | None = None) -> None:
-        self.error_type = error_type
-        self.message = message
-        self.traceback_text = traceback_text
-        super().__init__(f"{error_type}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.error_type, self.message, self.traceback_text))
+# The recorded error that cannot be rebuilt is the public pgflow.WorkflowFailed; this older
+# name stays for code that imported it from here.
+RecordedError = WorkflowFailed
 
 
 def _clip(text: str) -> str:
@@ -658,7 +646,8 @@ def _record_error(exc: BaseException) -> str:
 
 
 def loads_error(text: str) -> BaseException:
-    """Rebuild an error recorded by :func:`dumps_error`, or a :class:`RecordedError` for it.
+    """Rebuild an error recorded by :func:`dumps_error`, or a :class:`~pgflow.WorkflowFailed`
+    for it.
 
     The original type is used only when its module is already imported here (importing a name
     read from the database could run any code), it is an ``Exception`` (or a pgflow signal),
@@ -669,7 +658,7 @@ def loads_error(text: str) -> BaseException:
     except Exception:
         record = None
     if not isinstance(record, dict):
-        return RecordedError("unknown error", _clip(str(text)))
+        return WorkflowFailed("unknown error", _clip(str(text)))
     module_name, type_name = record.get("module"), record.get("type")
     attrs = record.get("attrs")
     rebuilt = _rebuild(
@@ -689,7 +678,7 @@ def loads_error(text: str) -> BaseException:
     else:
         error_type = f"{module_name}.{type_name}"
     formatted = record.get("traceback")
-    return RecordedError(
+    return WorkflowFailed(
         error_type,
         str(record.get("message", "")),
         formatted if isinstance(formatted, str) else None,
@@ -698,7 +687,7 @@ def loads_error(text: str) -> BaseException:
 
 def recorded_traceback(exc: BaseException) -> str | None:
     """The traceback recorded with an error read by :func:`loads_error` (None when none)."""
-    found = getattr(exc, "traceback_text", None) if isinstance(exc, RecordedError) \
+    found = getattr(exc, "traceback_text", None) if isinstance(exc, WorkflowFailed) \
         else getattr(exc, "__pgflow_traceback__", None)
     return found if isinstance(found, str) and found else None
 

@@ -30,6 +30,7 @@ from .errors import (
     UnknownWorkflow,
     WorkflowCancelled,
     WorkflowConflict,
+    WorkflowFailed,
     WorkflowParked,
     WorkflowTimeout,
 )
@@ -117,8 +118,10 @@ class WorkflowHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the workflow to end; return its output or raise its error.
 
-        Raises WorkflowTimeout after ``timeout`` seconds (the workflow goes on),
-        MaxRecoveryAttemptsExceeded or WorkflowCancelled for those endings.
+        A failed workflow raises its own exception, or WorkflowFailed when that exception's
+        type cannot be rebuilt in this process. Raises WorkflowTimeout after ``timeout``
+        seconds (the workflow goes on), MaxRecoveryAttemptsExceeded or WorkflowCancelled for
+        those endings.
         """
         return wait_result(self.app, self.workflow_id, timeout)
 
@@ -130,8 +133,15 @@ def outcome_value(app: App, workflow_id: str, row: dict[str, Any]) -> Any:
     if status is Status.SUCCESS:
         return serialization.loads_value(app.serializer_impl, row["serializer"], row["output"])
     if status is Status.ERROR:
-        raise serialization.loads_error(row["error"]) if row["error"] else RuntimeError(
-            f"workflow {workflow_id} failed")
+        if not row["error"]:
+            raise WorkflowFailed("unknown error", "no error was recorded",
+                                 workflow_id=workflow_id)
+        error = serialization.loads_error(row["error"])
+        if isinstance(error, WorkflowFailed) and error.workflow_id is None:
+            # Its own type could not be rebuilt here: say which workflow failed.
+            error = WorkflowFailed(error.error_type, error.message, error.traceback_text,
+                                   workflow_id=workflow_id)
+        raise error
     if status is Status.CANCELLED:
         raise WorkflowCancelled(workflow_id)
     raise MaxRecoveryAttemptsExceeded(workflow_id, row.get("max_recovery_attempts"))

@@ -74,9 +74,12 @@ def check_migrated(db: Database) -> None:
 
 def grant(db: Database, role: str) -> None:
     """Grant ``role`` the DML privileges pgflow's runtime needs on this schema (nothing else)."""
+    q = db.queries
+    # Each statement named literally: tests/test_named_queries.py finds every use by its name.
     statements = [
-        db.queries.with_identifiers(name, role=role)
-        for name in ("grant_schema_usage", "grant_table_dml", "grant_sequences")
+        q.with_identifiers("grant_schema_usage", role=role),
+        q.with_identifiers("grant_table_dml", role=role),
+        q.with_identifiers("grant_sequences", role=role),
     ]
     try:
         with db.connect() as conn:
