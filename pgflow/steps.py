@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import context, serialization, user_sql
+from . import attempts, context, serialization, user_sql
 from .errors import FencedOut, NonDeterminism, WorkflowCancelled
 from .redaction import redact
 
@@ -39,6 +39,7 @@ class RetryPolicy:
     interval: float = 1.0
     backoff: float = 2.0
     max_interval: float = 60.0
+    # Seconds one attempt may run (attempts.run_attempt); None: no limit.
     time_limit: float | None = None
 
 
@@ -136,7 +137,19 @@ def _run_unrecorded(
             with user_sql.unwrapped(), app.db.connection() as conn, conn.transaction():
                 return _call_in_transaction(app, conn, step, args, kwargs)
         return _with_retries(policy, ctx, body, step.name)
-    return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs), step.name)
+    return _with_retries(policy, ctx, _attempt(app, step, policy, args, kwargs), step.name)
+
+
+def _attempt(app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> Callable[[], Any]:
+    """One attempt of a plain step's body: a call, bounded by its time_limit if it has one."""
+    def call() -> Any:
+        return step.fn(*args, **kwargs)
+
+    limit = policy.time_limit
+    if limit is None:
+        return call
+    return lambda: attempts.run_attempt(call, limit, step.name, app.abandoned_bodies)
 
 
 def _call_in_transaction(
@@ -157,24 +170,17 @@ def _run_step(
 ) -> Any:
     started = datetime.now(timezone.utc)
     ctx.in_step = True
-    ctx.step_name = step.name
-    if policy.time_limit is not None:
-        # A step stuck past this (e.g. in C code) is ended by the worker replacing its process.
-        ctx.step_hard_deadline = time.monotonic() + policy.time_limit * (1 + policy.retries) \
-            + sum(retry_delay(policy, n) for n in range(1, policy.retries + 1))
     try:
         try:
-            result = _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs), step.name,
-                                   counted=True)
+            result = _with_retries(policy, ctx, _attempt(ctx.app, step, policy, args, kwargs),
+                                   step.name, counted=True)
         except Exception as exc:
             ctx.in_step = False
-            ctx.step_hard_deadline = None
             record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                               started_at=started, after_body=True)
             raise
         finally:
             ctx.in_step = False
-            ctx.step_hard_deadline = None
         try:
             output = serialization.dumps_value(
                 ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
