@@ -4,6 +4,7 @@ thread. Values that could never work are refused where the step is declared."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -45,7 +46,7 @@ def test_each_retry_starts_one_time_limit_after_the_previous(app: pgflow.App) ->
     h = app.options(workflow_id="tl-retry").start(flow)
     assert h.result(timeout=10) == "attempt 3"
     took = time.monotonic() - began
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     print(f"\nattempt gaps {[round(g, 3) for g in gaps]} s; done after {took:.2f} s")
     assert len(starts) == 3
     assert all(LIMIT + 0.05 <= g < LIMIT + 0.05 + 0.3 for g in gaps), gaps
