@@ -254,10 +254,16 @@ class App(management.WorkflowQueries):
             check_time_limit("time_limit", time_limit)))
 
     def transaction(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
-                    backoff: float = 2.0, max_interval: float = 60.0) -> Callable[[F], F]:
-        """Declare a step whose body (through ``pgflow.db()``) commits with its checkpoint."""
+                    backoff: float = 2.0, max_interval: float = 60.0,
+                    time_limit: float | None = None) -> Callable[[F], F]:
+        """Declare a step whose body (through ``pgflow.db()``) commits with its checkpoint.
+
+        ``time_limit``: seconds one attempt may run. The server cancels a statement of the
+        body that runs past it, and an attempt that took longer in all is rolled back; either
+        raises StepTimeLimitExceeded, retried like any step error."""
         return self._step_decorator("transaction", name, steps.RetryPolicy(
-            retries, interval, backoff, max_interval))
+            retries, interval, backoff, max_interval,
+            check_time_limit("time_limit", time_limit)))
 
     def _step_decorator(self, kind: str, name: str | None,
                         policy: steps.RetryPolicy) -> Callable[[F], F]:

@@ -70,6 +70,13 @@ class AbandonedBodies:
             return list(self._bodies)
 
 
+def time_limit_exceeded(step: str, time_limit: float, what: str) -> StepTimeLimitExceeded:
+    """The error of an attempt of ``step`` that ran past its ``time_limit``."""
+    return StepTimeLimitExceeded(
+        f"step {step!r} ran past its time_limit of {time_limit:g} s; {what} (its retries "
+        "apply; raise the time_limit if the step needs longer)")
+
+
 def run_attempt(fn: Callable[[], Any], time_limit: float, step: str,
                 abandoned: AbandonedBodies) -> Any:
     """Call ``fn`` on a helper thread and return its result (or raise its exception); past
@@ -103,9 +110,7 @@ def run_attempt(fn: Callable[[], Any], time_limit: float, step: str,
         log.warning("step_time_limit", step=step, workflow_id=workflow_id,
                     time_limit_s=time_limit,
                     action="attempt abandoned; its body runs on in the background")
-        raise StepTimeLimitExceeded(
-            f"step {step!r} ran past its time_limit of {time_limit:g} s; the attempt was "
-            "abandoned (its retries apply; raise the time_limit if the step needs longer)")
+        raise time_limit_exceeded(step, time_limit, "the attempt was abandoned")
     ok, value = outcome
     outcome.clear()
     if ok:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 import pgflow
@@ -167,3 +168,86 @@ def test_impossible_time_limits_are_refused_when_declared(app: pgflow.App, limit
         @app.step(time_limit=limit)
         def never() -> None:
             pass
+
+
+# -- transaction steps: the server cancels the statement; an attempt over the limit rolls back
+
+
+@pytest.fixture
+def notes(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.notes (attempt int NOT NULL)")
+    return database_url
+
+
+def note_attempts(url: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT attempt FROM public.notes ORDER BY 1")]
+
+
+def test_transaction_statement_past_the_limit_is_cancelled_and_retried(
+        app: pgflow.App, notes: str) -> None:
+    """Attempt 1 writes, then a statement sleeps past the limit: the server cancels it, the
+    attempt's write rolls back, and attempt 2 (fast) commits with the checkpoint."""
+    starts: list[float] = []
+
+    @app.transaction(retries=1, interval=0.05, time_limit=LIMIT)
+    def write() -> int:
+        starts.append(time.monotonic())
+        cur = pgflow.db()
+        cur.execute("INSERT INTO public.notes VALUES (%s)", (len(starts),))
+        if len(starts) == 1:
+            cur.execute("SELECT pg_sleep(5)")
+        cur.execute("SELECT current_setting('statement_timeout') AS t")
+        assert cur.fetchone() == {"t": "500ms"}  # in force for the body's statements
+        return len(starts)
+
+    @app.workflow()
+    def flow() -> int:
+        return write()
+
+    h = app.options(workflow_id="tl-tx").start(flow)
+    assert h.result(timeout=10) == 2
+    assert LIMIT <= starts[1] - starts[0] < LIMIT + 0.05 + 0.4
+    assert note_attempts(notes) == [2]
+    (step,) = app.steps("tl-tx")
+    assert step.output == 2 and step.attempts == 2
+
+
+def test_transaction_over_its_limit_in_all_rolls_back_and_fails(
+        app: pgflow.App, notes: str) -> None:
+    """Each statement under the limit, the attempt over it: rolled back, the workflow ERROR
+    with StepTimeLimitExceeded; a statement cancelled by the limit gives the same error,
+    with the server's QueryCanceled as its cause."""
+
+    @app.transaction(time_limit=LIMIT)
+    def many_short() -> None:
+        cur = pgflow.db()
+        cur.execute("INSERT INTO public.notes VALUES (1)")
+        for _ in range(3):
+            cur.execute("SELECT pg_sleep(0.3)")
+
+    @app.transaction(time_limit=LIMIT)
+    def one_long() -> None:
+        pgflow.db().execute("INSERT INTO public.notes VALUES (2)")
+        pgflow.db().execute("SELECT pg_sleep(5)")
+
+    @app.workflow()
+    def flow(long: bool) -> None:
+        one_long() if long else many_short()
+
+    for wid, long in (("tl-tx-short", False), ("tl-tx-long", True)):
+        began = time.monotonic()
+        with pytest.raises(pgflow.StepTimeLimitExceeded) as info:
+            app.options(workflow_id=wid).call(flow, long)
+        assert time.monotonic() - began < 1.5
+        assert app.retrieve(wid).status().status is pgflow.Status.ERROR
+        (step,) = app.steps(wid)
+        assert isinstance(step.error, pgflow.StepTimeLimitExceeded)
+        if long:
+            assert isinstance(info.value.__cause__, psycopg.errors.QueryCanceled)
+    assert note_attempts(notes) == []
+    # The session the steps ran on is back to no statement timeout.
+    with app.db.connection() as conn:
+        row = conn.execute("SELECT current_setting('statement_timeout') AS t").fetchone()
+    assert row == {"t": "0"}
