@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import structlog
 
 from . import management, messages, schedules, serialization, steps, workflows
+from .attempts import AbandonedBodies
 from .db import migrate as migrations
 from .db.notify import Notifications, message_channel
 from .db.pool import Database
@@ -24,7 +25,7 @@ from .errors import (
     Deduplicated,
     SchemaNotMigrated,
 )
-from .limits import check_id, check_seconds
+from .limits import check_id, check_seconds, check_time_limit
 from .queues import EnqueueOptions, Queue, Rate
 from .records import Status, WorkflowStatus
 from .recovery import Executor
@@ -105,6 +106,9 @@ class App(management.WorkflowQueries):
         self._threads: set[threading.Thread] = set()
         self._launched = False
         self._stop = threading.Event()
+        # Step bodies left running past their time_limit (a worker replaces its process when
+        # they pile up or run on too long).
+        self.abandoned_bodies = AbandonedBodies()
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, schema={self.settings.schema!r})"
@@ -242,16 +246,24 @@ class App(management.WorkflowQueries):
              time_limit: float | None = None) -> Callable[[F], F]:
         """Declare a checkpointed step, retried ``retries`` times with exponential backoff.
 
-        ``time_limit``: seconds one attempt may run in a worker; past it the worker process is
-        replaced and the workflow ends ERROR with StepTimeLimitExceeded."""
+        ``time_limit``: seconds one attempt may run. Past it the attempt raises
+        StepTimeLimitExceeded, an ordinary step error (retried, and catchable by the
+        workflow); its body is abandoned on its thread (see the README, The worker)."""
         return self._step_decorator("step", name, steps.RetryPolicy(
-            retries, interval, backoff, max_interval, time_limit))
+            retries, interval, backoff, max_interval,
+            check_time_limit("time_limit", time_limit)))
 
     def transaction(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
-                    backoff: float = 2.0, max_interval: float = 60.0) -> Callable[[F], F]:
-        """Declare a step whose body (through ``pgflow.db()``) commits with its checkpoint."""
+                    backoff: float = 2.0, max_interval: float = 60.0,
+                    time_limit: float | None = None) -> Callable[[F], F]:
+        """Declare a step whose body (through ``pgflow.db()``) commits with its checkpoint.
+
+        ``time_limit``: seconds one attempt may run. The server cancels a statement of the
+        body that runs past it, and an attempt that took longer in all is rolled back; either
+        raises StepTimeLimitExceeded, retried like any step error."""
         return self._step_decorator("transaction", name, steps.RetryPolicy(
-            retries, interval, backoff, max_interval))
+            retries, interval, backoff, max_interval,
+            check_time_limit("time_limit", time_limit)))
 
     def _step_decorator(self, kind: str, name: str | None,
                         policy: steps.RetryPolicy) -> Callable[[F], F]:

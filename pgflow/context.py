@@ -47,9 +47,6 @@ class WorkflowContext:
     queue_name: str | None = None  # set when a worker claimed it from a queue
     next_step: int = 1
     in_step: bool = False
-    # The running step's hard time limit (monotonic time), watched by the worker process.
-    step_name: str | None = None
-    step_hard_deadline: float | None = None
     # The attempt the running step is on (recorded with its checkpoint; None outside a step).
     step_attempts: int | None = None
     # Set when this workflow may have been cancelled since the last look (a NOTIFY about it

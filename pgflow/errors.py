@@ -152,7 +152,9 @@ class WorkflowTimeout(PgflowError, TimeoutError):
 
 
 class StepTimeLimitExceeded(PgflowError):
-    """A step ran past its hard time limit and its process was replaced."""
+    """An attempt of a step ran past its ``time_limit`` and was abandoned.
+
+    An ordinary step error: the step's retries apply, and the workflow may catch it."""
 
 
 class WorkflowCancelled(BaseException):

@@ -65,6 +65,19 @@ def check_seconds(kind: str, value: Any) -> float | None:
     return float(value)
 
 
+def check_time_limit(kind: str, value: Any) -> float | None:
+    """A step's ``time_limit``: None (no limit), or a finite number of seconds above 0 and
+    at most 100 years (0 would fail every attempt; NaN or infinity would never fire)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        raise InvalidValue(f"{kind} must be a number of seconds above 0 and at most "
+                           f"{MAX_SECONDS:,.0f} (100 years), or None for no limit; "
+                           f"not {value!r}")
+    return float(value)
+
+
 def to_ms(kind: str, seconds: Any) -> int | None:
     """A checked timeout or delay as whole milliseconds, as the rows store them."""
     checked = check_seconds(kind, seconds)

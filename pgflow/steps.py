@@ -8,6 +8,7 @@ INSERT. A transaction step runs its body and writes its checkpoint in one Postgr
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import context, serialization, user_sql
+from . import attempts, context, serialization, user_sql
 from .errors import FencedOut, NonDeterminism, WorkflowCancelled
 from .redaction import redact
 
@@ -39,6 +40,7 @@ class RetryPolicy:
     interval: float = 1.0
     backoff: float = 2.0
     max_interval: float = 60.0
+    # Seconds one attempt may run (attempts.run_attempt); None: no limit.
     time_limit: float | None = None
 
 
@@ -134,21 +136,56 @@ def _run_unrecorded(
     if step.kind == "transaction" and context.in_transaction() is False:
         def body() -> Any:
             with user_sql.unwrapped(), app.db.connection() as conn, conn.transaction():
-                return _call_in_transaction(app, conn, step, args, kwargs)
+                return _call_in_transaction(app, conn, step, args, kwargs, policy.time_limit)
         return _with_retries(policy, ctx, body, step.name)
-    return _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs), step.name)
+    return _with_retries(policy, ctx, _attempt(app, step, policy, args, kwargs), step.name)
+
+
+def _attempt(app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> Callable[[], Any]:
+    """One attempt of a plain step's body: a call, bounded by its time_limit if it has one."""
+    def call() -> Any:
+        return step.fn(*args, **kwargs)
+
+    limit = policy.time_limit
+    if limit is None:
+        return call
+    return lambda: attempts.run_attempt(call, limit, step.name, app.abandoned_bodies)
 
 
 def _call_in_transaction(
     app: App, conn: psycopg.Connection[Any], step: StepDef, args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    kwargs: dict[str, Any], time_limit: float | None = None,
 ) -> Any:
     """Call a transaction step's function on ``conn``'s open transaction (``pgflow.db()``),
     with the server's default planner settings for the user's SQL (query allow_scans).
     Its own psycopg errors leave wrapped for user_sql.unwrapped (pgflow's boundary must not
-    translate them)."""
+    translate them).
+
+    ``time_limit``: the body shares its connection with the checkpoint, so it is not
+    abandoned on another thread: the server cancels any of its statements that runs past the
+    limit (statement_timeout, for this transaction only), and an attempt that took longer in
+    all is rolled back; both raise StepTimeLimitExceeded."""
     app.db.execute(conn, "allow_scans")
-    return user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
+    if time_limit is None:
+        return user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
+    row = app.db.execute(conn, "limit_statements",
+                         {"timeout": f"{math.ceil(time_limit * 1000)}ms"}).fetchone()
+    previous = row["previous"]  # type: ignore[index]
+    began = time.monotonic()
+    try:
+        result = user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
+    except user_sql.UserSQLFailure as failure:
+        # 57014: query_canceled, here by the statement_timeout set above.
+        if getattr(failure.error, "sqlstate", None) == "57014" and \
+                time.monotonic() - began >= time_limit:
+            raise attempts.time_limit_exceeded(
+                step.name, time_limit, "its statement was cancelled") from failure.error
+        raise
+    if time.monotonic() - began > time_limit:
+        raise attempts.time_limit_exceeded(step.name, time_limit, "its work was rolled back")
+    app.db.execute(conn, "restore_statement_timeout", {"timeout": previous}).fetchone()
+    return result
 
 
 def _run_step(
@@ -157,24 +194,17 @@ def _run_step(
 ) -> Any:
     started = datetime.now(timezone.utc)
     ctx.in_step = True
-    ctx.step_name = step.name
-    if policy.time_limit is not None:
-        # A step stuck past this (e.g. in C code) is ended by the worker replacing its process.
-        ctx.step_hard_deadline = time.monotonic() + policy.time_limit * (1 + policy.retries) \
-            + sum(retry_delay(policy, n) for n in range(1, policy.retries + 1))
     try:
         try:
-            result = _with_retries(policy, ctx, lambda: step.fn(*args, **kwargs), step.name,
-                                   counted=True)
+            result = _with_retries(policy, ctx, _attempt(ctx.app, step, policy, args, kwargs),
+                                   step.name, counted=True)
         except Exception as exc:
             ctx.in_step = False
-            ctx.step_hard_deadline = None
             record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                               started_at=started, after_body=True)
             raise
         finally:
             ctx.in_step = False
-            ctx.step_hard_deadline = None
         try:
             output = serialization.dumps_value(
                 ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
@@ -201,7 +231,7 @@ def _run_transaction(
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
         ctx.in_step = True
         try:
-            result = _call_in_transaction(app, conn, step, args, kwargs)
+            result = _call_in_transaction(app, conn, step, args, kwargs, policy.time_limit)
         finally:
             ctx.in_step = False
         return serialization.dumps_value(

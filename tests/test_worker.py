@@ -588,3 +588,22 @@ def test_bad_database_url_fails_without_leaking_the_password(url: str, workers: 
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     assert not w.events("worker_process_started")
+
+
+def test_abandoned_step_bodies_piling_up_replace_the_process(
+    app: pgflow.App, database_url: str, workers: Any
+) -> None:
+    """With one thread, a workflow that catches two time-limited steps leaves two abandoned
+    bodies (more than its threads): the process hands its work back uncharged, exits 4 and is
+    replaced; the workflow resumes from its checkpoints (the timed-out steps do not run again)."""
+    w = workers("-P", "1", "-c", "1", *FAST)
+    h = worker_app.plain.enqueue(worker_app.outlasts, 2)
+    assert h.result(timeout=30) == ["timed out", "timed out", "nap done"]
+    (backstop,) = w.events("abandoned_steps_running")
+    assert backstop["n"] == 2 and backstop["overdue"] == 0
+    assert [e["exit_code"] for e in w.events("worker_process_exited")] == [4]
+    assert len(w.events("worker_process_started")) == 2
+    runs = query(database_url, "SELECT step, count(*) AS n FROM public.step_runs "
+                               "GROUP BY step ORDER BY step")
+    assert {r["step"]: r["n"] for r in runs} == {"hangs_on0": 1, "hangs_on1": 1, "nap": 2}
+    assert h.status().recovery_attempts == 0

@@ -143,3 +143,25 @@ def killer_child() -> str:
 def limbo_parent() -> list[str]:
     """Calls two child workflows inline; the second never survives."""
     return [calm_child(), killer_child()]
+
+
+# -- steps past their time limit: abandoned bodies that pile up -------------------------------
+
+
+@app.step(time_limit=0.3)
+def hangs_on(n: int) -> str:
+    _step_ran(f"hangs_on{n}")
+    time.sleep(60)
+    return "unreachable"
+
+
+@app.workflow()
+def outlasts(n: int) -> list[str]:
+    """Catches ``n`` time-limited steps, each leaving an abandoned body, then naps."""
+    got = []
+    for i in range(n):
+        try:
+            got.append(hangs_on(i))
+        except pgflow.StepTimeLimitExceeded:
+            got.append("timed out")
+    return [*got, nap(2.0)]

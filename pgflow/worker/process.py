@@ -17,7 +17,6 @@ from ..errors import (
     DatabaseUnavailable,
     FencedOut,
     PgflowError,
-    StepTimeLimitExceeded,
     WorkflowCancelled,
 )
 from ..management import paused_queues, stranded_work
@@ -436,35 +435,49 @@ class WorkerProcess:
             self.contexts[ctx.workflow_id] = ctx
 
     def _watch_limits(self, now: float) -> None:
-        """A thread cannot be killed: a step past its hard time limit, or a workflow ignoring
-        its deadline, ends this process. The stuck workflow gets its outcome first (ERROR with
-        StepTimeLimitExceeded, or CANCELLED), its siblings go back uncharged, and the supervisor
-        starts a fresh process."""
+        """A thread cannot be killed: a workflow ignoring its deadline, or step bodies left
+        running past their time limit that pile up or run on too long, end this process.
+        A workflow ignoring its deadline gets its outcome first (CANCELLED); the rest go back
+        uncharged, and the supervisor starts a fresh process."""
+        self._watch_abandoned(now)
         with self._lock:
             contexts = list(self.contexts.values())
         for ctx in contexts:
-            if ctx.step_hard_deadline is not None and now > ctx.step_hard_deadline:
-                exc: BaseException = StepTimeLimitExceeded(
-                    f"step {ctx.step_name!r} of workflow {ctx.workflow_id} ran past its "
-                    "time_limit; its worker process was replaced")
-                status = Status.ERROR
-            elif ctx.deadline_monotonic is not None and \
-                    now > ctx.deadline_monotonic + DEADLINE_GRACE:
-                exc = WorkflowCancelled(ctx.workflow_id, "past its deadline (timeout)")
-                status = Status.CANCELLED
-            else:
+            if ctx.deadline_monotonic is None or now <= ctx.deadline_monotonic + DEADLINE_GRACE:
                 continue
             log.error("workflow_time_limit", workflow_id=ctx.workflow_id,
-                      workflow_name=ctx.name, step=ctx.step_name, action="replacing process")
-            self.stop.set()
-            self.completer.flush(2.0)
-            try:
-                workflows.finish(self.app, [Outcome(
-                    ctx.workflow_id, ctx.fence, status,
-                    error=serialization.dumps_error(exc))], self.executor_id)
-                release_executors(self.app, [self.executor_id], charge=False)
-            finally:
-                self._exit(EXIT_TIME_LIMIT)
+                      workflow_name=ctx.name, action="replacing process")
+            exc = WorkflowCancelled(ctx.workflow_id, "past its deadline (timeout)")
+            self._replace_process([Outcome(ctx.workflow_id, ctx.fence, Status.CANCELLED,
+                                           error=serialization.dumps_error(exc))])
+
+    def _watch_abandoned(self, now: float) -> None:
+        """Abandoned step bodies (attempts past their time_limit, whose workflows have gone
+        on) hold a thread each and may hold more: when one runs past its grace, or more of
+        them run than the process has workflow threads, replace the process."""
+        if self.config.in_process:  # the caller's own process: nothing to replace
+            return
+        running = self.app.abandoned_bodies.running()
+        overdue = [b for b in running if b.overdue(now)]
+        if not overdue and len(running) <= self.config.threads:
+            return
+        worst = overdue[0] if overdue else running[0]
+        log.error("abandoned_steps_running", n=len(running), overdue=len(overdue),
+                  step=worst.step, workflow_id=worst.workflow_id,
+                  abandoned_s=round(now - worst.abandoned_at, 1),
+                  action="replacing process")
+        self._replace_process([])
+
+    def _replace_process(self, outcomes: list[Outcome]) -> None:
+        """Write ``outcomes``, hand the rest of this process's work back uncharged, exit."""
+        self.stop.set()
+        self.completer.flush(2.0)
+        try:
+            if outcomes:
+                workflows.finish(self.app, outcomes, self.executor_id)
+            release_executors(self.app, [self.executor_id], charge=False)
+        finally:
+            self._exit(EXIT_TIME_LIMIT)
 
     def _drain(self) -> None:
         """Stop claiming; let in-flight work finish within the grace period; hand the rest

@@ -36,3 +36,12 @@ WHERE workflow_id = %(workflow_id)s AND step_id = %(step_id)s;
 -- defaults back for one transaction: before a statement marked `-- plan: scans`, and first in
 -- a transaction step, so that the user's SQL plans as it would anywhere else.
 SELECT set_config('enable_seqscan', 'on', true), set_config('jit', 'on', true);
+
+-- name: limit_statements
+-- A transaction step's time_limit: the server cancels any statement of this transaction that
+-- runs longer. Returns the setting it replaces (put back before the checkpoint is written).
+WITH s AS MATERIALIZED (SELECT current_setting('statement_timeout') AS previous)
+SELECT s.previous, set_config('statement_timeout', %(timeout)s, true) FROM s;
+
+-- name: restore_statement_timeout
+SELECT set_config('statement_timeout', %(timeout)s, true);

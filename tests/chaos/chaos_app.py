@@ -152,7 +152,7 @@ def long(i: int, steps: int, seconds: float) -> int:
     return i
 
 
-# -- a step past its hard time limit -----------------------------------------------------------
+# -- a step past its time limit (per attempt) -----------------------------------------------------
 
 
 @app.step(time_limit=3)
