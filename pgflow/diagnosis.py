@@ -342,8 +342,10 @@ def _pending(facts: Facts) -> list[Reason]:
         live = [e for e in facts.executors if e.alive]
         when = (f"adoption was due at {at(due)}, {span(_since(now, due))} ago" if late
                 else f"adoption due at {at(due)}, in {span(_since(due, now))}")
+        then = ("hands it back to its queue" if w.queue_name is not None
+                else "makes it ownerless, for an executor of its version to adopt")
         tail = ("; no live executor runs now to adopt it" if not live
-                else ": the next recovery pass of a live executor adopts it")
+                else f": the next recovery pass of a live executor {then}")
         reasons.append(Reason(
             "owner_dead", f"Its executor {owner.executor_id} (host {owner.hostname}, pid "
                           f"{owner.pid}) is dead: its last heartbeat was {span(ago)} ago, "

@@ -123,3 +123,12 @@ def test_owner_gone_and_done() -> None:
 def test_span() -> None:
     assert [span(s) for s in (0.25, 9.6, 65, 7322, 90000)] == [
         "250ms", "10s", "1m05s", "2h02m", "1d01h"]
+
+
+def test_a_dead_owner_while_others_live() -> None:
+    dead = replace(WORKER, executor_id="old", heartbeat_at=ago(40), alive=False)
+    wf = replace(WF, status="PENDING", executor_id="old", started_at=ago(50))
+    [r] = diagnose(facts(workflow=wf, executors=(dead, WORKER)))
+    assert r.code == "owner_dead" and r.numbers["adoption_due"] == ago(10)
+    assert r.text.endswith("adoption was due at 2025-03-02 09:59:50 UTC, 10s ago: the next "
+                           "recovery pass of a live executor hands it back to its queue.")
