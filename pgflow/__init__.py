@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+from .activity import ActiveWorkflow, WorkerInfo
 from .app import App
 from .client import Client
 from .context import db, workflow_id
+from .diagnosis import Reason
 from .errors import (
     ConfigurationError,
     ConnectionRejected,
@@ -39,6 +41,7 @@ from .errors import (
     WorkflowParked,
     WorkflowTimeout,
 )
+from .explain import Explanation
 from .logs import stderr_unless_configured
 from .messages import get_event, recv, send, set_event, sleep
 from .queues import Queue, Rate
@@ -52,12 +55,12 @@ stderr_unless_configured()
 __version__ = "0.1.0"
 
 __all__ = [
-    "App", "Client", "ConfigurationError", "ConnectionRejected", "DatabaseError",
-    "DatabaseUnavailable", "Deduplicated", "FencedOut", "InvalidValue",
+    "ActiveWorkflow", "App", "Client", "ConfigurationError", "ConnectionRejected", "DatabaseError",
+    "DatabaseUnavailable", "Deduplicated", "Explanation", "FencedOut", "InvalidValue",
     "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied", "PgflowError", "Queue",
-    "Rate", "SchemaNotMigrated", "SerializationError", "Settings", "Status", "StepRecord",
-    "StepTimeLimitExceeded", "TransactionControlError", "UnknownWorkflow",
-    "UnregisteredFunction", "WorkflowCancelled", "WorkflowConflict", "WorkflowFailed",
-    "WorkflowHandle", "WorkflowParked", "WorkflowStatus", "WorkflowTimeout", "db", "get_event",
-    "recv", "send", "set_event", "sleep", "workflow_id",
+    "Rate", "Reason", "SchemaNotMigrated", "SerializationError", "Settings", "Status",
+    "StepRecord", "StepTimeLimitExceeded", "TransactionControlError", "UnknownWorkflow",
+    "UnregisteredFunction", "WorkerInfo", "WorkflowCancelled", "WorkflowConflict",
+    "WorkflowFailed", "WorkflowHandle", "WorkflowParked", "WorkflowStatus", "WorkflowTimeout",
+    "db", "get_event", "recv", "send", "set_event", "sleep", "workflow_id",
 ]

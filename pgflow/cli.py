@@ -502,6 +502,58 @@ def resume_queue(queue: str, app_spec: str | None, **given: Any) -> None:
 
 
 @main.command(context_settings=CONTEXT)
+@click.argument("workflow_id")
+@json_option
+@app_option
+@common_options
+def explain(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any) -> None:
+    """Why is WORKFLOW_ID not running? Every reason that holds, with its numbers: delayed or
+    sleeping until when; the queue's concurrency, its key's limit or its rate window full;
+    every live worker's worker_concurrency full; no live worker of its queue, name or version;
+    workflows ahead of it; the executor it runs on, alive (in which step) or dead (adoption
+    due when). For an ended workflow, that it is done."""
+    settings = operator_settings(app_spec, given)
+    found = with_client(settings, lambda c: c.explain(workflow_id))
+    if as_json:
+        click.echo(tables.to_json(found))
+        return
+    click.echo(click.wrap_text(found.text, width=100, preserve_paragraphs=True))
+
+
+@main.command(context_settings=CONTEXT)
+@json_option
+@app_option
+@common_options
+def workers(as_json: bool, app_spec: str | None, **given: Any) -> None:
+    """Live executors and what each runs now; then executors whose heartbeat is stale (dead,
+    not yet reaped: a live executor hands their work back within the heartbeat timeout)."""
+    settings = operator_settings(app_spec, given)
+    found = with_client(settings, lambda c: c.workers())
+    if as_json:
+        click.echo(tables.to_json({"workers": found}))
+        return
+    for alive, title in ((True, None), (False, "stale heartbeat (dead, not reaped yet):")):
+        group = [w for w in found if w.alive is alive]
+        if not alive and not group:
+            continue
+        if title:
+            click.echo(f"\n{title}")
+        click.echo(tables.table(
+            ["executor", "host", "pid", "version", "kind", "queues", "heartbeat", "started",
+             "running"],
+            [[w.executor_id, w.hostname, w.pid, w.app_version, w.kind, ",".join(w.queues) or None,
+              f"{tables.duration(w.heartbeat_age_s)} ago", w.started_at, len(w.workflows)]
+             for w in group]))
+        held = [(w, a) for w in group for a in w.workflows]
+        if held:
+            click.echo("\n" + ("running now:" if alive else "held by them:"))
+            click.echo(tables.table(
+                ["executor", "workflow_id", "name", "queue", "for"],
+                [[w.executor_id, a.workflow_id, a.name, a.queue_name,
+                  tables.duration(a.running_s)] for w, a in held]))
+
+
+@main.command(context_settings=CONTEXT)
 @click.argument("queue")
 @click.argument("workflow")
 @click.argument("args_json", default="[]", required=False)

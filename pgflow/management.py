@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import serialization, versions
+from . import activity, serialization, versions
+from . import explain as explaining
 from .db.notify import message_channel, queue_channel
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, UnknownWorkflow
 from .queues import validate_name
 from .records import Status, StepRecord, WorkflowStatus
+from .settings import Settings
 
 # -- reading -----------------------------------------------------------------------------------
 
@@ -266,6 +268,7 @@ class WorkflowQueries:
     ``db`` and ``serializer_impl``)."""
 
     serializer_impl: serialization.Serializer
+    settings: Settings
 
     @property
     def db(self) -> Database:  # each subclass opens its own, lazily
@@ -301,3 +304,19 @@ class WorkflowQueries:
         """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
         running one stops at its next step (or wherever it waits). Returns its record."""
         return cancel(self.db, self.serializer_impl, workflow_id)
+
+    def explain(self, workflow_id: str) -> explaining.Explanation:
+        """Why workflow ``workflow_id`` is not running, from the database: every reason that
+        holds (delayed, its queue's limits full, no live worker of its queue or version,
+        sleeping, ahead of it in the queue, its executor's state and step), each a code, a
+        sentence and its numbers; for an ended workflow, that it is done.
+
+        >>> print(app.explain("checkout-7").text)
+        """
+        return explaining.explain(self.db, self.serializer_impl, workflow_id,
+                                  self.settings.heartbeat_timeout)
+
+    def workers(self) -> list[activity.WorkerInfo]:
+        """Every executor (live ones first, then those whose heartbeat is stale and that no
+        live executor reaped yet) with the workflows PENDING under it."""
+        return activity.list_workers(self.db, self.settings.heartbeat_timeout)

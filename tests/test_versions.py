@@ -105,8 +105,7 @@ def test_started_work_runs_only_on_its_version_until_retargeted(
     nap, naps = declare(old, "v1")
     h = naps.enqueue(nap)
     with running_worker(old):
-        wait_for(lambda: h.status().status is pgflow.Status.ENQUEUED
-                 and h.status().started_at is not None, what="the workflow to park")
+        wait_for(lambda: parked(h), what="the workflow to park")
     new = make_app("v2", sleep_threshold=0.5)
     declare(new, "v2")
     with running_worker(new):
@@ -167,3 +166,9 @@ def test_the_burst_summary_says_why_work_is_left(database_url: str) -> None:
     assert "1 left" in out
     assert "left: 1 x tasks.nope in jobs (unknown name)" in out, out
     assert "no registered version knows workflow 'tasks.nope'" in out
+
+
+def parked(h: Any) -> bool:
+    """ENQUEUED after it started (a durable sleep gave its thread back), read at once."""
+    s = h.status()
+    return s.status is pgflow.Status.ENQUEUED and s.started_at is not None
