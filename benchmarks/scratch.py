@@ -185,9 +185,11 @@ class Scratch:
     def reset_runs(self) -> None:
         """Empty only the workflow tables (executors and queues stay: a worker is running)."""
         self.admin.execute(
-            sql.SQL("TRUNCATE {}, {}").format(
+            sql.SQL("TRUNCATE {}, {}, {}").format(
                 sql.Identifier(PGFLOW_SCHEMA, "workflow_status"),
                 sql.Identifier(PGFLOW_SCHEMA, "operation_outputs"),
+                # References workflow_status (migration 0008): truncated with it.
+                sql.Identifier(PGFLOW_SCHEMA, "workflow_event_history"),
             )
         )
 
