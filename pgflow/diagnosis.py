@@ -61,6 +61,7 @@ class QueueFacts:
     priority_enabled: bool = False
     partitioned: bool = False
     strict_versions: bool = False
+    paused_at: datetime | None = None  # set while an operator has paused the queue
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,13 @@ def _enqueued(facts: Facts) -> list[Reason]:
     reasons: list[Reason] = []
     if w.not_before is not None and w.not_before > now:
         reasons.append(_delay(facts, w.not_before))
+    if q is not None and q.paused_at is not None:
+        reasons.append(Reason(
+            "paused", f"Its queue {q.name!r} is paused (since {at(q.paused_at)}, "
+                      f"{span(_since(now, q.paused_at))} ago): no worker claims from it until "
+                      f"`pgflow queues resume {q.name}`.",
+            {"queue": q.name, "paused_at": q.paused_at,
+             "paused_for_s": _since(now, q.paused_at)}))
     reasons += _who_may_claim(facts)
     if q is not None:
         reasons += _limits(facts, q)

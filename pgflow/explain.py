@@ -98,7 +98,8 @@ def _queue(row: dict[str, Any]) -> QueueFacts | None:
         concurrency=row["concurrency"], worker_concurrency=row["worker_concurrency"],
         rate_limit=row["rate_limit"], rate_per_seconds=row["rate_per_seconds"],
         priority_enabled=row["priority_enabled"], partitioned=row["partitioned"],
-        strict_versions=row["strict_versions"])
+        strict_versions=row["strict_versions"],
+        paused_at=(row["paused_at"] or row["now"]) if row["paused"] else None)
 
 
 def _queue_facts(db: Database, queue: QueueFacts, row: dict[str, Any],

@@ -67,6 +67,22 @@ def pending(handle: Any) -> bool:
     return handle.status().status is pgflow.Status.PENDING
 
 
+def test_a_paused_queue(make_app: Any) -> None:
+    app = make_app()
+    q = app.queue("held")
+    wf = blocking(app, threading.Event())
+    h = q.enqueue(wf)
+    with pgflow.Client(app.database_url()) as client:
+        client.pause_queue("held")
+        found = app.explain(h.workflow_id)
+        assert found.codes[0] == "paused"
+        paused = reason(found, "paused")
+        assert paused.numbers["queue"] == "held" and 0 <= paused.numbers["paused_for_s"] < 30
+        assert "`pgflow queues resume held`" in paused.text
+        client.resume_queue("held")
+    assert "paused" not in app.explain(h.workflow_id).codes
+
+
 def test_delayed_and_no_worker(make_app: Any) -> None:
     app = make_app()
     q = app.queue("later")

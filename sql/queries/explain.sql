@@ -13,6 +13,7 @@ SELECT w.workflow_id, w.seq, w.name, w.status, w.queue_name, w.priority, w.parti
        q.rate_limit, q.rate_per_seconds, coalesce(q.priority_enabled, false) AS priority_enabled,
        coalesce(q.partitioned, false) AS partitioned,
        coalesce(q.strict_versions, false) AS strict_versions,
+       coalesce(q.paused, false) AS paused, q.paused_at,
        CASE WHEN NOT EXISTS (SELECT 1 FROM {schema}.versions) THEN NULL
             ELSE EXISTS (SELECT 1 FROM {schema}.versions AS v
                          WHERE w.name = ANY(v.workflow_names)) END AS name_known,
