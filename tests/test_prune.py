@@ -1,5 +1,6 @@
 """Retention: ``prune`` deletes old finished workflows with all their rows, in batches, and
-keeps active ones, recent ones and children whose parent stays; the CLI."""
+keeps active ones, recent ones and children whose parent stays; the CLI; the automatic
+``retention`` setting applied by a worker."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 import pgflow
 from pgflow.cli import main
 from pgflow.errors import ConfigurationError
-from tests.inprocess import wait_for
+from tests.inprocess import running_worker, wait_for
 
 TABLES = {"workflow_status": "workflow_id", "operation_outputs": "workflow_id",
           "notifications": "destination_id", "workflow_events": "workflow_id",
@@ -142,3 +143,26 @@ def test_cli_prune(app: pgflow.App, database_url: str) -> None:
     assert not set(OLD) & set(_rows(database_url))
     assert "0 workflow(s) ended more than 30d ago: nothing to delete" in cli(
         "prune", "--older-than", "30d")
+
+
+def test_a_worker_applies_the_retention_setting(database_url: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgflow.worker import process
+
+    monkeypatch.setattr(process, "RETENTION_EVERY", 0.2)
+    app = _make(database_url, retention="30d")
+    try:
+        with running_worker(app, "jobs"):
+            wait_for(lambda: not set(OLD) & set(_rows(database_url)), timeout=15,
+                     what="the automatic prune")
+        left = _rows(database_url)
+        assert set(KEPT) <= set(left)
+    finally:
+        app.cancel("wp")
+        app.shutdown(timeout=5)
+
+
+def test_the_retention_setting_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="PGFLOW_RETENTION"):
+        pgflow.Settings.from_env(environ={"PGFLOW_RETENTION": "monthly"})
+    assert pgflow.Settings.from_env(environ={"PGFLOW_RETENTION": "30d"}).retention == "30d"
