@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import activity, serialization, versions
+from . import activity, bulk, retention, serialization, versions
 from . import explain as explaining
 from .db.notify import message_channel, queue_channel
 from .db.pool import Database
@@ -320,3 +320,66 @@ class WorkflowQueries:
         """Every executor (live ones first, then those whose heartbeat is stale and that no
         live executor reaped yet) with the workflows PENDING under it."""
         return activity.list_workers(self.db, self.settings.heartbeat_timeout)
+
+    # -- many at once (pgflow workflows cancel|resume by filter, pgflow prune) ------------------
+
+    def count_matching(self, action: bulk.Action = "cancel", *,
+                       status: str | Status | list[str | Status] | None = None,
+                       queue: str | None = None, name: str | None = None,
+                       older_than: str | float | None = None, everything: bool = False) -> int:
+        """How many workflows ``cancel_matching`` (``action="cancel"``) or
+        ``resume_matching`` (``"resume"``) would take now, with the same filters."""
+        return bulk.count_matching(self.db, bulk.match(
+            action, status=status, queue=queue, name=name, older_than=older_than,
+            everything=everything))
+
+    def cancel_matching(self, *, status: str | Status | list[str | Status] | None = None,
+                        queue: str | None = None, name: str | None = None,
+                        older_than: str | float | None = None, everything: bool = False,
+                        batch: int = bulk.BATCH,
+                        on_batch: Callable[[bulk.BulkResult], None] | None = None,
+                        ) -> bulk.BulkResult:
+        """Cancel every active workflow matching all the filters given, with its children,
+        ``batch`` at a time (each batch a short transaction): ``status`` (ENQUEUED and/or
+        PENDING; default both), ``queue``, ``name``, ``older_than`` (created longer ago than
+        this duration: ``"1d"``, or seconds). No filter is refused unless ``everything=True``.
+        Workflows enqueued after the call began are not touched.
+
+        >>> app.cancel_matching(queue="emails", status="ENQUEUED", older_than="1d").changed
+        """
+        return bulk.cancel_matching(self.db, bulk.match(
+            "cancel", status=status, queue=queue, name=name, older_than=older_than,
+            everything=everything), batch=batch, on_batch=on_batch)
+
+    def resume_matching(self, *, status: str | Status | list[str | Status] | None = None,
+                        queue: str | None = None, name: str | None = None,
+                        older_than: str | float | None = None, everything: bool = False,
+                        batch: int = bulk.BATCH,
+                        on_batch: Callable[[bulk.BulkResult], None] | None = None,
+                        ) -> bulk.BulkResult:
+        """Resume every workflow matching all the filters given, as ``resume`` does one:
+        ``status`` CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED (the default: all
+        three) run again from their last completed step; ENQUEUED (only when named) lose
+        their delay. Filters and batches as in ``cancel_matching``."""
+        return bulk.resume_matching(self.db, bulk.match(
+            "resume", status=status, queue=queue, name=name, older_than=older_than,
+            everything=everything), batch=batch, on_batch=on_batch)
+
+    def count_prunable(self, older_than: str | float,
+                       status: str | Status | list[str | Status] | None = None) -> int:
+        """How many workflows ``prune`` would delete now."""
+        return retention.count_prunable(self.db, older_than, status)
+
+    def prune(self, older_than: str | float,
+              status: str | Status | list[str | Status] | None = None, *,
+              batch: int = retention.BATCH,
+              on_batch: Callable[[retention.PruneResult], None] | None = None,
+              ) -> retention.PruneResult:
+        """Delete workflows that ended more than ``older_than`` ago (``"30d"``, or seconds),
+        in ``status`` (default: SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED),
+        with their checkpoints, the messages sent to them and their events, ``batch`` at a
+        time. A child stays while its parent stays.
+
+        >>> app.prune("30d").workflows
+        """
+        return retention.prune(self.db, older_than, status, batch=batch, on_batch=on_batch)

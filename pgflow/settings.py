@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .durations import parse_duration
 from .errors import ConfigurationError
 from .limits import check_count, check_payload_limit, check_text
 
@@ -87,6 +88,11 @@ class Settings:
     burst_wait_delayed: bool = _setting(
         False, "PGFLOW_BURST_WAIT_DELAYED", "--burst-wait-delayed",
         "With --burst, also wait for delayed work to come due (else report it and exit).")
+    retention: str | None = _setting(
+        None, "PGFLOW_RETENTION", None,
+        "Workers delete finished workflows that ended longer ago than this (e.g. 30d), one "
+        "process of the cluster at a time, every few minutes (default: off; pgflow prune "
+        "does it by hand).")
     sleep_threshold: float = _setting(
         30.0, "PGFLOW_SLEEP_THRESHOLD", None,
         "A queued workflow sleeping longer than this gives its thread back.")
@@ -157,8 +163,18 @@ class Settings:
             raise ConfigurationError(
                 "pool size must be ≥ 0 (0: threads + 3) and the pool idle timeout > 0 "
                 f"(got {self.pool_size} and {self.pool_idle_timeout})")
+        if self.retention is not None and not parse_duration(
+                self.retention, what="retention (PGFLOW_RETENTION)") > 0:
+            raise ConfigurationError(
+                f"retention (PGFLOW_RETENTION) must be longer than 0, not {self.retention!r}; "
+                "leave it unset for none")
         validate_schema(self.schema)
         return self
+
+    @property
+    def retention_seconds(self) -> float | None:
+        """The ``retention`` setting in seconds (None: off)."""
+        return None if self.retention is None else parse_duration(self.retention)
 
     @property
     def connections(self) -> int:

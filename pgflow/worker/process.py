@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .. import schedules, serialization, workflows
+from .. import retention, schedules, serialization, workflows
 from ..budget import claim_budget
 from ..errors import (
     DatabaseUnavailable,
@@ -39,6 +39,10 @@ EXIT_DECLARED_DEAD = 3
 EXIT_TIME_LIMIT = 4
 # Seconds between two reports of stranded work (the first comes at start).
 STRANDED_EVERY = 60.0
+# Seconds between automatic retention passes (the `retention` setting); sooner while a pass
+# leaves rows behind. One process of the cluster prunes at a time (an advisory lock).
+RETENTION_EVERY = 300.0
+RETENTION_BACKLOG_EVERY = 5.0
 PAUSED_EVERY = 1.0  # seconds between reads of the paused queues (a pause also NOTIFYs)
 # A workflow still running this long after its deadline ignores it (stuck in a step).
 DEADLINE_GRACE = 1.0
@@ -167,6 +171,7 @@ class WorkerProcess:
         next_tick = 0.0
         next_stranded = 0.0
         next_paused = 0.0
+        next_retention = 0.0
         woken = True
         while not self.stop.is_set():
             if self.liveness is not None:
@@ -193,6 +198,8 @@ class WorkerProcess:
                 self._tick_schedules()
             if self.report_stranded and now >= next_stranded and self._warn_stranded():
                 next_stranded = now + STRANDED_EVERY
+            if self.app.settings.retention and now >= next_retention:
+                next_retention = now + self._apply_retention()
             if woken or now >= next_paused:  # a pause or resume NOTIFYs, and once a second
                 next_paused = now + PAUSED_EVERY
                 self._read_paused()
@@ -284,6 +291,19 @@ class WorkerProcess:
                         workflow_name=s.name, app_version=s.app_version, reason=s.reason,
                         since=s.since.isoformat(), action=s.remedy)
         return True
+
+    def _apply_retention(self) -> float:
+        """One bounded pass of the retention setting; the seconds until the next one."""
+        seconds = self.app.settings.retention_seconds
+        try:
+            done = retention.apply_retention(self.app.db, seconds or 0.0)
+        except PgflowError as exc:
+            self._failed("retention_failed", exc)
+            return RETENTION_EVERY
+        if done is not None and done.workflows:
+            log.info("workflows_pruned", workflows=done.workflows, steps=done.steps,
+                     messages=done.messages, events=done.events, more=done.more)
+        return RETENTION_BACKLOG_EVERY if done is not None and done.more else RETENTION_EVERY
 
     def _tick_schedules(self) -> None:
         """Enqueue due schedule ticks (every worker does; each tick is inserted once)."""
