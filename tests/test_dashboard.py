@@ -236,6 +236,32 @@ def test_filters(page: Any, world: dict[str, str], database_url: str) -> None:
         assert page.request.get(base + "/workflows?status=NOPE").status == 400
 
 
+def test_live_refresh_pauses_while_the_tab_is_hidden(
+        page: Any, world: dict[str, str], database_url: str) -> None:
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if r.headers.get("hx-request") else None)
+    # The page's visibility as the test says (headless tabs are always visible).
+    page.add_init_script("Object.defineProperty(document, 'hidden', "
+                         "{configurable: true, get: () => !!window.__hidden});")
+    with serving(create_app(database_url, refresh_seconds=0.2)) as base:
+        page.goto(base + "/")
+        for _ in range(50):  # (playwright delivers events only inside its own calls)
+            if len(polls) >= 2:
+                break
+            page.wait_for_timeout(100)
+        assert len(polls) >= 2, "the overview did not refresh"
+        page.evaluate("window.__hidden = true")
+        page.wait_for_timeout(300)  # a poll already under way may land
+        hidden_from = len(polls)
+        page.wait_for_timeout(1000)
+        assert len(polls) == hidden_from  # no poll while hidden
+        page.evaluate("window.__hidden = false; "
+                      "document.dispatchEvent(new Event('visibilitychange'))")
+        page.wait_for_timeout(150)
+        assert len(polls) > hidden_from  # at once when shown again
+        assert "enqueued" in page.inner_text("#live")
+
+
 def test_paging_walks_the_seq_keyset(world: dict[str, str], database_url: str) -> None:
     from pgflow.dashboard import reading
 
