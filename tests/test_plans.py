@@ -97,9 +97,11 @@ def test_reports_over_the_whole_table_may_scan_it(app: pgflow.App) -> None:
     """Counts and reports (marked `-- plan: scans`) run with sequential scans allowed, in a
     transaction of their own, and the session keeps pgflow's setting afterwards."""
     db = app.db
-    assert {"work_left", "queue_progress", "queue_overview", "queue_partitions",
-            "stranded_work", "testing_queue_history"} <= db.queries.scanning
-    assert "claim_workflows" not in db.queries.scanning
+    assert {"work_left", "queue_progress", "stranded_work",
+            "testing_queue_history"} <= db.queries.scanning
+    # The queue reports count through the ENQUEUED and PENDING partial indexes instead (and
+    # a scanning statement also gets JIT, which compiled for half a second per report).
+    assert not {"claim_workflows", "queue_overview", "queue_partitions"} & db.queries.scanning
     with db.connection() as conn:
         conn.execute("INSERT INTO pgflow.workflow_status (workflow_id, name, status, queue_name,"
                      " inputs, completed_at) SELECT 'r' || g, 'x', 'SUCCESS', 'q', '[]', now()"

@@ -109,20 +109,41 @@ LIMIT %(limit)s;
 SELECT * FROM {schema}.queues WHERE name = %(name)s;
 
 -- name: queue_overview
--- plan: scans
 -- Per queue (declared, or holding active work): limits as last declared, counts, use of the
 -- rate window, how long the oldest claimable row has waited, and live workers serving it.
-WITH names AS (
+-- ENQUEUED and PENDING rows are counted apart, each through its partial index
+-- (workflow_status_claim_order, workflow_status_running): `status IN (both)` matched neither
+-- index's predicate and read the whole table (1.2 s at a million rows; now about 10 ms). No
+-- `plan: scans`: that also turns JIT on, and this plan's estimate is high enough to compile
+-- (half a second) for a few rows.
+WITH enqueued AS (
+    SELECT w.queue_name, count(*) AS enqueued,
+           count(*) FILTER (WHERE w.not_before > {schema}.clock()) AS delayed,
+           min(greatest(w.created_at, coalesce(w.not_before, w.created_at)))
+               FILTER (WHERE w.not_before IS NULL OR w.not_before <= {schema}.clock())
+               AS oldest_claimable
+    FROM {schema}.workflow_status AS w
+    WHERE w.status = 'ENQUEUED' AND w.queue_name IS NOT NULL
+    GROUP BY w.queue_name
+), pending AS (
+    SELECT w.queue_name, count(*) AS pending
+    FROM {schema}.workflow_status AS w
+    WHERE w.status = 'PENDING' AND w.queue_name IS NOT NULL
+    GROUP BY w.queue_name
+), names AS (
     SELECT name FROM {schema}.queues
     UNION
-    SELECT DISTINCT queue_name FROM {schema}.workflow_status
-    WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
+    SELECT queue_name FROM enqueued
+    UNION
+    SELECT queue_name FROM pending
 )
 SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit, q.rate_per_seconds,
        coalesce(q.priority_enabled, false) AS priority_enabled,
        coalesce(q.partitioned, false) AS partitioned,
        coalesce(q.paused, false) AS paused, q.paused_at,
-       a.enqueued, a.delayed, a.pending, a.oldest_wait_s,
+       coalesce(e.enqueued, 0) AS enqueued, coalesce(e.delayed, 0) AS delayed,
+       coalesce(p.pending, 0) AS pending,
+       extract(epoch FROM {schema}.clock() - e.oldest_claimable)::float8 AS oldest_wait_s,
        CASE WHEN q.rate_per_seconds IS NULL THEN NULL ELSE
            (SELECT count(*) FROM {schema}.workflow_status AS w
             WHERE w.queue_name = n.name
@@ -134,28 +155,25 @@ SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit, q.rate_per_sec
            AS live_workers
 FROM names AS n
 LEFT JOIN {schema}.queues AS q ON q.name = n.name
-CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE w.status = 'ENQUEUED') AS enqueued,
-           count(*) FILTER (WHERE w.status = 'ENQUEUED' AND w.not_before > {schema}.clock()) AS delayed,
-           count(*) FILTER (WHERE w.status = 'PENDING') AS pending,
-           extract(epoch FROM {schema}.clock() - min(greatest(w.created_at,
-                                                   coalesce(w.not_before, w.created_at)))
-                   FILTER (WHERE w.status = 'ENQUEUED'
-                             AND (w.not_before IS NULL OR w.not_before <= {schema}.clock())))::float8
-               AS oldest_wait_s
-    FROM {schema}.workflow_status AS w
-    WHERE w.queue_name = n.name AND w.status IN ('ENQUEUED', 'PENDING')
-) AS a
+LEFT JOIN enqueued AS e ON e.queue_name = n.name
+LEFT JOIN pending AS p ON p.queue_name = n.name
 ORDER BY n.name;
 
 -- name: queue_partitions
--- plan: scans
-SELECT queue_name, partition_key,
-       count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
-       count(*) FILTER (WHERE status = 'PENDING') AS pending
-FROM {schema}.workflow_status
-WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL
-  AND partition_key IS NOT NULL
+-- (ENQUEUED and PENDING apart, each through its partial index, as in queue_overview.)
+SELECT queue_name, partition_key, sum(enqueued)::bigint AS enqueued,
+       sum(pending)::bigint AS pending
+FROM (
+    SELECT queue_name, partition_key, count(*) AS enqueued, 0 AS pending
+    FROM {schema}.workflow_status
+    WHERE status = 'ENQUEUED' AND queue_name IS NOT NULL AND partition_key IS NOT NULL
+    GROUP BY queue_name, partition_key
+    UNION ALL
+    SELECT queue_name, partition_key, 0, count(*)
+    FROM {schema}.workflow_status
+    WHERE status = 'PENDING' AND queue_name IS NOT NULL AND partition_key IS NOT NULL
+    GROUP BY queue_name, partition_key
+) AS active
 GROUP BY queue_name, partition_key
 ORDER BY queue_name, partition_key;
 

@@ -1,0 +1,120 @@
+"""What the dashboard's pages read that the Client does not already offer: the overview's
+counts and per-minute throughput, one keyset page of the workflow list, a workflow's events.
+Each is a named statement of ``sql/queries/dashboard.sql`` with a bounded cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import serialization
+from ..records import Status
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+# Past this many rows (the planner's estimate) the SUCCESS count is estimated, not counted.
+EXACT_COUNT_LIMIT = 200_000
+# The chart reads the newest this many workflows (by seq) for what ended in the last hour.
+THROUGHPUT_SAMPLE = 50_000
+# A filtered page of the list walks at most this many rows before offering to search further.
+SCAN_BUDGET = 50_000
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class StatusCounts:
+    counts: dict[str, int]
+    estimated: frozenset[str]  # the statuses whose count is the planner's estimate
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Workflows that ended per minute over the last hour: ``succeeded[i]`` and ``failed[i]``
+    ended ``i`` minutes ago; ``partial`` when the sample did not reach back an hour."""
+
+    succeeded: list[int]
+    failed: list[int]
+    partial: bool
+    sampled: int
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    statuses: list[str] | None = None
+    name: str | None = None
+    queue_name: str | None = None
+    id_prefix: str | None = None
+    dedup_id: str | None = None
+    partition_key: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in self.__dict__.values())
+
+
+@dataclass(frozen=True)
+class ListPage:
+    rows: list[dict[str, Any]]
+    next_before: int | None  # the cursor of the next (older) page; None: no older rows
+    searched_to: int | None  # a bounded walk stopped at this seq without filling the page
+
+
+def status_counts(client: Client) -> StatusCounts:
+    db = client.db
+    row = db.fetchone("dashboard_table_estimate", {"schema": db.schema})
+    estimate = float(row["estimate"]) if row is not None else -1.0
+    counts = dict.fromkeys((s.value for s in Status), 0)
+    if estimate < EXACT_COUNT_LIMIT:
+        for r in db.fetchall("dashboard_status_counts"):
+            counts[r["status"]] = int(r["n"])
+        return StatusCounts(counts, frozenset())
+    for r in db.fetchall("dashboard_unfinished_counts"):
+        counts[r["status"]] += int(r["n"])
+    counts[Status.SUCCESS.value] = max(0, int(estimate) - sum(counts.values()))
+    return StatusCounts(counts, frozenset({Status.SUCCESS.value}))
+
+
+def throughput(client: Client) -> Throughput:
+    succeeded, failed = [0] * 60, [0] * 60
+    partial, sampled = False, 0
+    for r in client.db.fetchall("dashboard_throughput", {"sample": THROUGHPUT_SAMPLE}):
+        sampled = int(r["sampled"])
+        # The sample is cut short when it is full and its oldest row is less than an hour old.
+        if r["sample_from"] is not None and sampled >= THROUGHPUT_SAMPLE:
+            partial = (r["now"] - r["sample_from"]).total_seconds() < 3600
+        ago = r["ago"]
+        if ago is not None and 0 <= ago < 60:
+            succeeded[ago] += int(r["succeeded"])
+            failed[ago] += int(r["failed"])
+    return Throughput(succeeded, failed, partial, sampled)
+
+
+def list_page(client: Client, filters: ListFilters, before: int | None,
+              limit: int = PAGE_SIZE) -> ListPage:
+    db = client.db
+    budget = SCAN_BUDGET if filters.any else limit
+    rows = db.fetchall("dashboard_list_workflows", {
+        **filters.__dict__, "before": before, "budget": budget, "limit": limit})
+    if len(rows) == limit:
+        return ListPage(rows, rows[-1]["seq"], None)
+    if not filters.any:
+        return ListPage(rows, None, None)
+    floor = db.fetchone("dashboard_scan_floor", {"before": before, "budget": budget})
+    return ListPage(rows, None, None if floor is None else int(floor["seq"]))
+
+
+def events(client: Client, workflow_id: str) -> list[dict[str, Any]]:
+    """A workflow's events, each value decoded (or ``<not decodable: ...>``)."""
+    found = []
+    for r in client.db.fetchall("dashboard_events", {"workflow_id": workflow_id}):
+        try:
+            value = serialization.loads_value(client.serializer_impl, r["serializer"],
+                                              r["value"])
+        except Exception as exc:
+            value = f"<not decodable: {exc}>"
+        found.append({"key": r["key"], "value": value, "updated_at": r["updated_at"]})
+    return found
