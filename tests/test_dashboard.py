@@ -1,13 +1,16 @@
 """The dashboard in a real browser: headless Chromium (the Debian package, /usr/bin/chromium)
 driven by Playwright, against the app served by uvicorn on a thread, over a database holding
 real workflows in every state (run by an in-process worker, crashed by the release statement).
-The tests also take the README's screenshots (docs/screenshots/)."""
+The tests also take the README's screenshots: into docs/screenshots/ when PGFLOW_SCREENSHOTS=1
+(to refresh the README's), else into the test's temporary folder (still taken, so a page that
+cannot render fails here)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +32,9 @@ CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+README_SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+SCREENSHOTS = README_SCREENSHOTS if os.environ.get("PGFLOW_SCREENSHOTS") == "1" else \
+    Path(tempfile.mkdtemp(prefix="pgflow-screenshots-"))
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>" + "x" * 10_000
 TOKEN = "s3cret-admin-token"
 
