@@ -87,6 +87,13 @@ class Settings:
     burst_wait_delayed: bool = _setting(
         False, "PGFLOW_BURST_WAIT_DELAYED", "--burst-wait-delayed",
         "With --burst, also wait for delayed work to come due (else report it and exit).")
+    metrics_port: int = _setting(
+        0, "PGFLOW_METRICS_PORT", "--metrics-port",
+        "Serve Prometheus metrics (/metrics) and health (/healthz) on this port (0: off; "
+        "needs pip install 'pgflow[metrics]').")
+    metrics_host: str = _setting(
+        "0.0.0.0", "PGFLOW_METRICS_HOST", None,
+        "Address the metrics port listens on (default: every interface).")
     sleep_threshold: float = _setting(
         30.0, "PGFLOW_SLEEP_THRESHOLD", None,
         "A queued workflow sleeping longer than this gives its thread back.")
@@ -157,6 +164,9 @@ class Settings:
             raise ConfigurationError(
                 "pool size must be ≥ 0 (0: threads + 3) and the pool idle timeout > 0 "
                 f"(got {self.pool_size} and {self.pool_idle_timeout})")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"metrics port must be 0 (off) to 65535 (got {self.metrics_port})")
         validate_schema(self.schema)
         return self
 

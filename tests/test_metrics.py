@@ -1,0 +1,242 @@
+"""Metrics and health: ``pgflow worker --metrics-port`` as a real subprocess, scraped over HTTP.
+
+The worker runs workflows that succeed, fail and retry in two worker processes; the scrape adds
+up both processes' counters (prometheus_client multiprocess mode) and reads the queue gauges
+from the database. Readiness follows the database: a private cluster is stopped and started.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import pgflow
+from pgflow import metrics
+from tests import metrics_app
+from tests.private_cluster import free_port, start_private_cluster
+from tests.test_worker import FAST, Worker, statuses, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDS = "tests.metrics_app.adds"
+FAILS = "tests.metrics_app.fails"
+FLAKY = "tests.metrics_app.flaky"
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), bytes(e.read())
+
+
+def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    status, body = get(port, "/metrics")
+    assert status == 200, body
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            found[(s.name, frozenset(s.labels.items()))] = s.value
+    return found
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+          **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[pgflow.App]:
+    a = metrics_app.app
+    a.close_db()
+    a.settings = a.settings.replace(database_url=database_url)
+    yield a
+    a.close_db()
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Any]:
+    started: list[Worker] = []
+
+    def start(url: str, port: int, *args: str) -> Worker:
+        w = Worker(url, tmp_path, "--metrics-port", str(port), *FAST, *args,
+                   app="tests.metrics_app")
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.kill()
+
+
+def health(port: int, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
+    status, body = get(port, path)
+    return status, json.loads(body)
+
+
+@pytest.mark.slow
+def test_worker_metrics_add_up_every_process(app: pgflow.App, database_url: str,
+                                             worker: Any) -> None:
+    for n in range(3):
+        metrics_app.jobs.enqueue(metrics_app.adds, n)
+    metrics_app.jobs.enqueue(metrics_app.fails)
+    metrics_app.jobs.enqueue(metrics_app.flaky)
+    port = free_port()
+    w = worker(database_url, port, "-P", "2", "-c", "2", "-Q", "jobs")
+    wait_for("five workflows done", lambda: sum(
+        r["status"] in ("SUCCESS", "ERROR") for r in statuses(database_url).values()) == 5, 30)
+
+    def counted() -> Any:
+        found = samples(port)
+        done = value(found, "pgflow_workflows_completed_total", queue="jobs", workflow=ADDS,
+                     status="SUCCESS")
+        return found if done == 3 else None
+
+    found = wait_for("the completions in the scrape", counted, 10, interval=0.2)
+    assert value(found, "pgflow_claims_total", queue="jobs") == 5
+    assert value(found, "pgflow_workflows_completed_total", queue="jobs", workflow=FAILS,
+                 status="ERROR") == 1
+    assert value(found, "pgflow_workflows_completed_total", queue="jobs", workflow=FLAKY,
+                 status="SUCCESS") == 1
+    assert value(found, "pgflow_workflow_duration_seconds_count", queue="jobs", workflow=ADDS,
+                 status="SUCCESS") == 3
+    assert value(found, "pgflow_workflow_duration_seconds_bucket", queue="jobs",
+                 workflow=ADDS, status="SUCCESS", le="+Inf") == 3
+    assert (value(found, "pgflow_workflow_duration_seconds_sum", queue="jobs", workflow=ADDS,
+                  status="SUCCESS") or 0) > 0
+    assert value(found, "pgflow_step_duration_seconds_count", step="tests.metrics_app.add",
+                 status="success") == 3
+    assert value(found, "pgflow_step_duration_seconds_count",
+                 step="tests.metrics_app.explode", status="error") == 1
+    assert value(found, "pgflow_step_retries_total", step="tests.metrics_app.flaky_step") == 1
+    assert value(found, "pgflow_step_retries_total", step="tests.metrics_app.explode") is None
+    # Read from the database at scrape time.
+    assert value(found, "pgflow_database_up") == 1
+    assert value(found, "pgflow_workflows", status="SUCCESS") == 4
+    assert value(found, "pgflow_workflows", status="ERROR") == 1
+    assert value(found, "pgflow_queue_enqueued", queue="jobs") == 0
+    assert value(found, "pgflow_queue_paused", queue="jobs") == 0
+    assert (value(found, "pgflow_live_executors") or 0) >= 2
+    assert value(found, "pgflow_worker_processes_ready") == 2
+
+    # Each worker process wrote its own files; the supervisor removes the folder at exit.
+    folder = Path(w.events("metrics_listening")[0]["folder"])
+    writers = {f.stem.rpartition("_")[2] for f in folder.glob("*.db")}
+    assert len(writers) >= 2, sorted(folder.iterdir())
+
+    status, body = health(port)
+    assert status == 200 and body["live"] and body["ready"], body
+    assert body["processes"]["ready"] == 2 and body["database"]["ok"]
+    assert health(port, "/healthz/live")[0] == 200
+    assert health(port, "/healthz/ready")[0] == 200
+    assert get(port, "/nope")[0] == 404
+    w.proc.terminate()
+    assert w.wait(30) == 0
+    assert not folder.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+def test_readiness_follows_the_database(worker: Any, tmp_path: Path) -> None:
+    cluster = start_private_cluster()
+    try:
+        port = free_port()
+        w = worker(cluster.url, port, "-P", "1", "-c", "1")
+        wait_for("ready", lambda: _status(port) == 200, 30, interval=0.2)
+        cluster.stop()
+        wait_for("not ready", lambda: _status(port) == 503, 30, interval=0.2)
+        _, body = health(port)
+        assert body["live"] and not body["ready"] and not body["database"]["ok"], body
+        assert body["database"]["error"]
+        assert health(port, "/healthz/ready")[0] == 503
+        assert health(port, "/healthz/live")[0] == 200  # an outage is not a reason to restart
+        assert value(samples(port), "pgflow_database_up") == 0
+        # Away until the worker process has seen the outage (not just one lost session).
+        wait_for("the worker to see the outage", lambda: w.events("database_unreachable"), 60,
+                 interval=0.2)
+        cluster.start()
+        wait_for("ready again", lambda: _status(port) == 200, 30, interval=0.2)
+
+        def reconnected() -> Any:
+            found = samples(port)
+            return found if value(found, "pgflow_database_reconnects_total") else None
+
+        found = wait_for("the reconnect counted", reconnected, 30, interval=0.3)
+        assert (value(found, "pgflow_database_unreachable_seconds_total") or 0) > 0
+        w.proc.terminate()
+        assert w.wait(30) == 0
+    finally:
+        cluster.remove()
+
+
+def _status(port: int) -> int | None:
+    """The /healthz status, or None while nothing listens yet."""
+    try:
+        return get(port, "/healthz")[0]
+    except OSError:
+        return None
+
+
+def test_queue_gauges_from_a_client(app: pgflow.App, database_url: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    metrics_app.held.enqueue(metrics_app.adds, 1)
+    metrics_app.held.enqueue(metrics_app.adds, 2)
+    with pgflow.Client(database_url) as client:
+        client.pause_queue("held")
+        registry = CollectorRegistry()
+        registry.register(metrics.collect_queue_metrics(client))
+        text = generate_latest(registry).decode()
+    found = {(s.name, frozenset(s.labels.items())): s.value
+             for f in text_string_to_metric_families(text) for s in f.samples}
+    assert value(found, "pgflow_queue_enqueued", queue="held") == 2
+    assert value(found, "pgflow_queue_paused", queue="held") == 1
+    assert value(found, "pgflow_queue_running", queue="held") == 0
+    assert (value(found, "pgflow_queue_oldest_wait_seconds", queue="held") or -1) >= 0
+    assert value(found, "pgflow_workflows", status="ENQUEUED") == 2
+    assert value(found, "pgflow_workflows", status="SUCCESS") == 0
+
+
+def test_without_prometheus_client_every_call_is_a_no_op() -> None:
+    code = """
+import sys
+sys.modules["prometheus_client"] = None  # as if not installed
+from pgflow import metrics
+metrics.claimed("q", 3)
+metrics.workflow_finished("q", "w", "SUCCESS", 0.1)
+metrics.step_finished("s", True, 0.1)
+metrics.step_retried("s")
+metrics.recovered(["ENQUEUED"])
+metrics.adopted(None, "w")
+metrics.write_fenced("final")
+metrics.database_away(1.0)
+metrics.database_reconnected()
+assert not metrics.available()
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_metrics_port_refused_when_taken(database_url: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        w = Worker(database_url, tmp_path, "--metrics-port", str(port), "--burst",
+                   app="tests.metrics_app", env={"PGFLOW_METRICS_HOST": "127.0.0.1"})
+        code = w.wait(60)
+    assert code == 1
+    assert f"127.0.0.1:{port}" in w.stderr() and "--metrics-port" in w.stderr()
