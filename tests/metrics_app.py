@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import pgflow
 
@@ -48,3 +51,12 @@ def flaky_step() -> str:
 @app.workflow()
 def flaky() -> str:
     return flaky_step()
+
+
+@app.workflow()
+def crashes_once(marker: str) -> str:
+    """Kills its own worker process the first time (``marker`` remembers, on disk)."""
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"

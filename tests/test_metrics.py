@@ -7,11 +7,13 @@ from the database. Readiness follows the database: a private cluster is stopped 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,66 @@ def _status(port: int) -> int | None:
         return get(port, "/healthz")[0]
     except OSError:
         return None
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+def test_a_killed_process_is_counted_as_a_recovery(app: pgflow.App, database_url: str,
+                                                    worker: Any, tmp_path: Path) -> None:
+    h = metrics_app.jobs.enqueue(metrics_app.crashes_once, str(tmp_path / "crashed"))
+    port = free_port()
+    w = worker(database_url, port, "-P", "1", "-c", "1", "-Q", "jobs")
+    assert h.result(timeout=30) == "survived"
+
+    def counted() -> Any:
+        found = samples(port)
+        done = value(found, "pgflow_workflows_completed_total", queue="jobs",
+                     workflow="tests.metrics_app.crashes_once", status="SUCCESS")
+        return found if done == 1 else None
+
+    found = wait_for("the second run counted", counted, 10, interval=0.2)
+    # The supervisor released the dead child's workflow back to its queue (its own files),
+    # the new child claimed it again: the dead process's claim stays in the sum.
+    assert value(found, "pgflow_recoveries_total", status="ENQUEUED") == 1
+    assert value(found, "pgflow_claims_total", queue="jobs") == 2
+    w.proc.terminate()
+    assert w.wait(30) == 0
+
+
+def test_a_refused_final_write_is_counted(app: pgflow.App) -> None:
+    from prometheus_client import REGISTRY
+
+    from pgflow.records import Status
+    from pgflow.workflows import Outcome, finish
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("pgflow_fenced_writes_total", {"kind": "final"}) or 0.0
+
+    before = refused()
+    gone = Outcome("no-such-workflow", uuid.uuid4(), Status.SUCCESS, executor_id="nobody",
+                   name="tests.metrics_app.adds")
+    assert finish(app, [gone]) == set()
+    assert refused() == before + 1
+
+
+def test_health_verdicts() -> None:
+    from pgflow.health import DatabaseCheck
+    from pgflow.worker.metrics_port import ProcessFacts, judge
+
+    fine = ProcessFacts(expected=2, running=2, ready=2, silent_max_s=0.5, child_timeout=60.0,
+                        loop_age_s=0.1, draining=False)
+    up, down = DatabaseCheck(True, 0.01), DatabaseCheck(False, 2.0, "connection refused")
+    assert judge(fine, up)[:2] == (True, True)
+    assert judge(fine, down)[:2] == (True, False)  # an outage: alive, not ready
+    silent = dataclasses.replace(fine, silent_max_s=61.0)
+    assert judge(silent, up)[:2] == (False, False)
+    assert judge(dataclasses.replace(fine, loop_age_s=90.0), up)[:2] == (False, False)
+    assert judge(dataclasses.replace(fine, draining=True), up)[:2] == (True, False)
+    starting = dataclasses.replace(fine, ready=0, silent_max_s=0.0)
+    assert judge(starting, up)[:2] == (True, False)
+    body = judge(fine, down)[2]
+    assert body["database"] == {"ok": False, "seconds": 2.0, "error": "connection refused"}
+    assert body["processes"]["ready"] == 2
 
 
 def test_queue_gauges_from_a_client(app: pgflow.App, database_url: str) -> None:
