@@ -198,12 +198,28 @@ def enable_multiprocess(path: str) -> None:
 
 
 def process_exited(path: str, pid: int) -> None:
-    """A worker process ended: drop its live gauges (its counters stay in the sums)."""
+    """A worker process ended (reaped): drop its live gauges and fold its counters and
+    histograms into the folder's archive files, so that a worker replacing its processes
+    for days does not leave a file per process for every scrape to read."""
     try:
-        from prometheus_client import multiprocess
+        from prometheus_client import mmap_dict, multiprocess
     except ImportError:
         return
+    files: Any = mmap_dict.MmapedDict  # untyped, as is the rest of prometheus_client's internals
     multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    for kind in ("counter", "histogram"):
+        dead = os.path.join(path, f"{kind}_{pid}.db")
+        if not os.path.exists(dead):
+            continue
+        # Only this (the supervisor's) loop writes the archive, and scrapes run in it too.
+        archive = files(os.path.join(path, f"{kind}_archive.db"))
+        try:
+            for key, value, _, _ in files.read_all_values_from_file(dead):
+                total, _ = archive.read_value(key)
+                archive.write_value(key, total + value, 0.0)
+        finally:
+            archive.close()
+        os.remove(dead)
 
 
 def exposition(path: str | None, *collectors: Any,

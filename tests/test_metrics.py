@@ -208,6 +208,12 @@ def test_a_killed_process_is_counted_as_a_recovery(app: pgflow.App, database_url
     # the new child claimed it again: the dead process's claim stays in the sum.
     assert value(found, "pgflow_recoveries_total", status="ENQUEUED") == 1
     assert value(found, "pgflow_claims_total", queue="jobs") == 2
+    # The dead process's files were folded into the archive (no file per dead process).
+    folder = Path(w.events("metrics_listening")[0]["folder"])
+    dead = [e["pid"] for e in w.events("worker_process_exited")]
+    assert len(dead) == 1
+    assert not list(folder.glob(f"*_{dead[0]}.db"))
+    assert (folder / "counter_archive.db").exists()
     w.proc.terminate()
     assert w.wait(30) == 0
 
