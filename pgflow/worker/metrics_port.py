@@ -15,7 +15,9 @@ seconds to read it, and the database work behind it by a two-second connect time
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .. import management, metrics, versions
 from ..db.pool import Database
@@ -38,6 +41,18 @@ log = structlog.get_logger("pgflow")
 
 # Seconds a client may take to send its request (the supervisor's loop waits meanwhile).
 REQUEST_TIMEOUT = 2.0
+# Milliseconds one statement of a scrape may run (the count by status reads the whole table):
+# past it the scrape goes without the queue gauges rather than hold the loop.
+SCRAPE_STATEMENT_TIMEOUT_MS = 5000
+
+
+def _with_statement_timeout(url: str) -> str:
+    """``url`` with a statement_timeout for the endpoint's sessions, after the URL's (or
+    PGOPTIONS') own options."""
+    params = conninfo_to_dict(url)
+    given = params.get("options") or os.environ.get("PGOPTIONS") or ""
+    params["options"] = f"{given} -c statement_timeout={SCRAPE_STATEMENT_TIMEOUT_MS}".strip()
+    return make_conninfo("", **params)
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,14 @@ class _Supervisor:
                                 value=self.facts.ready)
 
 
+class _Server(HTTPServer):
+    endpoint: MetricsPort
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("metrics_request_failed", client=str(client_address[0]),
+                    error=repr(sys.exc_info()[1]))
+
+
 class MetricsPort:
     """The listening socket, the multiprocess folder and the small pool behind them."""
 
@@ -137,16 +160,16 @@ class MetricsPort:
         self.facts = facts
         self.heartbeat_timeout = settings.heartbeat_timeout
         try:
-            self.server = HTTPServer((settings.metrics_host, settings.metrics_port), _Handler)
+            self.server = _Server((settings.metrics_host, settings.metrics_port), _Handler)
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for "
                 f"metrics ({exc.strerror or exc}); choose another --metrics-port") from None
         self.server.timeout = 0  # handle_request() only when select() said a client waits
-        self.server.endpoint = self  # type: ignore[attr-defined]
+        self.server.endpoint = self
         self.folder = tempfile.mkdtemp(prefix="pgflow-metrics-")
         metrics.enable_multiprocess(self.folder)
-        self.db = Database(database_url, settings.schema, max_size=1,
+        self.db = Database(_with_statement_timeout(database_url), settings.schema, max_size=1,
                            connect_timeout=READY_TIMEOUT, application_name="pgflow:metrics")
         where = f"http://{settings.metrics_host}:{self.port}"
         log.info("metrics_listening", url=f"{where}/metrics", health=f"{where}/healthz",
