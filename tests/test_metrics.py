@@ -255,15 +255,14 @@ def test_health_verdicts() -> None:
 
 
 def test_queue_gauges_from_a_client(app: pgflow.App, database_url: str) -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-
     metrics_app.held.enqueue(metrics_app.adds, 1)
     metrics_app.held.enqueue(metrics_app.adds, 2)
     with pgflow.Client(database_url) as client:
         client.pause_queue("held")
-        registry = CollectorRegistry()
-        registry.register(metrics.collect_queue_metrics(client))
-        text = generate_latest(registry).decode()
+        # As a web process serves it: its own default registry plus the queue gauges.
+        body, content_type = metrics.exposition(None, metrics.collect_queue_metrics(client))
+    assert content_type.startswith("text/plain")
+    text = body.decode()
     found = {(s.name, frozenset(s.labels.items())): s.value
              for f in text_string_to_metric_families(text) for s in f.samples}
     assert value(found, "pgflow_queue_enqueued", queue="held") == 2
