@@ -295,6 +295,21 @@ print("ok")
     assert out.stdout.strip() == "ok", out.stderr
 
 
+def test_a_killed_supervisors_folder_is_removed_by_the_next(database_url: str,
+                                                            worker: Any) -> None:
+    port = free_port()
+    first = worker(database_url, port, "-P", "1", "-c", "1")
+    wait_for("listening", lambda: _status(port) == 200, 30, interval=0.1)
+    folder = Path(first.events("metrics_listening")[0]["folder"])
+    first.kill()  # SIGKILL: no chance to clean up
+    assert folder.exists()
+    second = worker(database_url, port, "-P", "1", "-c", "1")
+    wait_for("listening again", lambda: _status(port) == 200, 30, interval=0.1)
+    assert not folder.exists()
+    second.proc.terminate()
+    assert second.wait(30) == 0
+
+
 def test_metrics_port_refused_when_taken(database_url: str, tmp_path: Path) -> None:
     import socket
 

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -44,6 +45,28 @@ REQUEST_TIMEOUT = 2.0
 # Milliseconds one statement of a scrape may run (the count by status reads the whole table):
 # past it the scrape goes without the queue gauges rather than hold the loop.
 SCRAPE_STATEMENT_TIMEOUT_MS = 5000
+
+
+FOLDER_PREFIX = "pgflow-metrics-"
+
+
+def _remove_stale_folders() -> None:
+    """Remove the folders of supervisors that died without removing theirs (SIGKILL): each
+    folder is named after its supervisor's pid."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _with_statement_timeout(url: str) -> str:
@@ -167,7 +190,8 @@ class MetricsPort:
                 f"metrics ({exc.strerror or exc}); choose another --metrics-port") from None
         self.server.timeout = 0  # handle_request() only when select() said a client waits
         self.server.endpoint = self
-        self.folder = tempfile.mkdtemp(prefix="pgflow-metrics-")
+        _remove_stale_folders()
+        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         metrics.enable_multiprocess(self.folder)
         self.db = Database(_with_statement_timeout(database_url), settings.schema, max_size=1,
                            connect_timeout=READY_TIMEOUT, application_name="pgflow:metrics")
