@@ -183,7 +183,8 @@ class Scratch:
             self.admin.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
 
     def reset_runs(self) -> None:
-        """Empty only the workflow tables (executors and queues stay: a worker is running)."""
+        """Empty only the workflow tables (executors and queues stay: a worker is running);
+        CASCADE: the tables that refer to workflows (event history) go with them."""
         self.admin.execute(
             sql.SQL("TRUNCATE {}, {}, {}").format(
                 sql.Identifier(PGFLOW_SCHEMA, "workflow_status"),

@@ -128,6 +128,7 @@ def main() -> None:
 @setting_option("child_timeout")
 @setting_option("pool_size", hidden_default=True)
 @setting_option("pool_idle_timeout")
+@setting_option("metrics_port", hidden_default=True)
 @click.option("-q", "--quiet", is_flag=True, default=False,
               help="Log only warnings and errors (failed workflows, step retries): "
                    "--log-level warning.")

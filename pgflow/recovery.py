@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from . import metrics
 from .errors import PgflowError
 from .workflows import Claimed, notify_channel
 
@@ -132,7 +133,10 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
     so after an outage (a server restart, a cut network) nobody is reaped for not beating
     while nobody could: each gets the full timeout to reconnect. The executors of this very
     process are alive whatever their heartbeats say (a test's clock may have jumped)."""
+    statuses: list[str] = []  # of the released workflows, once committed
+
     def attempt() -> list[str]:
+        statuses.clear()
         with app.db.connection() as conn, conn.transaction():
             rows = app.db.execute(conn, "claim_dead_executors", {
                 "executor_id": me, "alive_ids": sorted(LIVE_HERE.ids()), "dead_ids": dead_ids,
@@ -146,8 +150,10 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
                     "channel": notify_channel(app.db.schema),
                     "workflow_ids": None}).fetchall()
                 log.info("dead_executors_reaped", executors=ids, released=len(released))
+                statuses[:] = [r["status"] for r in released]
             return ids
     ids = app.db.retrying(attempt)
+    metrics.recovered(statuses)
     if ids:
         app.completions.notify()
     return ids
@@ -281,4 +287,6 @@ class Executor:
             "executor_id": me, "app_version": self.app.app_version,
             "names": sorted(self.app.registry.workflows),
             "limit": limit}))
+        for r in rows:
+            metrics.adopted(r["queue_name"], r["name"])
         return [Claimed.from_row(r, me) for r in rows]

@@ -93,6 +93,14 @@ class Settings:
         "Workers delete finished workflows that ended longer ago than this (e.g. 30d), one "
         "process of the cluster at a time, every few minutes (default: off; pgflow prune "
         "does it by hand).")
+    metrics_port: int = _setting(
+        0, "PGFLOW_METRICS_PORT", "--metrics-port",
+        "Serve Prometheus metrics (/metrics) and health (/healthz) on this port (0: off; "
+        "needs pip install 'pgflow[metrics]').")
+    metrics_host: str = _setting(
+        "127.0.0.1", "PGFLOW_METRICS_HOST", None,
+        "Address the metrics port listens on (default: this machine only; 0.0.0.0 for a "
+        "Prometheus or a probe elsewhere).")
     sleep_threshold: float = _setting(
         30.0, "PGFLOW_SLEEP_THRESHOLD", None,
         "A queued workflow sleeping longer than this gives its thread back.")
@@ -168,6 +176,9 @@ class Settings:
             raise ConfigurationError(
                 f"retention (PGFLOW_RETENTION) must be longer than 0, not {self.retention!r}; "
                 "leave it unset for none")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(
+                f"metrics port must be 0 (off) to 65535 (got {self.metrics_port})")
         validate_schema(self.schema)
         return self
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import attempts, context, serialization, user_sql
+from . import attempts, context, metrics, serialization, user_sql
 from .errors import FencedOut, NonDeterminism, WorkflowCancelled
 from .redaction import redact
 
@@ -73,6 +73,7 @@ def _with_retries(
                 left = ctx.seconds_left()
                 if left is not None and left < delay:
                     raise WorkflowCancelled(ctx.workflow_id, "past its deadline") from None
+            metrics.step_retried(name)
             log.warning("step_retrying", step=name, attempt=failures,
                         max_attempts=policy.retries + 1,
                         error=redact(f"{type(exc).__name__}: {exc}"),
@@ -193,6 +194,8 @@ def _run_step(
     args: tuple[Any, ...], kwargs: dict[str, Any],
 ) -> Any:
     started = datetime.now(timezone.utc)
+    began = time.monotonic()
+    ok = False
     ctx.in_step = True
     try:
         try:
@@ -216,9 +219,11 @@ def _run_step(
         # Kept even if the workflow was cancelled while the body ran: the body has run.
         record_checkpoint(ctx, step_id, step.name, output=output, started_at=started,
                           after_body=True)
+        ok = True
         return result
     finally:
         ctx.step_attempts = None
+        metrics.step_finished(step.name, ok, time.monotonic() - began)
 
 
 def _run_transaction(
@@ -242,14 +247,19 @@ def _run_transaction(
         with user_sql.unwrapped():
             return in_checkpointed_transaction(ctx, step_id, step.name, body, started)
 
+    began = time.monotonic()
+    ok = False
     try:
-        return _with_retries(policy, ctx, attempt, step.name, counted=True)
+        value = _with_retries(policy, ctx, attempt, step.name, counted=True)
+        ok = True
+        return value
     except Exception as exc:
         record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
                           started_at=started)
         raise
     finally:
         ctx.step_attempts = None
+        metrics.step_finished(step.name, ok, time.monotonic() - began)
 
 
 def _checkpoint_params(
@@ -288,6 +298,7 @@ def record_checkpoint(
         # Our own write whose reply was lost; we may go on only while we still own it.
         ensure_owner(ctx)
         return
+    metrics.write_fenced("checkpoint")
     raise _fenced_error(ctx)
 
 
@@ -347,6 +358,7 @@ def record_in_transaction(
     WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
     if not ctx.app.db.execute(conn, "record_step", _checkpoint_params(
             ctx, step_id, name, output, None, None, started_at)).rowcount:
+        metrics.write_fenced("checkpoint")
         raise _fenced_error(ctx, conn)
 
 

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import structlog
 
-from . import context, management, serialization
+from . import context, management, metrics, serialization
 from .context import RecordedStep, WorkflowContext
 from .db.errors import is_id_taken
 from .db.notify import message_channel, queue_channel
@@ -92,6 +92,10 @@ class Outcome:
     output: str | None = None
     error: str | None = None
     executor_id: str | None = None
+    # For the metrics: what ran, where from, and for how long (seconds of this run).
+    name: str = ""
+    queue_name: str | None = None
+    seconds: float | None = None
 
 
 # -- handles -----------------------------------------------------------------------------------
@@ -315,7 +319,10 @@ def try_adopt(app: App, workflow_id: str, executor_id: str) -> Claimed | None:
     row = app.db.retrying(lambda: app.db.fetchone("adopt_workflow", {
         "workflow_id": workflow_id, "executor_id": executor_id,
         "app_version": app.app_version}))
-    return Claimed.from_row(row, executor_id) if row is not None else None
+    if row is None:
+        return None
+    metrics.adopted(row.get("queue_name"), row["name"])
+    return Claimed.from_row(row, executor_id)
 
 
 def _max_attempts(app: App, wf: WorkflowDef) -> int | None:
@@ -340,13 +347,16 @@ def owner_of_run(claimed: Claimed) -> str:
 
 
 def _outcome(claimed: Claimed, status: Status, *, output: str | None = None,
-             error: str | None = None) -> Outcome:
+             error: str | None = None, started: float | None = None) -> Outcome:
     return Outcome(claimed.workflow_id, claimed.fence, status, output=output, error=error,
-                   executor_id=owner_of_run(claimed))
+                   executor_id=owner_of_run(claimed), name=claimed.name,
+                   queue_name=claimed.queue_name,
+                   seconds=None if started is None else time.monotonic() - started)
 
 
-def _failed(claimed: Claimed, status: Status, exc: BaseException) -> Outcome:
-    return _outcome(claimed, status, error=serialization.dumps_error(exc))
+def _failed(claimed: Claimed, status: Status, exc: BaseException,
+            started: float | None = None) -> Outcome:
+    return _outcome(claimed, status, error=serialization.dumps_error(exc), started=started)
 
 
 def make_context(app: App, claimed: Claimed) -> WorkflowContext:
@@ -398,9 +408,9 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
             _log_failed(exc, started)
-            return _failed(claimed, Status.ERROR, exc), None, exc
+            return _failed(claimed, Status.ERROR, exc, started), None, exc
         log.info("workflow_succeeded", duration_ms=_ms_since(started))
-        return _outcome(claimed, Status.SUCCESS, output=output), result, None
+        return _outcome(claimed, Status.SUCCESS, output=output, started=started), result, None
     except FencedOut as exc:
         log.warning("workflow_fenced_out", reason="adopted by another executor")
         return None, None, exc
@@ -414,10 +424,10 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         if exc.reason != "cancelled":
             # Past its deadline: its children go with it (a cancel() did that already).
             management.cancel_tree(app.db, [claimed.workflow_id], include_roots=False)
-        return _failed(claimed, Status.CANCELLED, exc), None, exc
+        return _failed(claimed, Status.CANCELLED, exc, started), None, exc
     except Exception as exc:
         _log_failed(exc, started)
-        return _failed(claimed, Status.ERROR, exc), None, exc
+        return _failed(claimed, Status.ERROR, exc, started), None, exc
     finally:
         stop_watching()
         context.leave(token)
@@ -476,7 +486,18 @@ def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) ->
         written.update(r["workflow_id"] for r in _finish_batch(app, params))
     if outcomes:
         app.completions.notify()
+        _count_finished(outcomes, written)
     return written
+
+
+def _count_finished(outcomes: list[Outcome], written: set[str]) -> None:
+    refused = 0
+    for o in outcomes:
+        if o.workflow_id in written:
+            metrics.workflow_finished(o.queue_name, o.name, o.status.value, o.seconds)
+        else:
+            refused += 1
+    metrics.write_fenced("final", refused)
 
 
 def _finish_batch(app: App, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
+from .. import metrics
 from ..redaction import redact
 
 log = structlog.get_logger("pgflow")
@@ -48,6 +49,7 @@ class Reachability:
         self._last_report = 0.0
         self.reason = ""
         self.back_at: float | None = None  # monotonic time the last outage ended
+        self._counted_until = 0.0  # outage seconds up to here are in the metrics
 
     @property
     def away(self) -> bool:
@@ -106,6 +108,8 @@ class Reachability:
             self._cond.notify_all()
         if since is not None:
             self.back_at = time.monotonic()
+            metrics.database_away(self.back_at - max(since, self._counted_until))
+            metrics.database_reconnected()
             self._on_back()
             log.warning("database_reconnected", target=self._target,
                         seconds=round(time.monotonic() - since, 1))
@@ -116,16 +120,18 @@ class Reachability:
             first = self.down_since is None
             if first:
                 self.down_since = now
+            # The outage's seconds are counted as they pass (only one thread probes).
+            away = now - max(self.down_since or now, self._counted_until)
+            self._counted_until = now
+            report = first or now - self._last_report >= REPORT_EVERY
+            if report:
                 self._last_report = now
-            elif now - self._last_report >= REPORT_EVERY:
-                self._last_report = now
-            else:
-                return
             since = self.down_since
             self.reason = reason or self.reason
+        metrics.database_away(away)
         if first:
             log.warning("database_unreachable", target=self._target, reason=self.reason,
                         action="work is paused and resumes when the server answers again")
-        else:
+        elif report:
             log.warning("database_still_unreachable", target=self._target,
                         seconds=round(now - (since or now)), reason=self.reason)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .. import retention, schedules, serialization, workflows
+from .. import metrics, retention, schedules, serialization, workflows
 from ..budget import claim_budget
 from ..errors import (
     DatabaseUnavailable,
@@ -363,6 +363,7 @@ class WorkerProcess:
             except PgflowError as exc:
                 self._failed("claim_failed", exc, queue=q.name)
                 continue
+            metrics.claimed(q.name, len(rows))
             for row in rows:
                 self._submit(Claimed.from_row(row, self.executor_id), q.name)
             total += len(rows)
@@ -471,7 +472,8 @@ class WorkerProcess:
                       workflow_name=ctx.name, action="replacing process")
             exc = WorkflowCancelled(ctx.workflow_id, "past its deadline (timeout)")
             self._replace_process([Outcome(ctx.workflow_id, ctx.fence, Status.CANCELLED,
-                                           error=serialization.dumps_error(exc))])
+                                           error=serialization.dumps_error(exc),
+                                           name=ctx.name, queue_name=ctx.queue_name)])
 
     def _watch_abandoned(self, now: float) -> None:
         """Abandoned step bodies (attempts past their time_limit, whose workflows have gone

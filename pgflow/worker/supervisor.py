@@ -26,6 +26,7 @@ from ..management import Stranded, paused_queues, stranded_work
 from ..recovery import new_executor_id
 from . import signals
 from .liveness import Liveness
+from .metrics_port import MetricsPort, ProcessFacts
 from .process import EXIT_OK, WorkerConfig, WorkerProcess
 
 if TYPE_CHECKING:
@@ -99,18 +100,26 @@ class Supervisor:
         self.started_at = datetime.now(timezone.utc)
         self.t0 = time.monotonic()
         self.next_progress = 0.0
+        self.loop_at = time.monotonic()  # the main loop's last turn (/healthz)
+        self.endpoint: MetricsPort | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._banner()
-        self.sigq.install()
-        for slot in range(self.processes):
-            self._spawn(slot)
+        if self.app.settings.metrics_port:
+            # Before the first fork: every worker process records into its own files.
+            self.endpoint = MetricsPort(self.app.settings, self.app.database_url(),
+                                        self._health_facts)
         try:
+            self._banner()
+            self.sigq.install()
+            for slot in range(self.processes):
+                self._spawn(slot)
             return self._loop()
         finally:
             self.sigq.close()
+            if self.endpoint is not None:
+                self.endpoint.close()
 
     def _banner(self) -> None:
         url = self.app.settings.database_url or ""
@@ -150,6 +159,8 @@ class Supervisor:
                 signals.reset_in_child()
                 signals.restore(mask)
                 self.sigq.close()
+                if self.endpoint is not None:
+                    self.endpoint.close_in_child()
                 for sibling in self.state.children.values():
                     sibling.liveness.close()
                 code = self._child_main(executor_id, slot, liveness)
@@ -187,6 +198,7 @@ class Supervisor:
 
     def _loop(self) -> int:
         while True:
+            self.loop_at = time.monotonic()
             self._handle_signals()
             self._reap()
             self._watch_children()
@@ -210,9 +222,15 @@ class Supervisor:
             if self.config.burst and now >= self.next_progress:
                 self.next_progress = now + 1.0
                 self._progress()
+            waiting = [self.sigq.read_fd]
+            if self.endpoint is not None:
+                waiting.append(self.endpoint.fileno())
+            ready: list[int] = []
             with contextlib.suppress(InterruptedError):
-                select.select([self.sigq.read_fd], [], [], 0.2)
+                ready, _, _ = select.select(waiting, [], [], 0.2)
             self.sigq.drain_pipe()
+            if self.endpoint is not None and self.endpoint.fileno() in ready:
+                self.endpoint.serve_one()
 
     def _handle_signals(self) -> None:
         while (sig := self.sigq.pop()) is not None:
@@ -228,6 +246,8 @@ class Supervisor:
                     log.warning("worker_stopping_now", signal=signal.Signals(sig).name)
                     self._kill_all(signal.SIGKILL)
                     self._reap(block=True)
+                    if self.endpoint is not None:
+                        self.endpoint.close()
                     os._exit(1)
 
     def _drain(self) -> None:
@@ -277,6 +297,17 @@ class Supervisor:
                 child.aborted_at = now
                 self._kill(child, signal.SIGABRT)
 
+    def _health_facts(self) -> ProcessFacts:
+        now = time.monotonic()
+        current = [c for c in self.state.children.values() if c.retired_until is None]
+        # Read from the shared maps now: the loop notes readiness only on its next turn.
+        ready = [c for c in current if c.liveness.ready and c.aborted_at is None]
+        return ProcessFacts(
+            expected=self.processes, running=len(current), ready=len(ready),
+            silent_max_s=max((c.liveness.silent_for(now) for c in ready), default=0.0),
+            child_timeout=self.config.child_timeout, loop_age_s=now - self.loop_at,
+            draining=self.state.draining)
+
     def _kill(self, child: Child, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, sig)
@@ -308,6 +339,8 @@ class Supervisor:
         ready = child.ready or child.liveness.ready
         failure = child.liveness.failure()
         child.liveness.close()
+        if self.endpoint is not None:
+            self.endpoint.process_exited(child.pid)
         if not clean:
             # Died (signal, crash, OOM): its PENDING work goes back now, charged once.
             self._release(child.executor_id)
