@@ -50,8 +50,10 @@ def test_each_retry_starts_one_time_limit_after_the_previous(app: pgflow.App) ->
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     print(f"\nattempt gaps {[round(g, 3) for g in gaps]} s; done after {took:.2f} s")
     assert len(starts) == 3
-    assert all(LIMIT + 0.05 <= g < LIMIT + 0.05 + 0.3 for g in gaps), gaps
-    assert took < 2 * (LIMIT + 0.05) + 0.6  # well under 2 s: no attempt ran to its end
+    # Each retry starts about a limit (plus the 0.05 s interval) after the one before; the
+    # upper bounds are loose for loaded machines yet far below the 2 s a body would take.
+    assert all(LIMIT + 0.05 <= g < LIMIT + 0.05 + 0.8 for g in gaps), gaps
+    assert took < 2 * (LIMIT + 0.05) + 1.5  # under 2.6 s, where two full bodies take 4 s
     (step,) = app.steps("tl-retry")
     assert step.output == "attempt 3" and step.error is None and step.attempts == 3
 
@@ -139,7 +141,7 @@ def test_time_limit_applies_to_a_plain_call_too(app: pgflow.App) -> None:
     began = time.monotonic()
     with pytest.raises(pgflow.StepTimeLimitExceeded):
         hangs()
-    assert time.monotonic() - began < LIMIT + 0.4
+    assert time.monotonic() - began < LIMIT + 1.0  # the body would take 2 s
 
 
 def test_fast_step_with_a_limit_returns_its_value_and_raises_its_own_errors(
@@ -240,7 +242,9 @@ def test_transaction_over_its_limit_in_all_rolls_back_and_fails(
         began = time.monotonic()
         with pytest.raises(pgflow.StepTimeLimitExceeded) as info:
             app.options(workflow_id=wid).call(flow, long)
-        assert time.monotonic() - began < 1.5
+        # Well before the 5 s statement ends: the limit cancelled it (loose, for loaded CI
+        # machines: the short body itself takes 0.9 s before its rollback).
+        assert time.monotonic() - began < 4.0
         assert app.retrieve(wid).status().status is pgflow.Status.ERROR
         (step,) = app.steps(wid)
         assert isinstance(step.error, pgflow.StepTimeLimitExceeded)
