@@ -249,6 +249,32 @@ def test_filters(page: Any, world: dict[str, str], database_url: str) -> None:
         assert page.request.get(base + "/workflows?status=NOPE").status == 400
 
 
+def test_a_whole_id_finds_its_workflow_whatever_its_age(
+        page: Any, world: dict[str, str], database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgflow.dashboard import reading
+
+    # The prefix walk reaches back 2 rows: the oldest workflows lie beyond it.
+    monkeypatch.setattr(reading, "SCAN_BUDGET", 2)
+    oldest = world["SUCCESS"]  # the first enqueued
+    with serving(create_app(database_url)) as base:
+        page.goto(f"{base}/workflows?id={oldest[:8]}")
+        assert page.locator("[data-workflow-id]").count() == 0  # a prefix: the bounded walk
+        page.goto(f"{base}/workflows?id={oldest}")
+        assert page.locator("[data-workflow-id]").evaluate_all(
+            "els => els.map(e => e.dataset.workflowId)") == [oldest]
+        assert page.locator("tr.exact").count() == 1
+        page.goto(f"{base}/workflows?id={oldest}&status=ERROR")  # other filters still hold
+        assert page.locator("[data-workflow-id]").count() == 0
+    with pgflow.Client(database_url) as client:
+        last = world["MAX_RECOVERY_ATTEMPTS_EXCEEDED"]  # the newest: within the walk
+        newest = reading.list_page(client, reading.ListFilters(id_prefix=last),
+                                   None)
+        # found by the walk too, and shown once
+        assert newest.exact is not None and newest.exact["workflow_id"] == last
+        assert [r["workflow_id"] for r in newest.rows] == []
+
+
 def test_live_refresh_pauses_while_the_tab_is_hidden(
         page: Any, world: dict[str, str], database_url: str) -> None:
     polls: list[str] = []
