@@ -203,6 +203,7 @@ def test_every_page_loads_read_only_and_hostile_values_stay_text(
         page.goto(base + "/workers")
         assert "running now" in page.inner_text("main")
         assert page.inner_text("main").count("held") == 1
+        assert "Died recently (0)" in page.inner_text("main")
 
         # A forged POST (no session, any token) is refused, and changes nothing.
         forged = page.request.post(base + "/actions/cancel", form={
@@ -273,6 +274,24 @@ def test_a_whole_id_finds_its_workflow_whatever_its_age(
         # found by the walk too, and shown once
         assert newest.exact is not None and newest.exact["workflow_id"] == last
         assert [r["workflow_id"] for r in newest.rows] == []
+
+
+def test_workers_page_lists_executors_that_died(page: Any, database_url: str) -> None:
+    from pgflow.recovery import reap_dead_executors
+
+    app = pgflow.App("dash", database_url=database_url, app_version="d-0")
+    try:
+        app.executor.ensure_registered()  # a process that is about to die
+        gone = app.executor.executor_id
+        app.executor.stop(deregister=False)  # its heartbeat stops, its row stays
+        assert reap_dead_executors(app, "reaper-9", [gone]) == [gone]
+    finally:
+        app.shutdown(timeout=5)
+    with serving(create_app(database_url)) as base:
+        page.goto(base + "/workers")
+        assert "Died recently (1)" in page.inner_text("main")
+        row = page.inner_text(f"[data-dead='{gone}']")
+        assert "reaper-9" in row and "d-0" in row
 
 
 def test_live_refresh_pauses_while_the_tab_is_hidden(

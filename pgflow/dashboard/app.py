@@ -202,8 +202,9 @@ class Dashboard:
         return self.render(request, "queues.html", queues=queues, stranded=stranded)
 
     async def workers(self, request: Request) -> Response:
-        found = await self._read(self.client.workers)
-        return self.render(request, "workers.html", workers=found)
+        found, dead = await asyncio.gather(self._read(self.client.workers),
+                                           self._read(self.client.dead_workers))
+        return self.render(request, "workers.html", workers=found, dead=dead)
 
     async def batch_confirm(self, request: Request) -> Response:
         """ "Cancel / resume all matching": the count first, with the form that does it."""
