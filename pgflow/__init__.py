@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .activity import ActiveWorkflow, WorkerInfo
+from .activity import ActiveWorkflow, DeadExecutor, WorkerInfo
 from .app import App
 from .client import Client
 from .context import db, workflow_id
@@ -56,8 +56,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActiveWorkflow", "App", "Client", "ConfigurationError", "ConnectionRejected", "DatabaseError",
-    "DatabaseUnavailable", "Deduplicated", "Explanation", "FencedOut", "InvalidValue",
-    "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied", "PgflowError", "Queue",
+    "DatabaseUnavailable", "DeadExecutor", "Deduplicated", "Explanation", "FencedOut",
+    "InvalidValue", "MaxRecoveryAttemptsExceeded", "NonDeterminism", "PermissionDenied",
+    "PgflowError", "Queue",
     "Rate", "Reason", "SchemaNotMigrated", "SerializationError", "Settings", "Status",
     "StepRecord", "StepTimeLimitExceeded", "TransactionControlError", "UnknownWorkflow",
     "UnregisteredFunction", "WorkerInfo", "WorkflowCancelled", "WorkflowConflict",

@@ -1,7 +1,8 @@
 """``pgflow workers``: the executors and what each runs now (Celery's ``inspect active``).
 
 Live executors (heartbeat within the timeout) first, then those whose heartbeat is stale: dead,
-and not yet reaped by a live executor (which then hands their work back).
+and not yet reaped by a live executor (which then hands their work back); and those that died
+recently: reaped, with how much of their work was handed back.
 """
 
 from __future__ import annotations
@@ -63,3 +64,31 @@ def list_workers(db: Database, heartbeat_timeout: float) -> list[WorkerInfo]:
         heartbeat_age_s=max(0.0, (now - e["heartbeat_at"]).total_seconds()),
         alive=e["alive"], workflows=work.get(e["executor_id"], []))
         for e in rows]
+
+
+@dataclass(frozen=True)
+class DeadExecutor:
+    """An executor that was reaped: its last heartbeat, when and by whom it was reaped
+    (``died_at``, ``reaped_by``), and how many PENDING workflows it held then (``released``:
+    handed back to their queues, or to the pool live executors adopt from)."""
+
+    executor_id: str
+    hostname: str
+    pid: int
+    app_version: str | None
+    kind: str
+    last_heartbeat_at: datetime
+    died_at: datetime
+    died_ago_s: float
+    reaped_by: str
+    released: int
+
+
+def recent_deaths(db: Database, limit: int = 100) -> list[DeadExecutor]:
+    """The executors reaped recently, newest first (the record keeps 100, none past a day)."""
+    rows = db.retrying(lambda: db.fetchall("list_executor_deaths", {"limit": limit}))
+    return [DeadExecutor(
+        executor_id=r["executor_id"], hostname=r["hostname"], pid=r["pid"],
+        app_version=r["app_version"], kind=r["kind"], last_heartbeat_at=r["last_heartbeat_at"],
+        died_at=r["died_at"], died_ago_s=max(0.0, (r["now"] - r["died_at"]).total_seconds()),
+        reaped_by=r["reaped_by"], released=r["released"]) for r in rows]

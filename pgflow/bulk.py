@@ -144,19 +144,37 @@ def _walk(db: Database, m: Match, batch: int, act: Callable[[list[str]], BulkRes
         params["after_seq"] = rows[-1]["seq"]
 
 
+def cancel_ids(db: Database, ids: list[str]) -> BulkResult:
+    """Cancel the active workflows among ``ids`` (one statement) with their descendants, as
+    ``cancel`` does one; the others are left as they are (``unchanged``)."""
+    rows = db.retrying(lambda: db.fetchall("cancel_workflows", {
+        "workflow_ids": ids, "include_roots": True, "channel": message_channel(db.schema)}))
+    cancelled = {r["workflow_id"] for r in rows}
+    roots = len(cancelled.intersection(ids))
+    return BulkResult("cancel", len(ids), roots, len(cancelled) - roots, len(ids) - roots)
+
+
+def resume_ids(db: Database, ids: list[str]) -> BulkResult:
+    """Resume the workflows among ``ids`` (one statement), as ``resume`` does one: ended ones
+    run again from their last completed step; ENQUEUED ones lose their delay. One whose dedup
+    id is held by an active workflow of its queue is left as it is (``unchanged``), as are
+    running and succeeded ones."""
+    params = {"workflow_ids": ids, "channel": queue_channel(db.schema)}
+    try:
+        row = db.retrying(lambda: db.fetchone("resume_workflows", params))
+    except Deduplicated:
+        # An enqueue took a dedup id between the statement's check and its write: the
+        # batch again, one workflow at a time, leaving that one as it is.
+        return _resume_one_by_one(db, ids)
+    changed = int(row["resumed"]) + int(row["woken"]) if row else 0
+    return BulkResult("resume", len(ids), changed, 0, len(ids) - changed)
+
+
 def cancel_matching(db: Database, m: Match, *, batch: int = BATCH,
                     on_batch: Callable[[BulkResult], None] | None = None) -> BulkResult:
     """Cancel the matching workflows and their descendants, as ``cancel`` does one (running
     ones are told by NOTIFY and stop at their next step)."""
-
-    def act(ids: list[str]) -> BulkResult:
-        rows = db.retrying(lambda: db.fetchall("cancel_workflows", {
-            "workflow_ids": ids, "include_roots": True, "channel": message_channel(db.schema)}))
-        cancelled = {r["workflow_id"] for r in rows}
-        roots = len(cancelled.intersection(ids))
-        return BulkResult("cancel", len(ids), roots, len(cancelled) - roots, len(ids) - roots)
-
-    return _walk(db, m, batch, act, on_batch)
+    return _walk(db, m, batch, functools.partial(cancel_ids, db), on_batch)
 
 
 def resume_matching(db: Database, m: Match, *, batch: int = BATCH,
@@ -164,19 +182,7 @@ def resume_matching(db: Database, m: Match, *, batch: int = BATCH,
     """Resume the matching workflows, as ``resume`` does one: ended ones run again from
     their last completed step; ENQUEUED ones lose their delay. One whose dedup id is held by
     an active workflow of its queue is left as it is (counted in ``unchanged``)."""
-
-    def act(ids: list[str]) -> BulkResult:
-        params = {"workflow_ids": ids, "channel": queue_channel(db.schema)}
-        try:
-            row = db.retrying(lambda: db.fetchone("resume_workflows", params))
-        except Deduplicated:
-            # An enqueue took a dedup id between the statement's check and its write: the
-            # batch again, one workflow at a time, leaving that one as it is.
-            return _resume_one_by_one(db, ids)
-        changed = int(row["resumed"]) + int(row["woken"]) if row else 0
-        return BulkResult("resume", len(ids), changed, 0, len(ids) - changed)
-
-    return _walk(db, m, batch, act, on_batch)
+    return _walk(db, m, batch, functools.partial(resume_ids, db), on_batch)
 
 
 def _resume_one_by_one(db: Database, ids: list[str]) -> BulkResult:

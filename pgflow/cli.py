@@ -696,11 +696,12 @@ def explain(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any)
 @common_options
 def workers(as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Live executors and what each runs now; then executors whose heartbeat is stale (dead,
-    not yet reaped: a live executor hands their work back within the heartbeat timeout)."""
+    not yet reaped: a live executor hands their work back within the heartbeat timeout); then
+    those that died recently, with how many workflows were handed back from each."""
     settings = operator_settings(app_spec, given)
-    found = with_client(settings, lambda c: c.workers())
+    found, dead = with_client(settings, lambda c: (c.workers(), c.dead_workers()))
     if as_json:
-        click.echo(tables.to_json({"workers": found}))
+        click.echo(tables.to_json({"workers": found, "died_recently": dead}))
         return
     for alive, title in ((True, None), (False, "stale heartbeat (dead, not reaped yet):")):
         group = [w for w in found if w.alive is alive]
@@ -721,6 +722,12 @@ def workers(as_json: bool, app_spec: str | None, **given: Any) -> None:
                 ["executor", "workflow_id", "name", "queue", "for"],
                 [[w.executor_id, a.workflow_id, a.name, a.queue_name,
                   tables.duration(a.running_s)] for w, a in held]))
+    if dead:
+        click.echo("\ndied recently:")
+        click.echo(tables.table(
+            ["executor", "host", "pid", "version", "kind", "died", "reaped by", "handed back"],
+            [[d.executor_id, d.hostname, d.pid, d.app_version, d.kind,
+              f"{tables.duration(d.died_ago_s)} ago", d.reaped_by, d.released] for d in dead]))
 
 
 @main.command(context_settings=CONTEXT)

@@ -321,6 +321,14 @@ class WorkflowQueries:
         live executor reaped yet) with the workflows PENDING under it."""
         return activity.list_workers(self.db, self.settings.heartbeat_timeout)
 
+    def dead_workers(self, limit: int = 100) -> list[activity.DeadExecutor]:
+        """Executors that died recently (reaped by a live one, newest first), each with how
+        many of its PENDING workflows were handed back; kept for a day, 100 at most.
+
+        >>> [(d.hostname, d.pid, d.released) for d in app.dead_workers()]
+        """
+        return activity.recent_deaths(self.db, limit)
+
     # -- many at once (pgflow workflows cancel|resume by filter, pgflow prune) ------------------
 
     def count_matching(self, action: bulk.Action = "cancel", *,

@@ -32,6 +32,9 @@ log = structlog.get_logger("pgflow")
 HOSTNAME = socket.gethostname()
 # Seconds a deregistering executor (a shutdown, a drain) waits for an absent database.
 DEREGISTER_PATIENCE = 2.0
+# The record of dead executors keeps the newest this many, none older than this.
+KEEP_DEATHS = 100
+KEEP_DEATHS_SECONDS = 24 * 3600.0
 # Seconds between this host's clock and the database's above which a process says so.
 CLOCK_SKEW_WARNING = 5.0
 
@@ -125,7 +128,8 @@ def deregister_executor(app: App, executor_id: str) -> list[dict[str, Any]]:
 def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
                         judge_heartbeats: bool = True,
                         healthy_since: datetime | None = None) -> list[str]:
-    """Delete dead executors' rows and release their work, in one transaction.
+    """Delete dead executors' rows and release their work, in one transaction, recording
+    each death (``executor_deaths``: shown by ``pgflow workers`` as "died recently").
 
     ``dead_ids`` are dead for sure (their pid is gone). With ``judge_heartbeats``, executors
     whose heartbeat expired go too; ``healthy_since`` (the database time since which the
@@ -142,7 +146,8 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
                 "executor_id": me, "alive_ids": sorted(LIVE_HERE.ids()), "dead_ids": dead_ids,
                 "healthy_since": healthy_since,
                 "timeout_s": app.settings.heartbeat_timeout if judge_heartbeats
-                else None}).fetchall()
+                else None, "keep_deaths": KEEP_DEATHS,
+                "keep_deaths_s": KEEP_DEATHS_SECONDS}).fetchall()
             ids = [r["executor_id"] for r in rows]
             if ids:
                 released = app.db.execute(conn, "release_executor_work", {

@@ -170,6 +170,9 @@ def test_every_page_loads_read_only_and_hostile_values_stay_text(
         listed = page.locator("[data-workflow-id]")
         assert sorted(listed.evaluate_all("els => els.map(e => e.dataset.workflowId)")) == \
             sorted(world.values())
+        # read-only: no batch action, no row to tick
+        assert page.locator("button[data-action], [data-batch], "
+                            "input[type=checkbox][name=workflow_id]").count() == 0
 
         for status, workflow_id in world.items():
             page.goto(f"{base}/workflows/{workflow_id}")
@@ -200,12 +203,18 @@ def test_every_page_loads_read_only_and_hostile_values_stay_text(
         page.goto(base + "/workers")
         assert "running now" in page.inner_text("main")
         assert page.inner_text("main").count("held") == 1
+        assert "Died recently (0)" in page.inner_text("main")
 
         # A forged POST (no session, any token) is refused, and changes nothing.
         forged = page.request.post(base + "/actions/cancel", form={
             "workflow_id": world["PENDING"], "csrf": "forged"})
         assert forged.status == 403
         assert page.request.post(base + "/login", form={"token": ""}).status == 403
+        for action, form in (("cancel-selected", {"workflow_id": world["PENDING"]}),
+                             ("cancel-matching", {"status": "PENDING", "seen": "1"})):
+            assert page.request.post(f"{base}/actions/{action}",
+                                     form={**form, "csrf": "forged"}).status == 403
+        assert page.request.get(base + "/batch/cancel?status=PENDING").status == 403
         assert status_of(database_url, world["PENDING"]) == "PENDING"
         assert page.request.get(base + "/workflows/no-such-id").status == 404
     for shot in ("overview", "workflow", "queues"):
@@ -239,6 +248,50 @@ def test_filters(page: Any, world: dict[str, str], database_url: str) -> None:
             page.goto(f"{base}/workflows?{query}")
             assert listed() == sorted(expected), query
         assert page.request.get(base + "/workflows?status=NOPE").status == 400
+
+
+def test_a_whole_id_finds_its_workflow_whatever_its_age(
+        page: Any, world: dict[str, str], database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgflow.dashboard import reading
+
+    # The prefix walk reaches back 2 rows: the oldest workflows lie beyond it.
+    monkeypatch.setattr(reading, "SCAN_BUDGET", 2)
+    oldest = world["SUCCESS"]  # the first enqueued
+    with serving(create_app(database_url)) as base:
+        page.goto(f"{base}/workflows?id={oldest[:8]}")
+        assert page.locator("[data-workflow-id]").count() == 0  # a prefix: the bounded walk
+        page.goto(f"{base}/workflows?id={oldest}")
+        assert page.locator("[data-workflow-id]").evaluate_all(
+            "els => els.map(e => e.dataset.workflowId)") == [oldest]
+        assert page.locator("tr.exact").count() == 1
+        page.goto(f"{base}/workflows?id={oldest}&status=ERROR")  # other filters still hold
+        assert page.locator("[data-workflow-id]").count() == 0
+    with pgflow.Client(database_url) as client:
+        last = world["MAX_RECOVERY_ATTEMPTS_EXCEEDED"]  # the newest: within the walk
+        newest = reading.list_page(client, reading.ListFilters(id_prefix=last),
+                                   None)
+        # found by the walk too, and shown once
+        assert newest.exact is not None and newest.exact["workflow_id"] == last
+        assert [r["workflow_id"] for r in newest.rows] == []
+
+
+def test_workers_page_lists_executors_that_died(page: Any, database_url: str) -> None:
+    from pgflow.recovery import reap_dead_executors
+
+    app = pgflow.App("dash", database_url=database_url, app_version="d-0")
+    try:
+        app.executor.ensure_registered()  # a process that is about to die
+        gone = app.executor.executor_id
+        app.executor.stop(deregister=False)  # its heartbeat stops, its row stays
+        assert reap_dead_executors(app, "reaper-9", [gone]) == [gone]
+    finally:
+        app.shutdown(timeout=5)
+    with serving(create_app(database_url)) as base:
+        page.goto(base + "/workers")
+        assert "Died recently (1)" in page.inner_text("main")
+        row = page.inner_text(f"[data-dead='{gone}']")
+        assert "reaper-9" in row and "d-0" in row
 
 
 def test_live_refresh_pauses_while_the_tab_is_hidden(
@@ -318,6 +371,66 @@ def test_admin_cancels_a_running_workflow_with_csrf(
         assert "paused" in page.inner_text("[data-queue=idle]")
         with pgflow.Client(database_url) as client:
             assert {q.name: q.paused for q in client.queue_report()[0]}["idle"] is True
+
+
+def log_in(page: Any, base: str) -> None:
+    page.goto(base + "/login")
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def test_admin_cancels_selected_and_all_matching(
+        page: Any, world: dict[str, str], database_url: str) -> None:
+    with pgflow.Client(database_url) as client:
+        # Two more running (held at the gate, as world's PENDING one) ...
+        running = [client.enqueue("jobs", "held").workflow_id for _ in range(2)]
+        # ... and two more waiting on the unserved queue "idle", one waiting elsewhere.
+        waiting = [client.enqueue("idle", "greet", n, partition_key="eu").workflow_id
+                   for n in ("x", "y")]
+        elsewhere = client.enqueue("crashy", "greet", "z").workflow_id
+    wait_for(lambda: all(status_of(database_url, i) == "PENDING" for i in running),
+             what="the two to run")
+    with serving(create_app(database_url, admin_token=TOKEN)) as base:
+        log_in(page, base)
+        page.goto(base + "/workflows?status=PENDING")
+        for workflow_id in running:
+            page.check(f"input[name=workflow_id][value='{workflow_id}']")
+        page.click("button[data-action=cancel-selected]")
+        page.wait_for_url("**msg=**")
+        assert "cancelled 2 of 2" in page.inner_text(".flash")
+        assert "status=PENDING" in page.url  # back to the list as it was filtered
+        assert [status_of(database_url, i) for i in running] == ["CANCELLED"] * 2
+        assert status_of(database_url, world["PENDING"]) == "PENDING"  # not ticked
+
+        # All matching a status + queue filter: the count first, then exactly those.
+        page.goto(base + "/workflows?status=ENQUEUED&queue=idle")
+        page.click("[data-batch=cancel]")
+        assert page.get_attribute("[data-count]", "data-count") == "3"
+        assert "ENQUEUED workflows on queue idle" in page.inner_text("main")
+        page.click("button[data-action=cancel-matching]")
+        page.wait_for_url("**msg=**")
+        assert "cancelled 3 of 3" in page.inner_text(".flash")
+        for workflow_id in [world["ENQUEUED"], *waiting]:
+            assert status_of(database_url, workflow_id) == "CANCELLED"
+        assert status_of(database_url, elsewhere) == "ENQUEUED"
+        assert status_of(database_url, world["PENDING"]) == "PENDING"
+
+        # More matching now than the count confirmed: nothing done, the new count shown.
+        with pgflow.Client(database_url) as client:
+            late = client.enqueue("idle", "greet", "late", partition_key="eu").workflow_id
+        page.goto(base + "/workflows?status=CANCELLED&queue=idle")
+        page.click("[data-batch=resume]")
+        assert page.get_attribute("[data-count]", "data-count") == "4"
+        csrf = page.get_attribute("form.batch-confirm input[name=csrf]", "value")
+        stale = page.request.post(base + "/actions/resume-matching", form={
+            "csrf": csrf, "status": "ENQUEUED", "queue": "idle", "seen": "0"})
+        assert stale.status == 200 and "nothing was done" in stale.text()
+        assert status_of(database_url, late) == "ENQUEUED"  # resume only drops a delay
+        # A filter "all matching" cannot take is explained, and not offered.
+        page.goto(base + "/workflows?dedup_id=greet-ada")
+        assert page.locator("[data-batch]").count() == 0
+        assert "clear dedup id" in page.inner_text("form#batch")
 
 
 def test_sessions_and_chart_are_pure() -> None:

@@ -109,6 +109,43 @@ def test_workers_lists_live_and_stale_executors_with_their_work(
         assert h.result(timeout=10) is True
 
 
+def test_reaped_executors_are_listed_as_died_recently_and_the_record_is_bounded(
+        app: pgflow.App, cli: Any, database_url: str) -> None:
+    from pgflow.recovery import KEEP_DEATHS, reap_dead_executors
+
+    wf = held(app, threading.Event())
+    orphan = app.queue("other").options(delay=3600).enqueue(wf)
+    stale_executor(database_url, orphan.workflow_id)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # older deaths on record
+        conn.execute("INSERT INTO pgflow.executor_deaths SELECT 'old-' || i, 'h', i, NULL, "
+                     "'worker', pgflow.clock() - interval '2 days', pgflow.clock() - "
+                     "interval '2 days', 'x', 0 FROM generate_series(1, 3) AS i")
+        conn.execute("INSERT INTO pgflow.executor_deaths SELECT 'recent-' || i, 'h', i, NULL, "
+                     "'worker', pgflow.clock() - interval '2 hours', pgflow.clock() - "
+                     "i * interval '1 second' - interval '1 hour', 'x', 0 "
+                     "FROM generate_series(1, %s) AS i", (KEEP_DEATHS,))
+    assert reap_dead_executors(app, "reaper-1", ["stale-1"]) == ["stale-1"]
+
+    dead = app.dead_workers(limit=1000)
+    # the newest kept, none past a day: the new death and the newest KEEP_DEATHS - 1 others
+    assert len(dead) == KEEP_DEATHS
+    assert {d.executor_id for d in dead} == {"stale-1"} | {
+        f"recent-{i}" for i in range(1, KEEP_DEATHS)}
+    first = dead[0]
+    assert (first.executor_id, first.hostname, first.pid, first.app_version, first.kind,
+            first.reaped_by, first.released) == ("stale-1", "far-host", 4242, "ops-0",
+                                                  "worker", "reaper-1", 1)
+    assert 0 <= first.died_ago_s < 10
+    assert orphan.status().status is pgflow.Status.ENQUEUED  # handed back to its queue
+
+    table = cli("workers").output
+    assert "died recently:" in table and "HANDED BACK" in table
+    row = next(line for line in table.splitlines() if line.startswith("stale-1"))
+    assert "far-host" in row and "reaper-1" in row and row.split()[-1] == "1"
+    listed = json.loads(cli("workers", "--json").output)["died_recently"]
+    assert listed[0]["executor_id"] == "stale-1" and listed[0]["released"] == 1
+
+
 def test_explain_cli_says_why_in_a_paragraph_or_json(
         app: pgflow.App, cli: Any) -> None:
     jobs = app.queue("jobs", concurrency=1)

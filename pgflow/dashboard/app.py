@@ -10,25 +10,27 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jinja2
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import tables
+from ..bulk import BATCH, Match
 from ..client import Client
 from ..errors import ConfigurationError, PgflowError, UnknownWorkflow
 from ..records import Status
 from ..redaction import redact, redact_value
 from ..serialization import recorded_traceback
 from ..settings import Settings
-from . import reading
+from . import batch, reading
 from .chart import throughput_svg
 from .security import COOKIE, SESSION_SECONDS, Sessions
 
@@ -101,7 +103,8 @@ class Dashboard:
         pages: Sequence[tuple[str, Callable[[Request], Any]]] = (
             ("/", self.overview), ("/workflows", self.workflows),
             ("/workflows/{workflow_id:path}", self.workflow), ("/queues", self.queues),
-            ("/workers", self.workers), ("/login", self.login_form))
+            ("/workers", self.workers), ("/login", self.login_form),
+            ("/batch/{action}", self.batch_confirm))
         return [
             *(Route(path, page, methods=["GET"]) for path, page in pages),
             Route("/login", self.login, methods=["POST"]),
@@ -154,13 +157,23 @@ class Dashboard:
         except ValueError as exc:
             return self.render(request, "error.html", 400, title="Bad filter", detail=str(exc))
         page = await self._read(lambda: reading.list_page(self.client, filters, before))
-        params = {k: v for k, v in request.query_params.multi_items() if k != "before" and v}
+        params = [(k, v) for k, v in request.query_params.multi_items()
+                  if k not in ("before", "msg") and v]
+        # Whether "cancel / resume all matching" can take this filter (None), or why not.
+        refusals: dict[str, str | None] = {}
+        for action in batch.ACTIONS.values():
+            try:
+                batch.matching(action, filters)
+                refusals[action] = None
+            except ConfigurationError as exc:
+                refusals[action] = str(exc)
         return self.render(request, "workflows.html", page=page, filters=filters,
-                           statuses=[s.value for s in Status], query=params,
+                           statuses=[s.value for s in Status], query=dict(params),
+                           back=urlencode(params), refusals=refusals,
                            older=page.next_before and urlencode(
-                               [*params.items(), ("before", page.next_before)]),
+                               [*params, ("before", page.next_before)]),
                            further=page.searched_to and urlencode(
-                               [*params.items(), ("before", page.searched_to)]))
+                               [*params, ("before", page.searched_to)]))
 
     async def workflow(self, request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
@@ -189,8 +202,34 @@ class Dashboard:
         return self.render(request, "queues.html", queues=queues, stranded=stranded)
 
     async def workers(self, request: Request) -> Response:
-        found = await self._read(self.client.workers)
-        return self.render(request, "workers.html", workers=found)
+        found, dead = await asyncio.gather(self._read(self.client.workers),
+                                           self._read(self.client.dead_workers))
+        return self.render(request, "workers.html", workers=found, dead=dead)
+
+    async def batch_confirm(self, request: Request) -> Response:
+        """ "Cancel / resume all matching": the count first, with the form that does it."""
+        action = batch.ACTIONS.get(request.path_params["action"])
+        if self._session(request) is None:
+            return self._refused(request, "batch actions are for a logged-in admin")
+        if action is None:
+            return self.render(request, "error.html", 404, title="Unknown action",
+                               detail="the batch actions are cancel and resume")
+        try:
+            filters, _ = parse_filters(request.query_params)
+            m = batch.matching(action, filters)
+        except (ValueError, ConfigurationError) as exc:
+            return self.render(request, "error.html", 400, title="Not a batch filter",
+                               detail=str(exc))
+        found = await self._read(lambda: batch.count(self.client, m))
+        back = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                          if k not in ("before", "msg") and v])
+        return self._confirm(request, m, filters, found, back)
+
+    def _confirm(self, request: Request, m: Match, filters: reading.ListFilters, count: int,
+                 back: str, seen: int | None = None) -> Response:
+        return self.render(request, "batch.html", action=m.action, count=count, seen=seen,
+                           described=batch.describe(m), filters=filters, back=back,
+                           batch_size=BATCH)
 
     # -- admin: login and actions --------------------------------------------------------------
 
@@ -244,9 +283,11 @@ class Dashboard:
             return self._refused(request, "the form's CSRF token is missing or wrong; "
                                           "reload the page and try again")
         action = request.path_params["action"]
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        fields = ImmutableMultiDict([(k, v) for k, v in form.multi_items() if isinstance(v, str)])
         base = request.scope.get("root_path", "")
         try:
+            if action in batch.SELECTED or action in batch.MATCHING:
+                return await self._batch(request, action, fields)
             where, message = await self._read(lambda: self._perform(action, fields))
         except KeyError:
             return self.render(request, "error.html", 404, title="Unknown action",
@@ -258,7 +299,32 @@ class Dashboard:
                                detail=redact(str(exc)))
         return RedirectResponse(f"{base}{where}?{urlencode({'msg': message})}", 303)
 
-    def _perform(self, action: str, form: dict[str, str]) -> tuple[str, str]:
+    async def _batch(self, request: Request, action: str,
+                     form: ImmutableMultiDict[str, str]) -> Response:
+        """Cancel or resume the ticked rows, or all matching a filter whose count was seen;
+        then back to the list as it was filtered."""
+        # Only a query string for the list page is taken back, re-encoded.
+        back = [(k, v) for k, v in parse_qsl(form.get("back") or "") if k != "msg"]
+        if action in batch.SELECTED:
+            ids = form.getlist("workflow_id")
+            outcome = await self._read(lambda: batch.act_on_selected(self.client, action, ids))
+        else:
+            try:
+                filters, _ = parse_filters(form)
+                seen = int(form.get("seen") or "")
+            except ValueError as exc:
+                return self.render(request, "error.html", 400, title="Bad batch form",
+                                   detail=str(exc))
+            m = batch.matching(batch.MATCHING[action], filters)
+            now = await self._read(lambda: batch.count(self.client, m))
+            if now > seen:  # more than the admin agreed to: show the new count first
+                return self._confirm(request, m, filters, now, urlencode(back), seen)
+            outcome = await self._read(lambda: batch.act_on_matching(self.client, m))
+        base = request.scope.get("root_path", "")
+        return RedirectResponse(
+            f"{base}/workflows?{urlencode([*back, ('msg', outcome.message)])}", 303)
+
+    def _perform(self, action: str, form: ImmutableMultiDict[str, str]) -> tuple[str, str]:
         """Do ``action``; return the page to go back to and what was done."""
         c = self.client
         if action in ("pause-queue", "resume-queue"):

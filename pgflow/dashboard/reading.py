@@ -61,6 +61,7 @@ class ListPage:
     rows: list[dict[str, Any]]
     next_before: int | None  # the cursor of the next (older) page; None: no older rows
     searched_to: int | None  # a bounded walk stopped at this seq without filling the page
+    exact: dict[str, Any] | None = None  # the workflow whose id is the id filter, whatever its age
 
 
 def status_counts(client: Client) -> StatusCounts:
@@ -95,16 +96,24 @@ def throughput(client: Client) -> Throughput:
 
 def list_page(client: Client, filters: ListFilters, before: int | None,
               limit: int = PAGE_SIZE) -> ListPage:
+    """One page of the list, newest first, below the cursor ``before``. A filter walks at most
+    SCAN_BUDGET rows; an id filter that is a whole id also finds that workflow by its primary
+    key, however old (on the first page, as ``exact``, and not again among ``rows``)."""
     db = client.db
     budget = SCAN_BUDGET if filters.any else limit
-    rows = db.fetchall("dashboard_list_workflows", {
-        **filters.__dict__, "before": before, "budget": budget, "limit": limit})
+    params = {**filters.__dict__, "before": before, "budget": budget, "limit": limit}
+    rows = db.fetchall("dashboard_list_workflows", params)
+    exact = None
+    if filters.id_prefix is not None and before is None:
+        exact = db.fetchone("dashboard_workflow_by_id", params)
+    shown = rows if exact is None else \
+        [r for r in rows if r["workflow_id"] != exact["workflow_id"]]
     if len(rows) == limit:
-        return ListPage(rows, rows[-1]["seq"], None)
+        return ListPage(shown, rows[-1]["seq"], None, exact)
     if not filters.any:
-        return ListPage(rows, None, None)
+        return ListPage(shown, None, None, exact)
     floor = db.fetchone("dashboard_scan_floor", {"before": before, "budget": budget})
-    return ListPage(rows, None, None if floor is None else int(floor["seq"]))
+    return ListPage(shown, None, None if floor is None else int(floor["seq"]), exact)
 
 
 def events(client: Client, workflow_id: str) -> list[dict[str, Any]]:

@@ -84,6 +84,23 @@ WHERE (%(statuses)s::text[] IS NULL OR w.status = ANY(%(statuses)s::text[]))
 ORDER BY w.seq DESC
 LIMIT %(limit)s;
 
+-- name: dashboard_workflow_by_id
+-- The list's row of the workflow whose id is exactly %(id_prefix)s, through the primary key
+-- whatever its age (the prefix walk above reaches back %(budget)s rows only), if the other
+-- filters hold.
+SELECT workflow_id, seq, name, status, queue_name, dedup_id, priority, partition_key,
+       parent_workflow_id, executor_id, app_version, recovery_attempts, created_at,
+       started_at, updated_at, completed_at
+FROM {schema}.workflow_status
+WHERE workflow_id = %(id_prefix)s::text
+  AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s::text)
+  AND (%(dedup_id)s::text IS NULL OR dedup_id = %(dedup_id)s::text)
+  AND (%(partition_key)s::text IS NULL OR partition_key = %(partition_key)s::text)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz);
+
 -- name: dashboard_scan_floor
 -- Where a filtered page's bounded walk stopped: the seq %(budget)s rows below the cursor
 -- (no row: the walk reached the oldest workflow).

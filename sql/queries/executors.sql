@@ -38,6 +38,9 @@ WHERE hostname = %(hostname)s AND executor_id <> %(executor_id)s;
 -- A heartbeat counts as expired only over time the reaper itself was heartbeating
 -- (healthy_since), and never for the reaper's own process (alive_ids: it is running); no
 -- timeout_s: only the given dead ids. The registry keeps when each version was last seen.
+-- Each death is recorded with the PENDING workflows it held (release_executor_work hands
+-- them back next, in the same transaction); the record keeps the newest keep_deaths deaths,
+-- none older than keep_deaths_s, pruned only when someone died.
 WITH gone AS (
     DELETE FROM {schema}.executors
     WHERE executor_id <> %(executor_id)s
@@ -45,11 +48,32 @@ WITH gone AS (
            OR (executor_id <> ALL(%(alive_ids)s::text[])
                AND greatest(heartbeat_at, %(healthy_since)s::timestamptz)
                    < {schema}.clock() - %(timeout_s)s::float8 * interval '1 second'))
-    RETURNING executor_id, app_version, heartbeat_at
+    RETURNING executor_id, hostname, pid, app_version, kind, heartbeat_at
 ), seen AS (
     UPDATE {schema}.versions AS v SET last_seen = greatest(v.last_seen, g.last)
     FROM (SELECT app_version, max(heartbeat_at) AS last FROM gone GROUP BY app_version) AS g
     WHERE v.app_version = g.app_version
+), held AS (
+    SELECT w.executor_id, count(*)::int AS n
+    FROM {schema}.workflow_status AS w
+    WHERE w.status = 'PENDING' AND w.executor_id IN (SELECT executor_id FROM gone)
+    GROUP BY w.executor_id
+), recorded AS (
+    INSERT INTO {schema}.executor_deaths AS d (executor_id, hostname, pid, app_version, kind,
+        last_heartbeat_at, died_at, reaped_by, released)
+    SELECT g.executor_id, g.hostname, g.pid, g.app_version, g.kind, g.heartbeat_at,
+           {schema}.clock(), %(executor_id)s, coalesce(h.n, 0)
+    FROM gone AS g LEFT JOIN held AS h USING (executor_id)
+    ON CONFLICT (executor_id) DO UPDATE
+    SET died_at = excluded.died_at, reaped_by = excluded.reaped_by,
+        released = d.released + excluded.released
+), pruned AS (
+    DELETE FROM {schema}.executor_deaths
+    WHERE EXISTS (SELECT 1 FROM gone)
+      AND (died_at < {schema}.clock() - %(keep_deaths_s)s::float8 * interval '1 second'
+           OR executor_id IN (SELECT executor_id FROM {schema}.executor_deaths
+                              ORDER BY died_at DESC, executor_id
+                              OFFSET greatest(%(keep_deaths)s::int - 1, 0)))
 )
 SELECT executor_id FROM gone;
 

@@ -102,6 +102,14 @@ SELECT e.executor_id, e.hostname, e.pid, e.app_version, e.kind, e.queues, e.star
 FROM {schema}.executors AS e
 ORDER BY alive DESC, e.started_at DESC, e.executor_id;
 
+-- name: list_executor_deaths
+-- Executors reaped recently (the record keeps the newest 100 of the last day), newest first.
+SELECT executor_id, hostname, pid, app_version, kind, last_heartbeat_at, died_at, reaped_by,
+       released, {schema}.clock() AS now
+FROM {schema}.executor_deaths
+ORDER BY died_at DESC, executor_id
+LIMIT %(limit)s;
+
 -- name: list_worker_work
 -- The PENDING workflows of the given executors (what each runs now), longest running first.
 SELECT executor_id, workflow_id, name, queue_name, partition_key, started_at

@@ -12,3 +12,11 @@ document.addEventListener("visibilitychange", function () {
     });
   }
 });
+// The workflow list's "select all on this page" box ticks every row's box of its form.
+document.addEventListener("change", function (event) {
+  var form = event.target.getAttribute && event.target.getAttribute("data-select-all");
+  if (form) {
+    document.querySelectorAll("input[name=workflow_id][form='" + form + "']").forEach(
+      function (box) { box.checked = event.target.checked; });
+  }
+});
