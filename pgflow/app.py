@@ -8,6 +8,7 @@ import inspect
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -48,6 +49,21 @@ def _refuse_async(fn: Callable[..., Any], kind: str) -> None:
             f"{getattr(fn, '__qualname__', fn)!r} is an async def: pgflow runs plain (sync) "
             f"functions as a {kind} for now; make it a def (call async code inside it with "
             "asyncio.run(...))")
+
+
+def _priority_enabled(queue: str, priority_enabled: bool | None,
+                      priority: bool | None) -> bool:
+    """The queue's priority flag from ``priority_enabled=``, or from ``priority=``, its old
+    name (deprecated: ``.options(priority=N)`` is the per-enqueue value)."""
+    if priority is None:
+        return bool(priority_enabled)
+    if priority_enabled is not None:
+        raise ConfigurationError(
+            f"queue {queue!r}: give priority_enabled= only (priority= is its deprecated old "
+            "name)")
+    warnings.warn("app.queue(..., priority=) is deprecated and will be removed in the next "
+                  "release; use priority_enabled=", DeprecationWarning, stacklevel=3)
+    return bool(priority)
 
 
 class StartOptions:
@@ -386,14 +402,17 @@ class App(management.WorkflowQueries):
 
     def queue(self, name: str, *, concurrency: int | None = None,
               worker_concurrency: int | None = None, rate_limit: Rate | None = None,
-              priority: bool = False, partitioned: bool = False,
-              strict_versions: bool | None = None) -> Queue:
+              priority_enabled: bool | None = None, partitioned: bool = False,
+              strict_versions: bool | None = None, priority: bool | None = None) -> Queue:
         """Declare a queue with its flow control; workers serve it with ``pgflow worker``.
 
+        ``priority_enabled=True`` lets enqueues give ``.options(priority=N)`` (lower runs
+        first, FIFO among equals); ``priority=`` is its deprecated old name.
         A workflow that never started may be started by a worker of any version that knows
         its name; ``strict_versions=True`` keeps every row to the version that enqueued it
         (default: the app's ``strict_versions`` setting)."""
-        q = Queue(name, concurrency, worker_concurrency, rate_limit, priority, partitioned,
+        enabled = _priority_enabled(name, priority_enabled, priority)
+        q = Queue(name, concurrency, worker_concurrency, rate_limit, enabled, partitioned,
                   strict_versions, app=self)
         if name in self.queues and self.queues[name] != q:
             raise ConfigurationError(f"queue {name!r} is declared twice with different limits")

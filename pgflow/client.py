@@ -161,9 +161,9 @@ class Client(management.WorkflowQueries):
         worker declared yet is taken as the options describe it."""
         row = self.db.fetchone("get_queue", {"name": name})
         if row is None:
-            return Queue(name, priority=priority is not None,
+            return Queue(name, priority_enabled=priority is not None,
                          partitioned=partition_key is not None)
-        return Queue(name, priority=row["priority_enabled"], partitioned=row["partitioned"])
+        return Queue(name, priority_enabled=row["priority_enabled"], partitioned=row["partitioned"])
 
     # -- messages and events -------------------------------------------------------------------
 

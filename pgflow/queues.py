@@ -69,7 +69,8 @@ class Queue:
     concurrency: int | None = None
     worker_concurrency: int | None = None
     rate_limit: Rate | None = None
-    priority: bool = False
+    # Whether enqueues may give .options(priority=N) (claims order by it).
+    priority_enabled: bool = False
     partitioned: bool = False
     # Claim only rows of the worker's own version, even never-started ones (None: the app's
     # strict_versions setting).
@@ -105,9 +106,9 @@ class Queue:
         if opts.dedup_id is not None:
             check_id("dedup_id", opts.dedup_id)
         if opts.priority is not None:
-            if not self.priority:
+            if not self.priority_enabled:
                 raise ConfigurationError(
-                    f"queue {self.name!r} was not declared with priority=True; "
+                    f"queue {self.name!r} was not declared with priority_enabled=True; "
                     "declare it so, or drop priority=")
             check_priority(opts.priority)
         if self.partitioned and opts.partition_key is None:

@@ -312,7 +312,7 @@ def test_priorities_are_checked_on_every_enqueue_path(make_app: Any, client: pgf
     from pgflow.cli import main
 
     app = make_app()
-    q = app.queue("prio", priority=True)
+    q = app.queue("prio", priority_enabled=True)
 
     @app.workflow(name="noop")
     def noop() -> None: ...

@@ -54,7 +54,7 @@ queue_specs = st.fixed_dictionaries({
     "worker_concurrency": st.none() | st.integers(1, 2),
     "rate_limit": st.none() | st.builds(pgflow.Rate, st.integers(1, 4),
                                         st.sampled_from([0.5, 1.0, 2.0])),
-    "priority": st.booleans(),
+    "priority_enabled": st.booleans(),
     "partitioned": st.booleans(),
 })
 

@@ -240,7 +240,7 @@ def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
 
 def test_list_queued_and_list_workflows(make_app: Any, client: pgflow.Client) -> None:
     app = make_app()
-    a, b = app.queue("a", priority=True), app.queue("b")
+    a, b = app.queue("a", priority_enabled=True), app.queue("b")
 
     @app.workflow()
     def noop(x: int) -> int:

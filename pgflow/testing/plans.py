@@ -57,7 +57,7 @@ def enqueue_ops(queue: Queue, *, args: SearchStrategy[tuple[Any, ...]] | None = 
         args=args if args is not None else st.just(()),
         dedup_id=maybe(st.sampled_from([f"dedup-{i}" for i in range(max(dedup_ids, 1))]),
                        dedup_ids > 0),
-        priority=maybe(st.integers(*priorities), queue.priority),
+        priority=maybe(st.integers(*priorities), queue.priority_enabled),
         partition_key=(st.sampled_from([f"key-{i}" for i in range(max(partition_keys, 1))])
                        if queue.partitioned else st.none()),
         # Whole milliseconds: the database keeps delays to the millisecond.
@@ -73,7 +73,7 @@ def enqueue_plans(queue: Queue, *, args: SearchStrategy[tuple[Any, ...]] | None 
     """A hypothesis strategy of enqueue plans (lists of :class:`EnqueueOp`) for ``queue``:
     positional arguments drawn from ``args`` (a strategy of tuples; default no arguments),
     dedup ids from a pool of ``dedup_ids`` (0: none) so that some collide, priorities in the
-    ``priorities`` range when the queue has priority=True, one of ``partition_keys`` keys on
+    ``priorities`` range when the queue has priority_enabled=True, one of ``partition_keys`` keys on
     a partitioned queue, and delays up to ``max_delay`` seconds (0: none).
 
     >>> @given(plan=enqueue_plans(emails, args=st.tuples(st.emails())))
