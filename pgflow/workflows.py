@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,7 +114,11 @@ class WorkflowHandle:
             raise UnknownWorkflow(f"no workflow has id {self.workflow_id!r}")
         return found
 
-    get_status = status
+    def get_status(self) -> WorkflowStatus:
+        """Deprecated old name of :meth:`status` (goes in the next release)."""
+        warnings.warn("WorkflowHandle.get_status() is deprecated and will be removed in the "
+                      "next release; use status()", DeprecationWarning, stacklevel=2)
+        return self.status()
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the workflow to end; return its output or raise its error.
@@ -125,7 +130,11 @@ class WorkflowHandle:
         """
         return wait_result(self.app, self.workflow_id, timeout)
 
-    get_result = result
+    def get_result(self, timeout: float | None = None) -> Any:
+        """Deprecated old name of :meth:`result` (goes in the next release)."""
+        warnings.warn("WorkflowHandle.get_result() is deprecated and will be removed in the "
+                      "next release; use result()", DeprecationWarning, stacklevel=2)
+        return self.result(timeout)
 
 
 def outcome_value(app: App, workflow_id: str, row: dict[str, Any]) -> Any:

@@ -34,3 +34,21 @@ def test_an_enqueue_priority_on_a_queue_without_the_flag_names_the_flag() -> Non
     app = pgflow.App("deprecations")
     with pytest.raises(pgflow.ConfigurationError, match="priority_enabled=True"):
         app.queue("plain").options(priority=1)
+
+
+def test_handle_get_status_and_get_result_are_deprecated_aliases(database_url: str) -> None:
+    app = pgflow.App("deprecations", database_url=database_url)
+    try:
+        @app.workflow()
+        def answer() -> int:
+            return 42
+
+        handle = app.start(answer)
+        with pytest.warns(DeprecationWarning, match=r"use result\(\)") as caught:
+            assert handle.get_result(timeout=10) == 42
+        assert caught[0].filename == __file__
+        with pytest.warns(DeprecationWarning, match=r"use status\(\)") as caught:
+            assert handle.get_status().status is pgflow.Status.SUCCESS
+        assert caught[0].filename == __file__
+    finally:
+        app.shutdown(timeout=5)
