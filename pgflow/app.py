@@ -103,10 +103,10 @@ class App(management.WorkflowQueries):
                                      serializer=serializer, app_version=app_version,
                                      **overrides).items() if v is not None}}
         self.settings = Settings.resolve(code=self.declared_settings)
-        self.serializer_impl = serialization.get_serializer(self.settings.serializer)
-        if self.serializer_impl.name == "json":
-            self.serializer_impl = TypedJson()
-        self.serializer = self.serializer_impl
+        # The serializer object (its name is settings.serializer, and each row's own).
+        self.serializer = serialization.get_serializer(self.settings.serializer)
+        if self.serializer.name == "json":
+            self.serializer = TypedJson()
         for cls in types:
             self.register_type(cls)
         self.registry = Registry()
@@ -228,8 +228,8 @@ class App(management.WorkflowQueries):
         ... class Order:
         ...     id: int
         """
-        if isinstance(self.serializer_impl, TypedJson):
-            self.serializer_impl.register(cls, name)
+        if isinstance(self.serializer, TypedJson):
+            self.serializer.register(cls, name)
         # (pickle stores any class already; nothing to do)
         return cls
 
@@ -442,7 +442,7 @@ class App(management.WorkflowQueries):
         loses its delay and is claimed by the next worker with room; an ownerless PENDING one
         is adopted here when this process can run it. A running or succeeded workflow is left
         as it is. Returns its handle."""
-        found = management.resume(self.db, self.serializer_impl, workflow_id)
+        found = management.resume(self.db, self.serializer, workflow_id)
         self._run_ownerless(found)
         return WorkflowHandle(self, workflow_id)
 
@@ -453,7 +453,7 @@ class App(management.WorkflowQueries):
         right here when this process can run it. Returns the new workflow's handle."""
         new_id = management.fork(self.db, workflow_id, from_step,
                                  new_workflow_id=new_workflow_id, app_version=app_version)
-        self._run_ownerless(management.require_status(self.db, self.serializer_impl, new_id))
+        self._run_ownerless(management.require_status(self.db, self.serializer, new_id))
         return WorkflowHandle(self, new_id)
 
     def cancel(self, workflow_id: str) -> WorkflowStatus:
@@ -466,7 +466,7 @@ class App(management.WorkflowQueries):
             # This process's runs need not wait for the NOTIFY to come round.
             for wid in cancelled:
                 notes.wake(message_channel(self.db.schema), wid)
-        return management.require_status(self.db, self.serializer_impl, workflow_id)
+        return management.require_status(self.db, self.serializer, workflow_id)
 
     def _run_ownerless(self, found: WorkflowStatus) -> None:
         """Adopt and start a resumed or forked workflow that no queue will hand out, when it
@@ -498,13 +498,13 @@ class App(management.WorkflowQueries):
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
         one, ``pgflow.send`` sends exactly once). UnknownWorkflow when there is no such id."""
-        messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
+        messages.send_message(self.db, self.serializer, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
         """The latest value workflow ``workflow_id`` published for ``key`` with
         ``pgflow.set_event``, waiting up to ``timeout`` seconds; None when there is none."""
-        return messages.read_event(self.db, self.notifications, self.serializer_impl,
+        return messages.read_event(self.db, self.notifications, self.serializer,
                                    workflow_id, key, timeout)
 
     # -- schedules -----------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Claimed:
 
     workflow_id: str
     name: str
-    serializer: str
+    serializer_name: str  # the row's (rows may predate the app's serializer setting)
     inputs: str
     attempt: int
     fence: UUID | None = None
@@ -75,7 +75,7 @@ class Claimed:
     @classmethod
     def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
         return cls(
-            workflow_id=row["workflow_id"], name=row["name"], serializer=row["serializer"],
+            workflow_id=row["workflow_id"], name=row["name"], serializer_name=row["serializer"],
             inputs=row["inputs"], attempt=row["attempt"], fence=row.get("fence"),
             executor_id=executor_id or row.get("executor_id"),
             recovery_attempts=row.get("recovery_attempts", 0), deadline=row.get("deadline"),
@@ -140,7 +140,7 @@ class WorkflowHandle:
 def outcome_value(app: App, workflow_id: str, row: dict[str, Any]) -> Any:
     status = Status(row["status"])
     if status is Status.SUCCESS:
-        return serialization.loads_value(app.serializer_impl, row["serializer"], row["output"])
+        return serialization.loads_value(app.serializer, row["serializer"], row["output"])
     if status is Status.ERROR:
         if not row["error"]:
             raise WorkflowFailed("unknown error", "no error was recorded",
@@ -240,7 +240,7 @@ def start(
     if workflow_id is None:
         workflow_id = new_workflow_id()
     inputs = serialization.dumps_inputs(
-        app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+        app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
         what=f"workflow {wf.name!r}")
     if timeout is None:
         timeout = wf.timeout
@@ -255,7 +255,7 @@ def start(
         "workflow_id": workflow_id, "name": wf.name,
         "parent_workflow_id": parent.workflow_id if parent else None,
         "executor_id": executor_id, "app_version": app.app_version,
-        "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer_impl.name,
+        "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer.name,
         "inputs": inputs, "timeout_ms": to_ms("timeout", timeout),
         "deadline": deadline, "fence": fence,
     }
@@ -280,7 +280,7 @@ def start(
     claimed: Claimed | None = None
     if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
-                          serializer=app.serializer_impl.name, inputs=inputs,
+                          serializer_name=app.serializer.name, inputs=inputs,
                           attempt=row["attempt"], fence=fence, executor_id=executor_id,
                           deadline=row["deadline"], db_now=row["db_now"])
     if parent is not None and step_id is not None and step_id not in parent.recorded:
@@ -362,7 +362,7 @@ def make_context(app: App, claimed: Claimed) -> WorkflowContext:
     ctx = WorkflowContext(
         app=app, workflow_id=claimed.workflow_id, name=claimed.name,
         executor_id=owner_of_run(claimed), attempt=claimed.attempt, fence=claimed.fence,
-        serializer=claimed.serializer, deadline=claimed.deadline,
+        serializer_name=claimed.serializer_name, deadline=claimed.deadline,
         queue_name=claimed.queue_name)
     if claimed.deadline is not None and claimed.db_now is not None:
         ctx.deadline_monotonic = time.monotonic() + (
@@ -382,7 +382,7 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     if args is None or kwargs is None:
         try:
             args, kwargs = serialization.loads_inputs(
-                _row_serializer(app, claimed.serializer), claimed.inputs)
+                _row_serializer(app, claimed.serializer_name), claimed.inputs)
         except SerializationError as exc:
             # Inputs this app will not read (a pickled row in a JSON app): it can never run
             # here, and left PENDING it would be stuck; it ends ERROR, saying why.
@@ -403,7 +403,7 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         result = wf.fn(*args, **kwargs)
         try:
             output = serialization.dumps_value(
-                app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
+                app.serializer, result, max_bytes=app.settings.max_payload_bytes,
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
             _log_failed(exc, started)
@@ -460,7 +460,7 @@ def _watch_for_cancel(app: App, ctx: WorkflowContext) -> Callable[[], None]:
 
 def _row_serializer(app: App, name: str) -> serialization.Serializer:
     # Refuses a pickled row in a JSON-configured app, saying why.
-    return serialization.serializer_for_row(app.serializer_impl, name)
+    return serialization.serializer_for_row(app.serializer, name)
 
 
 def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) -> set[str]:
@@ -555,7 +555,7 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
             kwargs: dict[str, Any]) -> WorkflowHandle:
     """INSERT one ENQUEUED row and NOTIFY the workers; nothing runs here."""
     inputs = serialization.dumps_inputs(
-        app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+        app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
         what=f"workflow {wf.name!r}")
     parent = context.current()
     if parent is not None and parent.in_step:
@@ -582,7 +582,7 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         "partition_key": opts.partition_key,
         "parent_workflow_id": parent.workflow_id if parent else None,
         "app_version": app.app_version, "max_recovery_attempts": _max_attempts(app, wf),
-        "serializer": app.serializer_impl.name, "inputs": inputs,
+        "serializer": app.serializer.name, "inputs": inputs,
         "timeout_ms": to_ms("timeout", timeout),
         "deadline": parent.deadline if parent is not None else None,
         "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
@@ -627,7 +627,7 @@ def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
     for i, call in enumerate(calls):
         args, kwargs = ((), call) if isinstance(call, dict) else (tuple(call), {})
         inputs.append(serialization.dumps_inputs(
-            app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+            app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
             what=f"workflow {wf.name!r} (item {i})"))
     ids = new_workflow_ids(len(calls))
     timeout = opts.timeout if opts.timeout is not None else wf.timeout
@@ -636,7 +636,7 @@ def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
         "partition_key": opts.partition_key,
         "name": wf.name, "queue_name": queue.name, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf),
-        "serializer": app.serializer_impl.name,
+        "serializer": app.serializer.name,
         "timeout_ms": to_ms("timeout", timeout),
         "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
     }

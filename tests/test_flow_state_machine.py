@@ -286,7 +286,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     def _finish(self, worker: SimWorker, ids: list[str], statuses: list[Status]) -> None:
         assert self.app is not None
-        ser = self.app.serializer_impl
+        ser = self.app.serializer
         outcomes = [Outcome(wid, worker.held[wid][1], status,
                             output=serialization.dumps_value(ser, 0, max_bytes=100, what="x")
                             if status is Status.SUCCESS else None,
