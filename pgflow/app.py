@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 import structlog
 
@@ -37,6 +37,8 @@ from .settings import Settings
 from .workflows import Completions, WorkflowHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 T = TypeVar("T", bound=type)
 log = structlog.get_logger("pgflow")
 
@@ -72,12 +74,26 @@ class StartOptions:
     def __init__(self, app: App, workflow_id: str | None, timeout: float | None) -> None:
         self._app, self._workflow_id, self._timeout = app, workflow_id, timeout
 
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> WorkflowHandle:
+    @overload
+    def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    @overload
+    def start(self, fn: Callable[P, R], /, *args: P.args,
+              **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+
+    def start(self, fn: Callable[..., Any] | str, /, *args: Any,
+              **kwargs: Any) -> WorkflowHandle[Any]:
+        """Start ``fn(*args, **kwargs)`` now on a thread of this process; returns its handle."""
         handle, _ = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
                                     workflow_id=self._workflow_id, timeout=self._timeout)
         return handle
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    @overload
+    def call(self, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+    @overload
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def call(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` durably in this thread and return its result."""
         _, result = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
                                     workflow_id=self._workflow_id, timeout=self._timeout,
                                     run="inline")
@@ -311,8 +327,18 @@ class App(management.WorkflowQueries):
 
     # -- running -------------------------------------------------------------------------------
 
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> WorkflowHandle:
-        """Start a workflow now, in this process, on a thread; returns its handle."""
+    @overload
+    def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    @overload
+    def start(self, fn: Callable[P, R], /, *args: P.args,
+              **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+
+    def start(self, fn: Callable[..., Any] | str, /, *args: Any,
+              **kwargs: Any) -> WorkflowHandle[Any]:
+        """Start a workflow now, in this process, on a thread; returns its handle.
+
+        ``fn`` is the workflow function (a type checker then checks the arguments, and the
+        handle's ``result()`` has the workflow's return type) or its registered name."""
         handle, _ = workflows.start(self, self._workflow_def(fn), args, kwargs)
         return handle
 
@@ -420,22 +446,22 @@ class App(management.WorkflowQueries):
         return q
 
     def _enqueue(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
-                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowHandle:
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowHandle[Any]:
         return workflows.enqueue(self, queue, opts, self._workflow_def(fn), args, kwargs)
 
     def _enqueue_many(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
-                      calls: list[Any]) -> list[WorkflowHandle]:
+                      calls: list[Any]) -> list[WorkflowHandle[Any]]:
         return workflows.enqueue_many(self, queue, opts, self._workflow_def(fn), calls)
 
     # -- management ----------------------------------------------------------------------------
 
-    def retrieve(self, workflow_id: str) -> WorkflowHandle:
+    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
-        handle = WorkflowHandle(self, workflow_id)
+        handle: WorkflowHandle[Any] = WorkflowHandle(self, workflow_id)
         handle.status()
         return handle
 
-    def resume(self, workflow_id: str) -> WorkflowHandle:
+    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow now. A CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED one runs
         again from its last completed step: on its queue if it had one, else right here when
         this process can run it (else by any launched executor of its version). A queued one
@@ -447,7 +473,7 @@ class App(management.WorkflowQueries):
         return WorkflowHandle(self, workflow_id)
 
     def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
-             app_version: str | None = None) -> WorkflowHandle:
+             app_version: str | None = None) -> WorkflowHandle[Any]:
         """A new workflow with the same inputs that reuses the recorded steps before
         ``from_step`` (they do not run again) and runs the rest; on the original's queue, or
         right here when this process can run it. Returns the new workflow's handle."""

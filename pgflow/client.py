@@ -111,7 +111,7 @@ class Client(management.WorkflowQueries):
                 partition_key: str | None = None, delay: float | None = None,
                 timeout: float | None = None, app_version: str | None = None,
                 max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
-                strict: bool = False) -> WorkflowHandle:
+                strict: bool = False) -> WorkflowHandle[Any]:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
         No worker needs to be running. The row carries no version: the first worker of any
@@ -180,12 +180,12 @@ class Client(management.WorkflowQueries):
 
     # -- reading and managing ------------------------------------------------------------------
 
-    def retrieve(self, workflow_id: str) -> WorkflowHandle:
+    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
         management.require_status(self.db, self.serializer, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
-    def resume(self, workflow_id: str) -> WorkflowHandle:
+    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow now (see ``App.resume``): an ended one again from its last completed
         step, a queued one without its delay; workers or launched executors of its version
         pick it up. A running or succeeded one is left as it is. Returns its handle."""
@@ -193,7 +193,7 @@ class Client(management.WorkflowQueries):
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
-             app_version: str | None = None) -> WorkflowHandle:
+             app_version: str | None = None) -> WorkflowHandle[Any]:
         """A new workflow reusing the steps before ``from_step`` (see ``App.fork``)."""
         new_id = management.fork(self.db, workflow_id, from_step,
                                  new_workflow_id=new_workflow_id, app_version=app_version)

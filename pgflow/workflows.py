@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import structlog
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from .registry import WorkflowDef
 
 log = structlog.get_logger("pgflow")
+
+R = TypeVar("R")
 
 # Seconds an interrupted run waits for the database to hand its workflow back (the interrupt
 # should not wait out an outage; deregistration or expiry releases the workflow otherwise).
@@ -97,8 +99,11 @@ class Outcome:
 
 # -- handles -----------------------------------------------------------------------------------
 
-class WorkflowHandle:
-    """A started or enqueued workflow: its id, its status, and a way to wait for its result."""
+class WorkflowHandle(Generic[R]):
+    """A started or enqueued workflow: its id, its status, and a way to wait for its result.
+
+    ``WorkflowHandle[R]``: ``result()`` returns the workflow's ``R`` (its return type, when
+    the handle came from the function itself; ``Any`` when from a name or an id)."""
 
     def __init__(self, app: App, workflow_id: str) -> None:
         self.app = app
@@ -120,7 +125,7 @@ class WorkflowHandle:
                       "next release; use status()", DeprecationWarning, stacklevel=2)
         return self.status()
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow to end; return its output or raise its error.
 
         A failed workflow raises its own exception, or WorkflowFailed when that exception's
@@ -128,9 +133,9 @@ class WorkflowHandle:
         seconds (the workflow goes on), MaxRecoveryAttemptsExceeded or WorkflowCancelled for
         those endings.
         """
-        return wait_result(self.app, self.workflow_id, timeout)
+        return cast(R, wait_result(self.app, self.workflow_id, timeout))
 
-    def get_result(self, timeout: float | None = None) -> Any:
+    def get_result(self, timeout: float | None = None) -> R:
         """Deprecated old name of :meth:`result` (goes in the next release)."""
         warnings.warn("WorkflowHandle.get_result() is deprecated and will be removed in the "
                       "next release; use result()", DeprecationWarning, stacklevel=2)
@@ -215,7 +220,7 @@ def new_workflow_ids(n: int) -> list[str]:
 def start(
     app: App, wf: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], *,
     workflow_id: str | None = None, timeout: float | None = None, run: str = "thread",
-) -> tuple[WorkflowHandle, Any]:
+) -> tuple[WorkflowHandle[Any], Any]:
     """Start ``wf`` durably. ``run`` is "inline" (this thread; the result is returned) or
     "thread" (a new thread). Inside a workflow the new one is its child, recorded as a step.
 
@@ -287,7 +292,7 @@ def start(
         _record_child(parent, step_id, wf.name, workflow_id)
     if claimed is None:
         claimed = try_adopt(app, workflow_id, executor_id)
-    handle = WorkflowHandle(app, workflow_id)
+    handle: WorkflowHandle[Any] = WorkflowHandle(app, workflow_id)
     if claimed is None:
         # Someone else runs it (or it is done): the handle waits on the recorded outcome.
         if run == "inline":
@@ -552,7 +557,7 @@ def notify_channel(schema: str) -> str:
 
 
 def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> WorkflowHandle:
+            kwargs: dict[str, Any]) -> WorkflowHandle[Any]:
     """INSERT one ENQUEUED row and NOTIFY the workers; nothing runs here."""
     inputs = serialization.dumps_inputs(
         app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
@@ -616,7 +621,7 @@ def insert_enqueued(db: Database, params: dict[str, Any]) -> None:
 
 
 def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
-                 calls: list[Any]) -> list[WorkflowHandle]:
+                 calls: list[Any]) -> list[WorkflowHandle[Any]]:
     """Queue many calls of one workflow in one statement (all or nothing on a dedup clash)."""
     if context.current() is not None and not context.current().in_step:  # type: ignore[union-attr]
         raise ConfigurationError("enqueue_many is not available inside a workflow; "

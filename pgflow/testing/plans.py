@@ -26,7 +26,7 @@ class EnqueueOp:
     delay: float | None = None
     kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
 
-    def enqueue(self, queue: Queue, fn: Callable[..., Any] | str) -> WorkflowHandle | None:
+    def enqueue(self, queue: Queue, fn: Callable[..., Any] | str) -> WorkflowHandle[Any] | None:
         """Enqueue ``fn`` with this op's arguments and options; None when deduplicated (an
         active workflow of the queue holds the dedup id)."""
         q = queue.options(dedup_id=self.dedup_id, priority=self.priority,
@@ -38,7 +38,7 @@ class EnqueueOp:
 
 
 def enqueue_all(queue: Queue, fn: Callable[..., Any] | str,
-                plan: Sequence[EnqueueOp]) -> list[WorkflowHandle | None]:
+                plan: Sequence[EnqueueOp]) -> list[WorkflowHandle[Any] | None]:
     """Run a plan in order; one handle per op (None for a deduplicated one)."""
     return [op.enqueue(queue, fn) for op in plan]
 
