@@ -8,8 +8,9 @@ import inspect
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 import structlog
 
@@ -36,6 +37,8 @@ from .settings import Settings
 from .workflows import Completions, WorkflowHandle
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 T = TypeVar("T", bound=type)
 log = structlog.get_logger("pgflow")
 
@@ -50,18 +53,47 @@ def _refuse_async(fn: Callable[..., Any], kind: str) -> None:
             "asyncio.run(...))")
 
 
+def _priority_enabled(queue: str, priority_enabled: bool | None,
+                      priority: bool | None) -> bool:
+    """The queue's priority flag from ``priority_enabled=``, or from ``priority=``, its old
+    name (deprecated: ``.options(priority=N)`` is the per-enqueue value)."""
+    if priority is None:
+        return bool(priority_enabled)
+    if priority_enabled is not None:
+        raise ConfigurationError(
+            f"queue {queue!r}: give priority_enabled= only (priority= is its deprecated old "
+            "name)")
+    warnings.warn("app.queue(..., priority=) is deprecated and will be removed in the next "
+                  "release; use priority_enabled=", DeprecationWarning, stacklevel=3)
+    return bool(priority)
+
+
 class StartOptions:
     """``app.options(workflow_id=..., timeout=...)``: start or call with an id or deadline."""
 
     def __init__(self, app: App, workflow_id: str | None, timeout: float | None) -> None:
         self._app, self._workflow_id, self._timeout = app, workflow_id, timeout
 
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> WorkflowHandle:
+    @overload
+    def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    @overload
+    def start(self, fn: Callable[P, R], /, *args: P.args,
+              **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+
+    def start(self, fn: Callable[..., Any] | str, /, *args: Any,
+              **kwargs: Any) -> WorkflowHandle[Any]:
+        """Start ``fn(*args, **kwargs)`` now on a thread of this process; returns its handle."""
         handle, _ = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
                                     workflow_id=self._workflow_id, timeout=self._timeout)
         return handle
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    @overload
+    def call(self, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+    @overload
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def call(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` durably in this thread and return its result."""
         _, result = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
                                     workflow_id=self._workflow_id, timeout=self._timeout,
                                     run="inline")
@@ -87,10 +119,10 @@ class App(management.WorkflowQueries):
                                      serializer=serializer, app_version=app_version,
                                      **overrides).items() if v is not None}}
         self.settings = Settings.resolve(code=self.declared_settings)
-        self.serializer_impl = serialization.get_serializer(self.settings.serializer)
-        if self.serializer_impl.name == "json":
-            self.serializer_impl = TypedJson()
-        self.serializer = self.serializer_impl
+        # The serializer object (its name is settings.serializer, and each row's own).
+        self.serializer = serialization.get_serializer(self.settings.serializer)
+        if self.serializer.name == "json":
+            self.serializer = TypedJson()
         for cls in types:
             self.register_type(cls)
         self.registry = Registry()
@@ -212,8 +244,8 @@ class App(management.WorkflowQueries):
         ... class Order:
         ...     id: int
         """
-        if isinstance(self.serializer_impl, TypedJson):
-            self.serializer_impl.register(cls, name)
+        if isinstance(self.serializer, TypedJson):
+            self.serializer.register(cls, name)
         # (pickle stores any class already; nothing to do)
         return cls
 
@@ -295,8 +327,18 @@ class App(management.WorkflowQueries):
 
     # -- running -------------------------------------------------------------------------------
 
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> WorkflowHandle:
-        """Start a workflow now, in this process, on a thread; returns its handle."""
+    @overload
+    def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    @overload
+    def start(self, fn: Callable[P, R], /, *args: P.args,
+              **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+
+    def start(self, fn: Callable[..., Any] | str, /, *args: Any,
+              **kwargs: Any) -> WorkflowHandle[Any]:
+        """Start a workflow now, in this process, on a thread; returns its handle.
+
+        ``fn`` is the workflow function (a type checker then checks the arguments, and the
+        handle's ``result()`` has the workflow's return type) or its registered name."""
         handle, _ = workflows.start(self, self._workflow_def(fn), args, kwargs)
         return handle
 
@@ -386,14 +428,17 @@ class App(management.WorkflowQueries):
 
     def queue(self, name: str, *, concurrency: int | None = None,
               worker_concurrency: int | None = None, rate_limit: Rate | None = None,
-              priority: bool = False, partitioned: bool = False,
-              strict_versions: bool | None = None) -> Queue:
+              priority_enabled: bool | None = None, partitioned: bool = False,
+              strict_versions: bool | None = None, priority: bool | None = None) -> Queue:
         """Declare a queue with its flow control; workers serve it with ``pgflow worker``.
 
+        ``priority_enabled=True`` lets enqueues give ``.options(priority=N)`` (lower runs
+        first, FIFO among equals); ``priority=`` is its deprecated old name.
         A workflow that never started may be started by a worker of any version that knows
         its name; ``strict_versions=True`` keeps every row to the version that enqueued it
         (default: the app's ``strict_versions`` setting)."""
-        q = Queue(name, concurrency, worker_concurrency, rate_limit, priority, partitioned,
+        enabled = _priority_enabled(name, priority_enabled, priority)
+        q = Queue(name, concurrency, worker_concurrency, rate_limit, enabled, partitioned,
                   strict_versions, app=self)
         if name in self.queues and self.queues[name] != q:
             raise ConfigurationError(f"queue {name!r} is declared twice with different limits")
@@ -401,40 +446,40 @@ class App(management.WorkflowQueries):
         return q
 
     def _enqueue(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
-                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowHandle:
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowHandle[Any]:
         return workflows.enqueue(self, queue, opts, self._workflow_def(fn), args, kwargs)
 
     def _enqueue_many(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
-                      calls: list[Any]) -> list[WorkflowHandle]:
+                      calls: list[Any]) -> list[WorkflowHandle[Any]]:
         return workflows.enqueue_many(self, queue, opts, self._workflow_def(fn), calls)
 
     # -- management ----------------------------------------------------------------------------
 
-    def retrieve(self, workflow_id: str) -> WorkflowHandle:
+    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
-        handle = WorkflowHandle(self, workflow_id)
+        handle: WorkflowHandle[Any] = WorkflowHandle(self, workflow_id)
         handle.status()
         return handle
 
-    def resume(self, workflow_id: str) -> WorkflowHandle:
+    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow now. A CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED one runs
         again from its last completed step: on its queue if it had one, else right here when
         this process can run it (else by any launched executor of its version). A queued one
         loses its delay and is claimed by the next worker with room; an ownerless PENDING one
         is adopted here when this process can run it. A running or succeeded workflow is left
         as it is. Returns its handle."""
-        found = management.resume(self.db, self.serializer_impl, workflow_id)
+        found = management.resume(self.db, self.serializer, workflow_id)
         self._run_ownerless(found)
         return WorkflowHandle(self, workflow_id)
 
     def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
-             app_version: str | None = None) -> WorkflowHandle:
+             app_version: str | None = None) -> WorkflowHandle[Any]:
         """A new workflow with the same inputs that reuses the recorded steps before
         ``from_step`` (they do not run again) and runs the rest; on the original's queue, or
         right here when this process can run it. Returns the new workflow's handle."""
         new_id = management.fork(self.db, workflow_id, from_step,
                                  new_workflow_id=new_workflow_id, app_version=app_version)
-        self._run_ownerless(management.require_status(self.db, self.serializer_impl, new_id))
+        self._run_ownerless(management.require_status(self.db, self.serializer, new_id))
         return WorkflowHandle(self, new_id)
 
     def cancel(self, workflow_id: str) -> WorkflowStatus:
@@ -447,7 +492,7 @@ class App(management.WorkflowQueries):
             # This process's runs need not wait for the NOTIFY to come round.
             for wid in cancelled:
                 notes.wake(message_channel(self.db.schema), wid)
-        return management.require_status(self.db, self.serializer_impl, workflow_id)
+        return management.require_status(self.db, self.serializer, workflow_id)
 
     def _run_ownerless(self, found: WorkflowStatus) -> None:
         """Adopt and start a resumed or forked workflow that no queue will hand out, when it
@@ -479,13 +524,13 @@ class App(management.WorkflowQueries):
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
         one, ``pgflow.send`` sends exactly once). UnknownWorkflow when there is no such id."""
-        messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
+        messages.send_message(self.db, self.serializer, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
         """The latest value workflow ``workflow_id`` published for ``key`` with
         ``pgflow.set_event``, waiting up to ``timeout`` seconds; None when there is none."""
-        return messages.read_event(self.db, self.notifications, self.serializer_impl,
+        return messages.read_event(self.db, self.notifications, self.serializer,
                                    workflow_id, key, timeout)
 
     # -- schedules -----------------------------------------------------------------------------

@@ -48,8 +48,7 @@ class Client(management.WorkflowQueries):
         if not self.settings.database_url:
             raise ConfigurationError("pgflow.Client needs a database URL: pass it, or set "
                                      "PGFLOW_DATABASE_URL")
-        self.serializer_impl = serialization.get_serializer(self.settings.serializer)
-        self.serializer = self.serializer_impl
+        self.serializer = serialization.get_serializer(self.settings.serializer)
         self.completions = Completions()  # WorkflowHandle waits through these
         self._db: Database | None = None
         self._notifications: Notifications | None = None
@@ -112,7 +111,7 @@ class Client(management.WorkflowQueries):
                 partition_key: str | None = None, delay: float | None = None,
                 timeout: float | None = None, app_version: str | None = None,
                 max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
-                strict: bool = False) -> WorkflowHandle:
+                strict: bool = False) -> WorkflowHandle[Any]:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
         No worker needs to be running. The row carries no version: the first worker of any
@@ -141,7 +140,7 @@ class Client(management.WorkflowQueries):
             log.warning("workflow_name_unknown", workflow_name=workflow_name, queue=queue,
                         problem=problem)
         inputs = serialization.dumps_inputs(
-            self.serializer_impl, args, kwargs or {},
+            self.serializer, args, kwargs or {},
             max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
         workflow_id = workflow_id or new_workflow_id()
         insert_enqueued(self.db, {
@@ -150,7 +149,7 @@ class Client(management.WorkflowQueries):
             "parent_workflow_id": None, "app_version": app_version,
             "max_recovery_attempts": recovery_limit(max_recovery_attempts,
                                                     self.settings.max_recovery_attempts),
-            "serializer": self.serializer_impl.name, "inputs": inputs,
+            "serializer": self.serializer.name, "inputs": inputs,
             "timeout_ms": to_ms("timeout", timeout), "deadline": None,
             "delay_ms": to_ms("delay", delay or 0),
             "channel": notify_channel(self.db.schema)})
@@ -161,40 +160,40 @@ class Client(management.WorkflowQueries):
         worker declared yet is taken as the options describe it."""
         row = self.db.fetchone("get_queue", {"name": name})
         if row is None:
-            return Queue(name, priority=priority is not None,
+            return Queue(name, priority_enabled=priority is not None,
                          partitioned=partition_key is not None)
-        return Queue(name, priority=row["priority_enabled"], partitioned=row["partitioned"])
+        return Queue(name, priority_enabled=row["priority_enabled"], partitioned=row["partitioned"])
 
     # -- messages and events -------------------------------------------------------------------
 
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it);
         UnknownWorkflow when no workflow has that id."""
-        messages.send_message(self.db, self.serializer_impl, destination_id, message, topic,
+        messages.send_message(self.db, self.serializer, destination_id, message, topic,
                               max_bytes=self.settings.max_payload_bytes)
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
         """The latest value ``workflow_id`` published for ``key``, waiting up to ``timeout``
         seconds; None when there is none."""
-        return messages.read_event(self.db, self.notifications, self.serializer_impl,
+        return messages.read_event(self.db, self.notifications, self.serializer,
                                    workflow_id, key, timeout)
 
     # -- reading and managing ------------------------------------------------------------------
 
-    def retrieve(self, workflow_id: str) -> WorkflowHandle:
+    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
-        management.require_status(self.db, self.serializer_impl, workflow_id)
+        management.require_status(self.db, self.serializer, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
-    def resume(self, workflow_id: str) -> WorkflowHandle:
+    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a workflow now (see ``App.resume``): an ended one again from its last completed
         step, a queued one without its delay; workers or launched executors of its version
         pick it up. A running or succeeded one is left as it is. Returns its handle."""
-        management.resume(self.db, self.serializer_impl, workflow_id)
+        management.resume(self.db, self.serializer, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
-             app_version: str | None = None) -> WorkflowHandle:
+             app_version: str | None = None) -> WorkflowHandle[Any]:
         """A new workflow reusing the steps before ``from_step`` (see ``App.fork``)."""
         new_id = management.fork(self.db, workflow_id, from_step,
                                  new_workflow_id=new_workflow_id, app_version=app_version)

@@ -40,7 +40,7 @@ class WorkflowContext:
     # The token of the claim (or adoption, or inline start) this run holds: every write is
     # fenced by it. Random per claim, so not even a claim the server forgot can be repeated.
     fence: UUID | None
-    serializer: str
+    serializer_name: str  # the row's; the object is app.serializer
     recorded: dict[int, RecordedStep] = field(default_factory=dict)
     deadline_monotonic: float | None = None
     deadline: datetime | None = None  # the database's deadline (children inherit it)

@@ -265,9 +265,9 @@ def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo
 
 class WorkflowQueries:
     """Reading and cancelling workflows, shared by ``App`` and ``Client`` (which provide
-    ``db`` and ``serializer_impl``)."""
+    ``db`` and ``serializer``)."""
 
-    serializer_impl: serialization.Serializer
+    serializer: serialization.Serializer
     settings: Settings
 
     @property
@@ -276,7 +276,7 @@ class WorkflowQueries:
 
     def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
         """The workflow's record, or None when no workflow has this id."""
-        return get_status(self.db, self.serializer_impl, workflow_id)
+        return get_status(self.db, self.serializer, workflow_id)
 
     def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
                        name: str | None = None, queue: str | None = None,
@@ -286,7 +286,7 @@ class WorkflowQueries:
                        offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
         """Workflows matching every filter given, oldest first unless ``newest_first``."""
         return list_workflows(
-            self.db, self.serializer_impl, status=status, name=name, queue=queue,
+            self.db, self.serializer, status=status, name=name, queue=queue,
             created_after=created_after, created_before=created_before,
             parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
             newest_first=newest_first)
@@ -294,16 +294,16 @@ class WorkflowQueries:
     def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
         """ENQUEUED and PENDING workflows of ``queue`` (of every queue when None), in the order
         workers claim them."""
-        return list_queued(self.db, self.serializer_impl, queue, limit)
+        return list_queued(self.db, self.serializer, queue, limit)
 
     def steps(self, workflow_id: str) -> list[StepRecord]:
         """The recorded steps of a workflow, in order."""
-        return steps(self.db, self.serializer_impl, workflow_id)
+        return steps(self.db, self.serializer, workflow_id)
 
     def cancel(self, workflow_id: str) -> WorkflowStatus:
         """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
         running one stops at its next step (or wherever it waits). Returns its record."""
-        return cancel(self.db, self.serializer_impl, workflow_id)
+        return cancel(self.db, self.serializer, workflow_id)
 
     def explain(self, workflow_id: str) -> explaining.Explanation:
         """Why workflow ``workflow_id`` is not running, from the database: every reason that
@@ -313,7 +313,7 @@ class WorkflowQueries:
 
         >>> print(app.explain("checkout-7").text)
         """
-        return explaining.explain(self.db, self.serializer_impl, workflow_id,
+        return explaining.explain(self.db, self.serializer, workflow_id,
                                   self.settings.heartbeat_timeout)
 
     def workers(self) -> list[activity.WorkerInfo]:

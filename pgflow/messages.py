@@ -102,12 +102,12 @@ def _workflow(what: str, outside: str) -> WorkflowContext:
 
 def _as_checkpoint(ctx: WorkflowContext, serializer_name: str, text: str) -> str:
     """A stored value in the form the workflow's checkpoints are read back with."""
-    if serializer_name == ctx.serializer:
+    if serializer_name == ctx.serializer_name:
         return text
     app = ctx.app
-    value = serialization.loads_value(app.serializer_impl, serializer_name, text)
+    value = serialization.loads_value(app.serializer, serializer_name, text)
     return serialization.dumps_value(
-        serialization.serializer_for_row(app.serializer_impl, ctx.serializer), value,
+        serialization.serializer_for_row(app.serializer, ctx.serializer_name), value,
         max_bytes=app.settings.max_payload_bytes, what="a received value")
 
 
@@ -125,7 +125,7 @@ def send(destination_id: str, message: Any, topic: str | None = None) -> None:
         return
     check_deadline(ctx)
     app = ctx.app
-    params = send_params(app.db, app.serializer_impl, destination_id, message, topic,
+    params = send_params(app.db, app.serializer, destination_id, message, topic,
                          app.settings.max_payload_bytes)
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
@@ -159,7 +159,7 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
             row = app.db.execute(conn, "consume_message", key).fetchone()
             if row is None:
                 return (None, None) if final else None
-            value = serialization.loads_value(app.serializer_impl, row["serializer"],
+            value = serialization.loads_value(app.serializer, row["serializer"],
                                               row["message"])
             return _as_checkpoint(ctx, row["serializer"], row["message"]), value
         return body
@@ -199,9 +199,9 @@ def set_event(key: str, value: Any) -> None:
     params = {
         "workflow_id": ctx.workflow_id, "step_id": step_id,
         "key": validate_name("event key", key),
-        "serializer": app.serializer_impl.name, "channel": event_channel(app.db.schema),
+        "serializer": app.serializer.name, "channel": event_channel(app.db.schema),
         "value": serialization.dumps_value(
-            app.serializer_impl, value, max_bytes=app.settings.max_payload_bytes,
+            app.serializer, value, max_bytes=app.settings.max_payload_bytes,
             what=f"event {key!r}"),
     }
 
@@ -226,10 +226,10 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Any:
     started = datetime.now(timezone.utc)
     remaining = ctx.seconds_left()
     wait = timeout if remaining is None else max(0.0, min(timeout, remaining))
-    value = read_event(app.db, app.notifications, app.serializer_impl, workflow_id, key, wait)
+    value = read_event(app.db, app.notifications, app.serializer, workflow_id, key, wait)
     check_deadline(ctx)
     output = serialization.dumps_value(
-        serialization.serializer_for_row(app.serializer_impl, ctx.serializer), value,
+        serialization.serializer_for_row(app.serializer, ctx.serializer_name), value,
         max_bytes=app.settings.max_payload_bytes, what=f"event {key!r}")
     record_checkpoint(ctx, step_id, GET_EVENT, output=output, started_at=started)
     return value
@@ -257,7 +257,7 @@ def sleep(seconds: float) -> None:
     if not done:
         wake_at = now + max(0.0, float(seconds))
         # Encoded as the workflow's checkpoints are read back (a pickle row reads pickle).
-        encoder = serialization.serializer_for_row(ctx.app.serializer_impl, ctx.serializer)
+        encoder = serialization.serializer_for_row(ctx.app.serializer, ctx.serializer_name)
         record_checkpoint(ctx, step_id, SLEEP, output=encoder.dumps(wake_at),
                           started_at=datetime.now(timezone.utc))
     left = float(wake_at) - now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .errors import ConfigurationError
 from .limits import (
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .workflows import WorkflowHandle
 
 MAX_NAME = MAX_NAME_BYTES
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def validate_name(kind: str, value: str, *, limit: int = MAX_NAME) -> str:
@@ -69,7 +72,8 @@ class Queue:
     concurrency: int | None = None
     worker_concurrency: int | None = None
     rate_limit: Rate | None = None
-    priority: bool = False
+    # Whether enqueues may give .options(priority=N) (claims order by it).
+    priority_enabled: bool = False
     partitioned: bool = False
     # Claim only rows of the worker's own version, even never-started ones (None: the app's
     # strict_versions setting).
@@ -105,9 +109,9 @@ class Queue:
         if opts.dedup_id is not None:
             check_id("dedup_id", opts.dedup_id)
         if opts.priority is not None:
-            if not self.priority:
+            if not self.priority_enabled:
                 raise ConfigurationError(
-                    f"queue {self.name!r} was not declared with priority=True; "
+                    f"queue {self.name!r} was not declared with priority_enabled=True; "
                     "declare it so, or drop priority=")
             check_priority(opts.priority)
         if self.partitioned and opts.partition_key is None:
@@ -134,12 +138,30 @@ class Queue:
             self.check_options(self.opts)  # raises, saying how to give the key
         return self.app
 
-    def enqueue(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
-        """Queue ``fn(*args, **kwargs)`` for a worker; returns its handle at once."""
+    @overload
+    def enqueue(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+    @overload
+    def enqueue(self, fn: Callable[P, R], /, *args: P.args,
+                **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+
+    def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any,
+                **kwargs: Any) -> WorkflowHandle[Any]:
+        """Queue ``fn(*args, **kwargs)`` for a worker; returns its handle at once.
+
+        ``fn`` is the workflow function (a type checker then checks the arguments, and the
+        handle's ``result()`` has the workflow's return type) or its registered name."""
         return self._bound()._enqueue(self, self.opts, fn, args, kwargs)
 
+    @overload
+    def enqueue_many(self, fn: str, calls: Iterable[Sequence[Any] | dict[str, Any]],
+                     ) -> list[WorkflowHandle[Any]]: ...
+    @overload
+    def enqueue_many(self, fn: Callable[..., R], calls: Iterable[Sequence[Any] | dict[str, Any]],
+                     ) -> list[WorkflowHandle[R]]: ...
+
     def enqueue_many(self, fn: Callable[..., Any] | str,
-                     calls: Iterable[Sequence[Any] | dict[str, Any]]) -> list[WorkflowHandle]:
+                     calls: Iterable[Sequence[Any] | dict[str, Any]],
+                     ) -> list[WorkflowHandle[Any]]:
         """Queue many calls of ``fn`` in one round trip. Each item is a tuple/list of positional
         arguments or a dict of keyword arguments."""
         return self._bound()._enqueue_many(self, self.opts, fn, list(calls))

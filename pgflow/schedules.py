@@ -136,12 +136,12 @@ def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str
     params = {
         "workflow_ids": ids, "priority": 0, "partition_key": None,
         "inputs": [serialization.dumps_inputs(
-            app.serializer_impl, (t,), {}, max_bytes=app.settings.max_payload_bytes,
+            app.serializer, (t,), {}, max_bytes=app.settings.max_payload_bytes,
             what=f"tick of {sched.name!r}") for t in utc],
         "name": wf.name, "queue_name": SCHEDULE_QUEUE, "app_version": app.app_version,
         "max_recovery_attempts": recovery_limit(wf.max_recovery_attempts,
                                                 app.settings.max_recovery_attempts),
-        "serializer": app.serializer_impl.name,
+        "serializer": app.serializer.name,
         "timeout_ms": to_ms("timeout", wf.timeout),
         "delay_ms": 0, "channel": notify_channel(app.db.schema),
     }

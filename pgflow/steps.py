@@ -106,7 +106,7 @@ def replay(ctx: WorkflowContext, step_id: int, name: str) -> tuple[bool, Any]:
             "was running: run it on the version that started it, or fork it")
     if rec.error is not None:
         raise serialization.loads_error(rec.error)
-    return True, serialization.loads_value(ctx.app.serializer, ctx.serializer, rec.output)
+    return True, serialization.loads_value(ctx.app.serializer, ctx.serializer_name, rec.output)
 
 
 def call_step(
@@ -210,7 +210,7 @@ def _run_step(
             ctx.in_step = False
         try:
             output = serialization.dumps_value(
-                ctx.app.serializer_impl, result, max_bytes=ctx.app.settings.max_payload_bytes,
+                ctx.app.serializer, result, max_bytes=ctx.app.settings.max_payload_bytes,
                 what=f"output of step {step.name!r}")
         except Exception as exc:
             record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
@@ -240,7 +240,7 @@ def _run_transaction(
         finally:
             ctx.in_step = False
         return serialization.dumps_value(
-            app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
+            app.serializer, result, max_bytes=app.settings.max_payload_bytes,
             what=f"output of transaction step {step.name!r}"), result
 
     def attempt() -> Any:
@@ -337,7 +337,7 @@ def in_checkpointed_transaction(
                                                       "step_id": step_id})
             if rec is not None and written_by(ctx, rec, name):
                 ensure_owner(ctx)
-                return serialization.loads_value(app.serializer, ctx.serializer,
+                return serialization.loads_value(app.serializer, ctx.serializer_name,
                                                  rec["output"])
         with app.db.connection() as conn, conn.transaction():
             got = body(conn)

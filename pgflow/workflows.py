@@ -6,10 +6,11 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from uuid import UUID
 
 import structlog
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("pgflow")
 
+R = TypeVar("R")
+
 # Seconds an interrupted run waits for the database to hand its workflow back (the interrupt
 # should not wait out an outage; deregistration or expiry releases the workflow otherwise).
 CRASH_HAND_BACK_PATIENCE = 5.0
@@ -60,7 +63,7 @@ class Claimed:
 
     workflow_id: str
     name: str
-    serializer: str
+    serializer_name: str  # the row's (rows may predate the app's serializer setting)
     inputs: str
     attempt: int
     fence: UUID | None = None
@@ -74,7 +77,7 @@ class Claimed:
     @classmethod
     def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
         return cls(
-            workflow_id=row["workflow_id"], name=row["name"], serializer=row["serializer"],
+            workflow_id=row["workflow_id"], name=row["name"], serializer_name=row["serializer"],
             inputs=row["inputs"], attempt=row["attempt"], fence=row.get("fence"),
             executor_id=executor_id or row.get("executor_id"),
             recovery_attempts=row.get("recovery_attempts", 0), deadline=row.get("deadline"),
@@ -100,8 +103,11 @@ class Outcome:
 
 # -- handles -----------------------------------------------------------------------------------
 
-class WorkflowHandle:
-    """A started or enqueued workflow: its id, its status, and a way to wait for its result."""
+class WorkflowHandle(Generic[R]):
+    """A started or enqueued workflow: its id, its status, and a way to wait for its result.
+
+    ``WorkflowHandle[R]``: ``result()`` returns the workflow's ``R`` (its return type, when
+    the handle came from the function itself; ``Any`` when from a name or an id)."""
 
     def __init__(self, app: App, workflow_id: str) -> None:
         self.app = app
@@ -117,9 +123,13 @@ class WorkflowHandle:
             raise UnknownWorkflow(f"no workflow has id {self.workflow_id!r}")
         return found
 
-    get_status = status
+    def get_status(self) -> WorkflowStatus:
+        """Deprecated old name of :meth:`status` (goes in the next release)."""
+        warnings.warn("WorkflowHandle.get_status() is deprecated and will be removed in the "
+                      "next release; use status()", DeprecationWarning, stacklevel=2)
+        return self.status()
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow to end; return its output or raise its error.
 
         A failed workflow raises its own exception, or WorkflowFailed when that exception's
@@ -127,15 +137,19 @@ class WorkflowHandle:
         seconds (the workflow goes on), MaxRecoveryAttemptsExceeded or WorkflowCancelled for
         those endings.
         """
-        return wait_result(self.app, self.workflow_id, timeout)
+        return cast(R, wait_result(self.app, self.workflow_id, timeout))
 
-    get_result = result
+    def get_result(self, timeout: float | None = None) -> R:
+        """Deprecated old name of :meth:`result` (goes in the next release)."""
+        warnings.warn("WorkflowHandle.get_result() is deprecated and will be removed in the "
+                      "next release; use result()", DeprecationWarning, stacklevel=2)
+        return self.result(timeout)
 
 
 def outcome_value(app: App, workflow_id: str, row: dict[str, Any]) -> Any:
     status = Status(row["status"])
     if status is Status.SUCCESS:
-        return serialization.loads_value(app.serializer_impl, row["serializer"], row["output"])
+        return serialization.loads_value(app.serializer, row["serializer"], row["output"])
     if status is Status.ERROR:
         if not row["error"]:
             raise WorkflowFailed("unknown error", "no error was recorded",
@@ -210,7 +224,7 @@ def new_workflow_ids(n: int) -> list[str]:
 def start(
     app: App, wf: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], *,
     workflow_id: str | None = None, timeout: float | None = None, run: str = "thread",
-) -> tuple[WorkflowHandle, Any]:
+) -> tuple[WorkflowHandle[Any], Any]:
     """Start ``wf`` durably. ``run`` is "inline" (this thread; the result is returned) or
     "thread" (a new thread). Inside a workflow the new one is its child, recorded as a step.
 
@@ -235,7 +249,7 @@ def start(
     if workflow_id is None:
         workflow_id = new_workflow_id()
     inputs = serialization.dumps_inputs(
-        app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+        app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
         what=f"workflow {wf.name!r}")
     if timeout is None:
         timeout = wf.timeout
@@ -250,7 +264,7 @@ def start(
         "workflow_id": workflow_id, "name": wf.name,
         "parent_workflow_id": parent.workflow_id if parent else None,
         "executor_id": executor_id, "app_version": app.app_version,
-        "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer_impl.name,
+        "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer.name,
         "inputs": inputs, "timeout_ms": to_ms("timeout", timeout),
         "deadline": deadline, "fence": fence,
     }
@@ -275,14 +289,14 @@ def start(
     claimed: Claimed | None = None
     if row is not None and row["owned"]:
         claimed = Claimed(workflow_id=workflow_id, name=wf.name,
-                          serializer=app.serializer_impl.name, inputs=inputs,
+                          serializer_name=app.serializer.name, inputs=inputs,
                           attempt=row["attempt"], fence=fence, executor_id=executor_id,
                           deadline=row["deadline"], db_now=row["db_now"])
     if parent is not None and step_id is not None and step_id not in parent.recorded:
         _record_child(parent, step_id, wf.name, workflow_id)
     if claimed is None:
         claimed = try_adopt(app, workflow_id, executor_id)
-    handle = WorkflowHandle(app, workflow_id)
+    handle: WorkflowHandle[Any] = WorkflowHandle(app, workflow_id)
     if claimed is None:
         # Someone else runs it (or it is done): the handle waits on the recorded outcome.
         if run == "inline":
@@ -363,7 +377,7 @@ def make_context(app: App, claimed: Claimed) -> WorkflowContext:
     ctx = WorkflowContext(
         app=app, workflow_id=claimed.workflow_id, name=claimed.name,
         executor_id=owner_of_run(claimed), attempt=claimed.attempt, fence=claimed.fence,
-        serializer=claimed.serializer, deadline=claimed.deadline,
+        serializer_name=claimed.serializer_name, deadline=claimed.deadline,
         queue_name=claimed.queue_name)
     if claimed.deadline is not None and claimed.db_now is not None:
         ctx.deadline_monotonic = time.monotonic() + (
@@ -383,7 +397,7 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
     if args is None or kwargs is None:
         try:
             args, kwargs = serialization.loads_inputs(
-                _row_serializer(app, claimed.serializer), claimed.inputs)
+                _row_serializer(app, claimed.serializer_name), claimed.inputs)
         except SerializationError as exc:
             # Inputs this app will not read (a pickled row in a JSON app): it can never run
             # here, and left PENDING it would be stuck; it ends ERROR, saying why.
@@ -404,7 +418,7 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         result = wf.fn(*args, **kwargs)
         try:
             output = serialization.dumps_value(
-                app.serializer_impl, result, max_bytes=app.settings.max_payload_bytes,
+                app.serializer, result, max_bytes=app.settings.max_payload_bytes,
                 what=f"output of workflow {wf.name!r}")
         except Exception as exc:  # an unserializable result fails the workflow, clearly
             _log_failed(exc, started)
@@ -461,7 +475,7 @@ def _watch_for_cancel(app: App, ctx: WorkflowContext) -> Callable[[], None]:
 
 def _row_serializer(app: App, name: str) -> serialization.Serializer:
     # Refuses a pickled row in a JSON-configured app, saying why.
-    return serialization.serializer_for_row(app.serializer_impl, name)
+    return serialization.serializer_for_row(app.serializer, name)
 
 
 def finish(app: App, outcomes: list[Outcome], executor_id: str | None = None) -> set[str]:
@@ -564,10 +578,10 @@ def notify_channel(schema: str) -> str:
 
 
 def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> WorkflowHandle:
+            kwargs: dict[str, Any]) -> WorkflowHandle[Any]:
     """INSERT one ENQUEUED row and NOTIFY the workers; nothing runs here."""
     inputs = serialization.dumps_inputs(
-        app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+        app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
         what=f"workflow {wf.name!r}")
     parent = context.current()
     if parent is not None and parent.in_step:
@@ -594,7 +608,7 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         "partition_key": opts.partition_key,
         "parent_workflow_id": parent.workflow_id if parent else None,
         "app_version": app.app_version, "max_recovery_attempts": _max_attempts(app, wf),
-        "serializer": app.serializer_impl.name, "inputs": inputs,
+        "serializer": app.serializer.name, "inputs": inputs,
         "timeout_ms": to_ms("timeout", timeout),
         "deadline": parent.deadline if parent is not None else None,
         "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
@@ -628,7 +642,7 @@ def insert_enqueued(db: Database, params: dict[str, Any]) -> None:
 
 
 def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
-                 calls: list[Any]) -> list[WorkflowHandle]:
+                 calls: list[Any]) -> list[WorkflowHandle[Any]]:
     """Queue many calls of one workflow in one statement (all or nothing on a dedup clash)."""
     if context.current() is not None and not context.current().in_step:  # type: ignore[union-attr]
         raise ConfigurationError("enqueue_many is not available inside a workflow; "
@@ -639,7 +653,7 @@ def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
     for i, call in enumerate(calls):
         args, kwargs = ((), call) if isinstance(call, dict) else (tuple(call), {})
         inputs.append(serialization.dumps_inputs(
-            app.serializer_impl, args, kwargs, max_bytes=app.settings.max_payload_bytes,
+            app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
             what=f"workflow {wf.name!r} (item {i})"))
     ids = new_workflow_ids(len(calls))
     timeout = opts.timeout if opts.timeout is not None else wf.timeout
@@ -648,7 +662,7 @@ def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
         "partition_key": opts.partition_key,
         "name": wf.name, "queue_name": queue.name, "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf),
-        "serializer": app.serializer_impl.name,
+        "serializer": app.serializer.name,
         "timeout_ms": to_ms("timeout", timeout),
         "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
     }

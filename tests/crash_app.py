@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def fence_flow() -> dict[str, Any]:
     return {"one": one, "two": two, "finished_by": os.getpid()}
 
 
-WORKFLOWS = {"five_steps": five_steps, "fence": fence_flow}
+WORKFLOWS: dict[str, Callable[..., Any]] = {"five_steps": five_steps, "fence": fence_flow}
 
 
 def main(argv: list[str] | None = None) -> None:

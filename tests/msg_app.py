@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pgflow
@@ -55,5 +56,6 @@ def run_in_child(url: str, workflow: str, *args: Any, workflow_id: str) -> None:
     app.settings = app.settings.replace(database_url=url)
     if CRASH == "before_commit":
         die_before_commit()
-    fn = {"receive_one": receive_one, "nap": nap}[workflow]
+    workflows: dict[str, Callable[..., Any]] = {"receive_one": receive_one, "nap": nap}
+    fn = workflows[workflow]
     app.options(workflow_id=workflow_id).call(fn, *args)

@@ -218,7 +218,7 @@ def test_enqueue_many_rows_carry_the_batch_options(database_url: str) -> None:
     import pgflow
 
     app = pgflow.App("batch", database_url=database_url)
-    urgent = app.queue("urgent", priority=True, partitioned=True)
+    urgent = app.queue("urgent", priority_enabled=True, partitioned=True)
 
     @app.workflow()
     def job(i: int) -> int:

@@ -197,7 +197,7 @@ def test_max_recovery_attempts_none_means_unlimited(make_app: Any,
     @app.workflow(name="five", max_recovery_attempts=5)
     def five() -> None: ...
 
-    def stored(handle: pgflow.WorkflowHandle) -> int | None:
+    def stored(handle: pgflow.WorkflowHandle[Any]) -> int | None:
         return handle.status().max_recovery_attempts
 
     assert stored(q.enqueue(default_limit)) == 3  # not given: the app's setting
@@ -312,7 +312,7 @@ def test_priorities_are_checked_on_every_enqueue_path(make_app: Any, client: pgf
     from pgflow.cli import main
 
     app = make_app()
-    q = app.queue("prio", priority=True)
+    q = app.queue("prio", priority_enabled=True)
 
     @app.workflow(name="noop")
     def noop() -> None: ...

@@ -210,7 +210,7 @@ def test_version_rules(make_app: Any, database_url: str) -> None:
 
 def test_higher_priority_and_earlier_ahead(make_app: Any) -> None:
     app = make_app()
-    q = app.queue("ranked", priority=True)
+    q = app.queue("ranked", priority_enabled=True)
     wf = blocking(app, threading.Event())
     for p in (1, 1, 5):
         q.options(priority=p).enqueue(wf)

@@ -54,7 +54,7 @@ queue_specs = st.fixed_dictionaries({
     "worker_concurrency": st.none() | st.integers(1, 2),
     "rate_limit": st.none() | st.builds(pgflow.Rate, st.integers(1, 4),
                                         st.sampled_from([0.5, 1.0, 2.0])),
-    "priority": st.booleans(),
+    "priority_enabled": st.booleans(),
     "partitioned": st.booleans(),
 })
 
@@ -286,7 +286,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     def _finish(self, worker: SimWorker, ids: list[str], statuses: list[Status]) -> None:
         assert self.app is not None
-        ser = self.app.serializer_impl
+        ser = self.app.serializer
         outcomes = [Outcome(wid, worker.held[wid][1], status,
                             output=serialization.dumps_value(ser, 0, max_bytes=100, what="x")
                             if status is Status.SUCCESS else None,

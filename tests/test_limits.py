@@ -50,7 +50,7 @@ def flows(app: pgflow.App) -> dict[str, Any]:
     return {
         "echo": echo,
         "plain": app.queue("plain"),
-        "prio": app.queue("prio", priority=True),
+        "prio": app.queue("prio", priority_enabled=True),
         "parts": app.queue("parts", partitioned=True, concurrency=2),
     }
 

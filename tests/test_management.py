@@ -240,7 +240,7 @@ def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
 
 def test_list_queued_and_list_workflows(make_app: Any, client: pgflow.Client) -> None:
     app = make_app()
-    a, b = app.queue("a", priority=True), app.queue("b")
+    a, b = app.queue("a", priority_enabled=True), app.queue("b")
 
     @app.workflow()
     def noop(x: int) -> int:
@@ -336,7 +336,7 @@ def test_the_readmes_pruning_statement_deletes_old_workflows_with_their_steps(
         return one() + one()
 
     old, new = app.start(two_steps), app.start(two_steps)
-    assert old.get_result(timeout=10) == new.get_result(timeout=10) == 2
+    assert old.result(timeout=10) == new.result(timeout=10) == 2
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     prune = readme.split("**Pruning.**", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
     with app.db.connection() as conn:

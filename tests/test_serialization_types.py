@@ -120,9 +120,9 @@ def test_a_workflow_takes_and_returns_registered_types(app: pgflow.App) -> None:
 def test_pickle_stays_opt_in_and_needs_no_registration(database_url: str) -> None:
     app = pgflow.App("pickled", database_url=database_url, serializer="pickle", types=[Item])
     try:
-        assert app.serializer_impl.name == "pickle"
-        assert loads_value(app.serializer_impl, "pickle", dumps_value(
-            app.serializer_impl, Order(1, [], AT), max_bytes=1 << 20, what="v")) == \
+        assert app.serializer.name == "pickle"
+        assert loads_value(app.serializer, "pickle", dumps_value(
+            app.serializer, Order(1, [], AT), max_bytes=1 << 20, what="v")) == \
             Order(1, [], AT)
     finally:
         app.shutdown(timeout=5)

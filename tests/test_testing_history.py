@@ -95,7 +95,7 @@ def test_concurrency_is_checked_per_partition_and_per_executor() -> None:
 
 
 def test_order_is_priority_then_fifo_among_rows_due_at_the_claim() -> None:
-    q = Queue("q", priority=True)
+    q = Queue("q", priority_enabled=True)
     check_rows(q, [row(1, started=0, completed=1), row(2, started=1, completed=2)])
     # w2 started while w1, enqueued earlier and due, waited.
     with pytest.raises(AssertionError, match=r"w2 .* started at .* while w1"):

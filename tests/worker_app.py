@@ -21,7 +21,7 @@ limited = app.queue("limited", concurrency=3)
 per_worker = app.queue("per_worker", worker_concurrency=1)
 rated = app.queue("rated", rate_limit=pgflow.Rate(5, per=1.0))
 parts = app.queue("parts", partitioned=True, concurrency=1)
-prio = app.queue("prio", priority=True)
+prio = app.queue("prio", priority_enabled=True)
 plain = app.queue("plain")
 
 # Created by the test in each fresh database (public schema, next to pgflow's own).

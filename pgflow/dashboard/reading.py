@@ -121,7 +121,7 @@ def events(client: Client, workflow_id: str) -> list[dict[str, Any]]:
     found = []
     for r in client.db.fetchall("dashboard_events", {"workflow_id": workflow_id}):
         try:
-            value = serialization.loads_value(client.serializer_impl, r["serializer"],
+            value = serialization.loads_value(client.serializer, r["serializer"],
                                               r["value"])
         except Exception as exc:
             value = f"<not decodable: {exc}>"

@@ -26,7 +26,7 @@ class EnqueueOp:
     delay: float | None = None
     kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
 
-    def enqueue(self, queue: Queue, fn: Callable[..., Any] | str) -> WorkflowHandle | None:
+    def enqueue(self, queue: Queue, fn: Callable[..., Any] | str) -> WorkflowHandle[Any] | None:
         """Enqueue ``fn`` with this op's arguments and options; None when deduplicated (an
         active workflow of the queue holds the dedup id)."""
         q = queue.options(dedup_id=self.dedup_id, priority=self.priority,
@@ -38,7 +38,7 @@ class EnqueueOp:
 
 
 def enqueue_all(queue: Queue, fn: Callable[..., Any] | str,
-                plan: Sequence[EnqueueOp]) -> list[WorkflowHandle | None]:
+                plan: Sequence[EnqueueOp]) -> list[WorkflowHandle[Any] | None]:
     """Run a plan in order; one handle per op (None for a deduplicated one)."""
     return [op.enqueue(queue, fn) for op in plan]
 
@@ -57,7 +57,7 @@ def enqueue_ops(queue: Queue, *, args: SearchStrategy[tuple[Any, ...]] | None = 
         args=args if args is not None else st.just(()),
         dedup_id=maybe(st.sampled_from([f"dedup-{i}" for i in range(max(dedup_ids, 1))]),
                        dedup_ids > 0),
-        priority=maybe(st.integers(*priorities), queue.priority),
+        priority=maybe(st.integers(*priorities), queue.priority_enabled),
         partition_key=(st.sampled_from([f"key-{i}" for i in range(max(partition_keys, 1))])
                        if queue.partitioned else st.none()),
         # Whole milliseconds: the database keeps delays to the millisecond.
@@ -73,7 +73,7 @@ def enqueue_plans(queue: Queue, *, args: SearchStrategy[tuple[Any, ...]] | None 
     """A hypothesis strategy of enqueue plans (lists of :class:`EnqueueOp`) for ``queue``:
     positional arguments drawn from ``args`` (a strategy of tuples; default no arguments),
     dedup ids from a pool of ``dedup_ids`` (0: none) so that some collide, priorities in the
-    ``priorities`` range when the queue has priority=True, one of ``partition_keys`` keys on
+    ``priorities`` range when the queue has priority_enabled=True, one of ``partition_keys`` keys on
     a partitioned queue, and delays up to ``max_delay`` seconds (0: none).
 
     >>> @given(plan=enqueue_plans(emails, args=st.tuples(st.emails())))

@@ -118,7 +118,7 @@ class WorkerProcess:
                 "worker_concurrency": q.worker_concurrency,
                 "rate_limit": q.rate_limit.limit if q.rate_limit else None,
                 "rate_per_seconds": q.rate_limit.per if q.rate_limit else None,
-                "priority_enabled": q.priority, "partitioned": q.partitioned,
+                "priority_enabled": q.priority_enabled, "partitioned": q.partitioned,
                 "strict_versions": self._strict(q)})
         self.completer = Completer(app, self._release_slots)
         self.completer.start()

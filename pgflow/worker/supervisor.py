@@ -128,7 +128,7 @@ class Supervisor:
                 f"concurrency={q.concurrency}" if q.concurrency else "",
                 f"worker_concurrency={q.worker_concurrency}" if q.worker_concurrency else "",
                 f"rate={q.rate_limit}" if q.rate_limit else "",
-                "priority" if q.priority else "", "partitioned" if q.partitioned else "")
+                "priority" if q.priority_enabled else "", "partitioned" if q.partitioned else "")
                 if p) + ")" for q in self.config.queues)
         settings = self.app.settings
         try:

@@ -254,8 +254,8 @@ def test_poison_workflows_end_after_three_runs(capp: pgflow.App, chaos_url: str,
           f"(status, runs, waiter got) {report}; restart gaps after crashes (gap, backoff) {gaps}; "
           f"exit codes {[e['exit_code'] for e in w.events('worker_process_exited')]}")
     for kind in ("exit", "segfault", "systemexit", "keyboardinterrupt"):
-        h = poisons[kind]
-        assert rows[h.workflow_id]["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED", kind
+        poisoned = poisons[kind]
+        assert rows[poisoned.workflow_id]["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED", kind
         assert runs[f"poison:{kind}"] == 3, kind
         assert isinstance(outcomes[kind], pgflow.MaxRecoveryAttemptsExceeded), kind
     mem = poisons["memory"]
