@@ -77,9 +77,18 @@ def claim_params(tasks: ModuleType, limit: int) -> dict[str, Any]:
 def register_claimer(tasks: ModuleType) -> None:
     """Claims are taken only by a live executor: give the benchmark's claimer its row."""
     app = tasks.app
-    app.db.fetchone("register_executor", {
-        "executor_id": "bench-claimer", "hostname": "bench", "pid": 0,
-        "app_version": app.app_version, "kind": "bench", "queues": ["plain"], "names": []})
+    app.db.fetchone(
+        "register_executor",
+        {
+            "executor_id": "bench-claimer",
+            "hostname": "bench",
+            "pid": 0,
+            "app_version": app.app_version,
+            "kind": "bench",
+            "queues": ["plain"],
+            "names": [],
+        },
+    )
 
 
 def time_claims(scratch: Scratch, tasks: ModuleType, n: int, limit: int) -> dict[str, Any]:

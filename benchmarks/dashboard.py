@@ -74,20 +74,38 @@ EXTRAS = [
 def routes(rows: int, backlog: int) -> list[str]:
     enqueued = f"wf-{rows:08d}"
     return [
-        "/", "/workflows", "/workflows?status=ERROR", "/workflows?status=ENQUEUED&queue=q1",
+        "/",
+        "/workflows",
+        "/workflows?status=ERROR",
+        "/workflows?status=ENQUEUED&queue=q1",
         "/workflows?name=no_such_name",  # a filter nothing matches: the bounded walk
-        "/workflows?id=wf-0000012", "/workflows?dedup_id=dedup-500000",
-        "/workflows?partition_key=key-7", f"/workflows?before={rows // 2}",
-        "/workflows/wf-00000001", f"/workflows/{enqueued}", "/queues", "/workers"]
+        "/workflows?id=wf-0000012",
+        "/workflows?dedup_id=dedup-500000",
+        "/workflows?partition_key=key-7",
+        f"/workflows?before={rows // 2}",
+        "/workflows/wf-00000001",
+        f"/workflows/{enqueued}",
+        "/queues",
+        "/workers",
+    ]
 
 
 async def call(app: Any, target: str) -> tuple[int, int]:
     path, _, query = target.partition("?")
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": query.encode(), "root_path": "",
-             "headers": [(b"host", b"bench")], "server": ("bench", 80),
-             "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "server": ("bench", 80),
+        "client": ("127.0.0.1", 1),
+    }
     status, size = 0, 0
 
     async def receive() -> dict[str, Any]:
@@ -114,8 +132,10 @@ async def measure(app: Any, targets: list[str], repeat: int) -> None:
                 times.append((time.perf_counter() - t0) * 1000)
         median = statistics.median(times)
         flag = "" if median < TARGET_MS else "  OVER"
-        print(f"{target:44} {median:10.1f} {max(times):8.1f} {status:>6} "
-              f"{size / 1024:6.0f}{flag}", flush=True)
+        print(
+            f"{target:44} {median:10.1f} {max(times):8.1f} {status:>6} {size / 1024:6.0f}{flag}",
+            flush=True,
+        )
 
 
 def fill(url: str, rows: int, backlog: int) -> None:
@@ -130,8 +150,9 @@ def fill(url: str, rows: int, backlog: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=os.environ.get(
-        "PGFLOW_BENCH_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument(
+        "--database-url", default=os.environ.get("PGFLOW_BENCH_DATABASE_URL", DEFAULT_URL)
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=15)
@@ -152,15 +173,20 @@ def main() -> None:
         db.close()
         fill(url, args.rows, args.backlog)
         app = create_app(url)
-        print(f"server {redact(args.database_url)}; {args.repeat} calls per route after 2 "
-              f"warm-up calls; target {TARGET_MS:.0f} ms\n")
+        print(
+            f"server {redact(args.database_url)}; {args.repeat} calls per route after 2 "
+            f"warm-up calls; target {TARGET_MS:.0f} ms\n"
+        )
         print(f"{'route':44} {'median ms':>10} {'max ms':>8} {'status':>6} {'KB':>6}")
         asyncio.run(measure(app, routes(args.rows, args.backlog), args.repeat))
     finally:
         if not args.keep:
             with psycopg.connect(args.database_url, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(SCRATCH)))
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(SCRATCH)
+                    )
+                )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def checkout(order_id: int, card: str) -> dict[str, object]:
 
 def main(count: int) -> None:
     handles = payments.enqueue_many(checkout, [(i, "4242424242424242") for i in range(count)])
-    print(f"enqueued {len(handles)} checkouts on queue 'payments'; "
-          "run: pgflow worker -A examples.shop --burst")
+    print(
+        f"enqueued {len(handles)} checkouts on queue 'payments'; "
+        "run: pgflow worker -A examples.shop --burst"
+    )
 
 
 if __name__ == "__main__":

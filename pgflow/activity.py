@@ -51,19 +51,34 @@ def list_workers(db: Database, heartbeat_timeout: float) -> list[WorkerInfo]:
         return []
     now = rows[0]["now"]
     work: dict[str, list[ActiveWorkflow]] = {}
-    for r in db.fetchall("list_worker_work",
-                         {"executor_ids": [e["executor_id"] for e in rows]}):
+    for r in db.fetchall("list_worker_work", {"executor_ids": [e["executor_id"] for e in rows]}):
         started = r["started_at"]
-        work.setdefault(r["executor_id"], []).append(ActiveWorkflow(
-            r["workflow_id"], r["name"], r["queue_name"], r["partition_key"], started,
-            None if started is None else max(0.0, (now - started).total_seconds())))
-    return [WorkerInfo(
-        executor_id=e["executor_id"], hostname=e["hostname"], pid=e["pid"],
-        app_version=e["app_version"], kind=e["kind"], queues=list(e["queues"]),
-        started_at=e["started_at"], heartbeat_at=e["heartbeat_at"],
-        heartbeat_age_s=max(0.0, (now - e["heartbeat_at"]).total_seconds()),
-        alive=e["alive"], workflows=work.get(e["executor_id"], []))
-        for e in rows]
+        work.setdefault(r["executor_id"], []).append(
+            ActiveWorkflow(
+                r["workflow_id"],
+                r["name"],
+                r["queue_name"],
+                r["partition_key"],
+                started,
+                None if started is None else max(0.0, (now - started).total_seconds()),
+            )
+        )
+    return [
+        WorkerInfo(
+            executor_id=e["executor_id"],
+            hostname=e["hostname"],
+            pid=e["pid"],
+            app_version=e["app_version"],
+            kind=e["kind"],
+            queues=list(e["queues"]),
+            started_at=e["started_at"],
+            heartbeat_at=e["heartbeat_at"],
+            heartbeat_age_s=max(0.0, (now - e["heartbeat_at"]).total_seconds()),
+            alive=e["alive"],
+            workflows=work.get(e["executor_id"], []),
+        )
+        for e in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,18 @@ class DeadExecutor:
 def recent_deaths(db: Database, limit: int = 100) -> list[DeadExecutor]:
     """The executors reaped recently, newest first (the record keeps 100, none past a day)."""
     rows = db.retrying(lambda: db.fetchall("list_executor_deaths", {"limit": limit}))
-    return [DeadExecutor(
-        executor_id=r["executor_id"], hostname=r["hostname"], pid=r["pid"],
-        app_version=r["app_version"], kind=r["kind"], last_heartbeat_at=r["last_heartbeat_at"],
-        died_at=r["died_at"], died_ago_s=max(0.0, (r["now"] - r["died_at"]).total_seconds()),
-        reaped_by=r["reaped_by"], released=r["released"]) for r in rows]
+    return [
+        DeadExecutor(
+            executor_id=r["executor_id"],
+            hostname=r["hostname"],
+            pid=r["pid"],
+            app_version=r["app_version"],
+            kind=r["kind"],
+            last_heartbeat_at=r["last_heartbeat_at"],
+            died_at=r["died_at"],
+            died_ago_s=max(0.0, (r["now"] - r["died_at"]).total_seconds()),
+            reaped_by=r["reaped_by"],
+            released=r["released"],
+        )
+        for r in rows
+    ]

@@ -50,21 +50,25 @@ def _refuse_async(fn: Callable[..., Any], kind: str) -> None:
         raise ConfigurationError(
             f"{getattr(fn, '__qualname__', fn)!r} is an async def: pgflow runs plain (sync) "
             f"functions as a {kind} for now; make it a def (call async code inside it with "
-            "asyncio.run(...))")
+            "asyncio.run(...))"
+        )
 
 
-def _priority_enabled(queue: str, priority_enabled: bool | None,
-                      priority: bool | None) -> bool:
+def _priority_enabled(queue: str, priority_enabled: bool | None, priority: bool | None) -> bool:
     """The queue's priority flag from ``priority_enabled=``, or from ``priority=``, its old
     name (deprecated: ``.options(priority=N)`` is the per-enqueue value)."""
     if priority is None:
         return bool(priority_enabled)
     if priority_enabled is not None:
         raise ConfigurationError(
-            f"queue {queue!r}: give priority_enabled= only (priority= is its deprecated old "
-            "name)")
-    warnings.warn("app.queue(..., priority=) is deprecated and will be removed in the next "
-                  "release; use priority_enabled=", DeprecationWarning, stacklevel=3)
+            f"queue {queue!r}: give priority_enabled= only (priority= is its deprecated old name)"
+        )
+    warnings.warn(
+        "app.queue(..., priority=) is deprecated and will be removed in the next "
+        "release; use priority_enabled=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     return bool(priority)
 
 
@@ -77,14 +81,22 @@ class StartOptions:
     @overload
     def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
     @overload
-    def start(self, fn: Callable[P, R], /, *args: P.args,
-              **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    def start(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
 
-    def start(self, fn: Callable[..., Any] | str, /, *args: Any,
-              **kwargs: Any) -> WorkflowHandle[Any]:
+    def start(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
         """Start ``fn(*args, **kwargs)`` now on a thread of this process; returns its handle."""
-        handle, _ = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
-                                    workflow_id=self._workflow_id, timeout=self._timeout)
+        handle, _ = workflows.start(
+            self._app,
+            self._app._workflow_def(fn),
+            args,
+            kwargs,
+            workflow_id=self._workflow_id,
+            timeout=self._timeout,
+        )
         return handle
 
     @overload
@@ -94,9 +106,15 @@ class StartOptions:
 
     def call(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` durably in this thread and return its result."""
-        _, result = workflows.start(self._app, self._app._workflow_def(fn), args, kwargs,
-                                    workflow_id=self._workflow_id, timeout=self._timeout,
-                                    run="inline")
+        _, result = workflows.start(
+            self._app,
+            self._app._workflow_def(fn),
+            args,
+            kwargs,
+            workflow_id=self._workflow_id,
+            timeout=self._timeout,
+            run="inline",
+        )
         return result
 
 
@@ -106,18 +124,35 @@ class App(management.WorkflowQueries):
     >>> app = pgflow.App("shop")   # PGFLOW_DATABASE_URL, else an embedded Postgres
     """
 
-    def __init__(self, name: str, *, database_url: str | None = None,
-                 schema: str | None = None, serializer: str | None = None,
-                 app_version: str | None = None, settings: Settings | None = None,
-                 types: Iterable[type] = (), **overrides: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        database_url: str | None = None,
+        schema: str | None = None,
+        serializer: str | None = None,
+        app_version: str | None = None,
+        settings: Settings | None = None,
+        types: Iterable[type] = (),
+        **overrides: Any,
+    ) -> None:
         self.name = name
         # What the code declares: the layer under PGFLOW_* variables and CLI flags, kept so
         # that `pgflow worker` can apply its flags over it (Settings.resolve).
         self.declared_settings: dict[str, Any] = {
             **(settings.given() if settings is not None else {}),
-            **{k: v for k, v in dict(database_url=database_url, schema=schema,
-                                     serializer=serializer, app_version=app_version,
-                                     **overrides).items() if v is not None}}
+            **{
+                k: v
+                for k, v in dict(
+                    database_url=database_url,
+                    schema=schema,
+                    serializer=serializer,
+                    app_version=app_version,
+                    **overrides,
+                ).items()
+                if v is not None
+            },
+        }
         self.settings = Settings.resolve(code=self.declared_settings)
         # The serializer object (its name is settings.serializer, and each row's own).
         self.serializer = serialization.get_serializer(self.settings.serializer)
@@ -163,10 +198,13 @@ class App(management.WorkflowQueries):
         if self._db is None:
             with self._db_lock:
                 if self._db is None:
-                    db = Database(self.database_url(), self.settings.schema,
-                                  max_size=self.settings.connections,
-                                  idle_timeout=self.settings.pool_idle_timeout,
-                                  application_name=f"pgflow:{self.name}")
+                    db = Database(
+                        self.database_url(),
+                        self.settings.schema,
+                        max_size=self.settings.connections,
+                        idle_timeout=self.settings.pool_idle_timeout,
+                        application_name=f"pgflow:{self.name}",
+                    )
                     try:
                         # Retried while the server is away, as every later use is; a
                         # server that refuses (ConnectionRejected) fails at once.
@@ -197,7 +235,8 @@ class App(management.WorkflowQueries):
         except Exception as exc:
             raise SchemaNotMigrated(
                 f"pgflow's schema {db.schema!r} at {db.target} is not migrated and this role "
-                f"cannot migrate it ({exc}); run `pgflow migrate` as the owner") from None
+                f"cannot migrate it ({exc}); run `pgflow migrate` as the owner"
+            ) from None
 
     def close_db(self) -> None:
         """Close this process's pool (the supervisor does so before every fork)."""
@@ -251,14 +290,19 @@ class App(management.WorkflowQueries):
 
     # -- decorators ----------------------------------------------------------------------------
 
-    def workflow(self, *, name: str | None = None,
-                 max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
-                 timeout: float | None = None) -> Callable[[F], F]:
+    def workflow(
+        self,
+        *,
+        name: str | None = None,
+        max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
         """Declare a durable workflow. Calling it runs it durably to completion.
 
         ``max_recovery_attempts``: crashes of its process it may survive before it ends
         MAX_RECOVERY_ATTEMPTS_EXCEEDED; ``None`` means unlimited; not given, the app's
         ``max_recovery_attempts`` setting (10 unless configured) applies."""
+
         def decorate(fn: F) -> F:
             _refuse_async(fn, "workflow")
             wf = WorkflowDef(name or qualified_name(fn), fn, max_recovery_attempts, timeout)
@@ -271,34 +315,58 @@ class App(management.WorkflowQueries):
 
             call.__pgflow_workflow__ = wf  # type: ignore[attr-defined]
             return call  # type: ignore[return-value]
+
         return decorate
 
-    def step(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
-             backoff: float = 2.0, max_interval: float = 60.0,
-             time_limit: float | None = None) -> Callable[[F], F]:
+    def step(
+        self,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        interval: float = 1.0,
+        backoff: float = 2.0,
+        max_interval: float = 60.0,
+        time_limit: float | None = None,
+    ) -> Callable[[F], F]:
         """Declare a checkpointed step, retried ``retries`` times with exponential backoff.
 
         ``time_limit``: seconds one attempt may run. Past it the attempt raises
         StepTimeLimitExceeded, an ordinary step error (retried, and catchable by the
         workflow); its body is abandoned on its thread (see the README, The worker)."""
-        return self._step_decorator("step", name, steps.RetryPolicy(
-            retries, interval, backoff, max_interval,
-            check_time_limit("time_limit", time_limit)))
+        return self._step_decorator(
+            "step",
+            name,
+            steps.RetryPolicy(
+                retries, interval, backoff, max_interval, check_time_limit("time_limit", time_limit)
+            ),
+        )
 
-    def transaction(self, *, name: str | None = None, retries: int = 0, interval: float = 1.0,
-                    backoff: float = 2.0, max_interval: float = 60.0,
-                    time_limit: float | None = None) -> Callable[[F], F]:
+    def transaction(
+        self,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        interval: float = 1.0,
+        backoff: float = 2.0,
+        max_interval: float = 60.0,
+        time_limit: float | None = None,
+    ) -> Callable[[F], F]:
         """Declare a step whose body (through ``pgflow.db()``) commits with its checkpoint.
 
         ``time_limit``: seconds one attempt may run. The server cancels a statement of the
         body that runs past it, and an attempt that took longer in all is rolled back; either
         raises StepTimeLimitExceeded, retried like any step error."""
-        return self._step_decorator("transaction", name, steps.RetryPolicy(
-            retries, interval, backoff, max_interval,
-            check_time_limit("time_limit", time_limit)))
+        return self._step_decorator(
+            "transaction",
+            name,
+            steps.RetryPolicy(
+                retries, interval, backoff, max_interval, check_time_limit("time_limit", time_limit)
+            ),
+        )
 
-    def _step_decorator(self, kind: str, name: str | None,
-                        policy: steps.RetryPolicy) -> Callable[[F], F]:
+    def _step_decorator(
+        self, kind: str, name: str | None, policy: steps.RetryPolicy
+    ) -> Callable[[F], F]:
         if policy.retries < 0 or policy.interval < 0 or policy.backoff < 1:
             raise ConfigurationError("retries and interval must be ≥ 0 and backoff ≥ 1")
 
@@ -313,6 +381,7 @@ class App(management.WorkflowQueries):
 
             call.__pgflow_step__ = step  # type: ignore[attr-defined]
             return call  # type: ignore[return-value]
+
         return decorate
 
     def _workflow_def(self, fn: Callable[..., Any] | str) -> WorkflowDef:
@@ -322,7 +391,8 @@ class App(management.WorkflowQueries):
         if wf is None:
             raise ConfigurationError(
                 f"{getattr(fn, '__name__', fn)!r} is not a workflow; decorate it with "
-                "@app.workflow()")
+                "@app.workflow()"
+            )
         return wf  # type: ignore[no-any-return]
 
     # -- running -------------------------------------------------------------------------------
@@ -330,11 +400,13 @@ class App(management.WorkflowQueries):
     @overload
     def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
     @overload
-    def start(self, fn: Callable[P, R], /, *args: P.args,
-              **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    def start(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
 
-    def start(self, fn: Callable[..., Any] | str, /, *args: Any,
-              **kwargs: Any) -> WorkflowHandle[Any]:
+    def start(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
         """Start a workflow now, in this process, on a thread; returns its handle.
 
         ``fn`` is the workflow function (a type checker then checks the arguments, and the
@@ -342,8 +414,9 @@ class App(management.WorkflowQueries):
         handle, _ = workflows.start(self, self._workflow_def(fn), args, kwargs)
         return handle
 
-    def options(self, *, workflow_id: str | None = None,
-                timeout: float | None = None) -> StartOptions:
+    def options(
+        self, *, workflow_id: str | None = None, timeout: float | None = None
+    ) -> StartOptions:
         """Start or call with a chosen id (an idempotency key) or a timeout:
         ``app.options(workflow_id="order-7").start(checkout, 7)``."""
         if workflow_id is not None:
@@ -353,6 +426,7 @@ class App(management.WorkflowQueries):
 
     def spawn(self, target: Callable[[], Any]) -> threading.Thread:
         """Run ``target`` on a new thread (the process waits for it at exit)."""
+
         def body() -> None:
             try:
                 target()
@@ -360,6 +434,7 @@ class App(management.WorkflowQueries):
                 log.debug("workflow_thread_ended", error=repr(exc))
             finally:
                 self._threads.discard(threading.current_thread())
+
         thread = threading.Thread(target=body, name="pgflow-workflow")
         self._threads.add(thread)
         thread.start()
@@ -373,8 +448,7 @@ class App(management.WorkflowQueries):
         self._launched = True
         self.executor.ensure_registered()
         self.recover_now()
-        threading.Thread(target=self._recovery_loop, name="pgflow-recovery",
-                         daemon=True).start()
+        threading.Thread(target=self._recovery_loop, name="pgflow-recovery", daemon=True).start()
 
     def recover_now(self) -> int:
         """Reap dead executors and run every ownerless PENDING workflow of this version."""
@@ -387,8 +461,12 @@ class App(management.WorkflowQueries):
         while True:
             batch = executor.adopt(100)
             for claimed in batch:
-                log.info("workflow_recovered", workflow_id=claimed.workflow_id,
-                         workflow_name=claimed.name, attempt=claimed.attempt)
+                log.info(
+                    "workflow_recovered",
+                    workflow_id=claimed.workflow_id,
+                    workflow_name=claimed.name,
+                    attempt=claimed.attempt,
+                )
                 self.spawn(functools.partial(workflows.run_claimed, self, claimed))
             adopted += len(batch)
             if len(batch) < 100:
@@ -426,10 +504,18 @@ class App(management.WorkflowQueries):
 
     # -- queues --------------------------------------------------------------------------------
 
-    def queue(self, name: str, *, concurrency: int | None = None,
-              worker_concurrency: int | None = None, rate_limit: Rate | None = None,
-              priority_enabled: bool | None = None, partitioned: bool = False,
-              strict_versions: bool | None = None, priority: bool | None = None) -> Queue:
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        rate_limit: Rate | None = None,
+        priority_enabled: bool | None = None,
+        partitioned: bool = False,
+        strict_versions: bool | None = None,
+        priority: bool | None = None,
+    ) -> Queue:
         """Declare a queue with its flow control; workers serve it with ``pgflow worker``.
 
         ``priority_enabled=True`` lets enqueues give ``.options(priority=N)`` (lower runs
@@ -438,19 +524,34 @@ class App(management.WorkflowQueries):
         its name; ``strict_versions=True`` keeps every row to the version that enqueued it
         (default: the app's ``strict_versions`` setting)."""
         enabled = _priority_enabled(name, priority_enabled, priority)
-        q = Queue(name, concurrency, worker_concurrency, rate_limit, enabled, partitioned,
-                  strict_versions, app=self)
+        q = Queue(
+            name,
+            concurrency,
+            worker_concurrency,
+            rate_limit,
+            enabled,
+            partitioned,
+            strict_versions,
+            app=self,
+        )
         if name in self.queues and self.queues[name] != q:
             raise ConfigurationError(f"queue {name!r} is declared twice with different limits")
         self.queues[name] = q
         return q
 
-    def _enqueue(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
-                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowHandle[Any]:
+    def _enqueue(
+        self,
+        queue: Queue,
+        opts: EnqueueOptions,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
         return workflows.enqueue(self, queue, opts, self._workflow_def(fn), args, kwargs)
 
-    def _enqueue_many(self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str,
-                      calls: list[Any]) -> list[WorkflowHandle[Any]]:
+    def _enqueue_many(
+        self, queue: Queue, opts: EnqueueOptions, fn: Callable[..., Any] | str, calls: list[Any]
+    ) -> list[WorkflowHandle[Any]]:
         return workflows.enqueue_many(self, queue, opts, self._workflow_def(fn), calls)
 
     # -- management ----------------------------------------------------------------------------
@@ -472,13 +573,24 @@ class App(management.WorkflowQueries):
         self._run_ownerless(found)
         return WorkflowHandle(self, workflow_id)
 
-    def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
-             app_version: str | None = None) -> WorkflowHandle[Any]:
+    def fork(
+        self,
+        workflow_id: str,
+        from_step: int = 1,
+        *,
+        new_workflow_id: str | None = None,
+        app_version: str | None = None,
+    ) -> WorkflowHandle[Any]:
         """A new workflow with the same inputs that reuses the recorded steps before
         ``from_step`` (they do not run again) and runs the rest; on the original's queue, or
         right here when this process can run it. Returns the new workflow's handle."""
-        new_id = management.fork(self.db, workflow_id, from_step,
-                                 new_workflow_id=new_workflow_id, app_version=app_version)
+        new_id = management.fork(
+            self.db,
+            workflow_id,
+            from_step,
+            new_workflow_id=new_workflow_id,
+            app_version=app_version,
+        )
         self._run_ownerless(management.require_status(self.db, self.serializer, new_id))
         return WorkflowHandle(self, new_id)
 
@@ -497,9 +609,12 @@ class App(management.WorkflowQueries):
     def _run_ownerless(self, found: WorkflowStatus) -> None:
         """Adopt and start a resumed or forked workflow that no queue will hand out, when it
         is this process's code and version (else a launched executor of that version will)."""
-        if found.status is not Status.PENDING or found.queue_name is not None \
-                or found.name not in self.registry.workflows \
-                or found.app_version != self.app_version:
+        if (
+            found.status is not Status.PENDING
+            or found.queue_name is not None
+            or found.name not in self.registry.workflows
+            or found.app_version != self.app_version
+        ):
             return
         executor = self.executor
         executor.ensure_registered()
@@ -524,14 +639,21 @@ class App(management.WorkflowQueries):
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` from outside a workflow (inside
         one, ``pgflow.send`` sends exactly once). UnknownWorkflow when there is no such id."""
-        messages.send_message(self.db, self.serializer, destination_id, message, topic,
-                              max_bytes=self.settings.max_payload_bytes)
+        messages.send_message(
+            self.db,
+            self.serializer,
+            destination_id,
+            message,
+            topic,
+            max_bytes=self.settings.max_payload_bytes,
+        )
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
         """The latest value workflow ``workflow_id`` published for ``key`` with
         ``pgflow.set_event``, waiting up to ``timeout`` seconds; None when there is none."""
-        return messages.read_event(self.db, self.notifications, self.serializer,
-                                   workflow_id, key, timeout)
+        return messages.read_event(
+            self.db, self.notifications, self.serializer, workflow_id, key, timeout
+        )
 
     # -- schedules -----------------------------------------------------------------------------
 
@@ -550,6 +672,7 @@ class App(management.WorkflowQueries):
 
         def decorate(fn: F) -> F:
             return schedules.declare(self, fn, cron, catch_up)
+
         return decorate
 
 

@@ -74,11 +74,13 @@ def time_limit_exceeded(step: str, time_limit: float, what: str) -> StepTimeLimi
     """The error of an attempt of ``step`` that ran past its ``time_limit``."""
     return StepTimeLimitExceeded(
         f"step {step!r} ran past its time_limit of {time_limit:g} s; {what} (its retries "
-        "apply; raise the time_limit if the step needs longer)")
+        "apply; raise the time_limit if the step needs longer)"
+    )
 
 
-def run_attempt(fn: Callable[[], Any], time_limit: float, step: str,
-                abandoned: AbandonedBodies) -> Any:
+def run_attempt(
+    fn: Callable[[], Any], time_limit: float, step: str, abandoned: AbandonedBodies
+) -> Any:
     """Call ``fn`` on a helper thread and return its result (or raise its exception); past
     ``time_limit`` seconds raise StepTimeLimitExceeded here and leave ``fn`` running."""
     wctx = context.current()
@@ -107,9 +109,13 @@ def run_attempt(fn: Callable[[], Any], time_limit: float, step: str,
     thread.start()
     if not done.wait(time_limit):
         abandoned.add(AbandonedBody(step, workflow_id, time_limit, time.monotonic(), thread))
-        log.warning("step_time_limit", step=step, workflow_id=workflow_id,
-                    time_limit_s=time_limit,
-                    action="attempt abandoned; its body runs on in the background")
+        log.warning(
+            "step_time_limit",
+            step=step,
+            workflow_id=workflow_id,
+            time_limit_s=time_limit,
+            action="attempt abandoned; its body runs on in the background",
+        )
         raise time_limit_exceeded(step, time_limit, "the attempt was abandoned")
     ok, value = outcome
     outcome.clear()

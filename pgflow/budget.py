@@ -8,9 +8,16 @@ way inside the database, and tests/test_claims.py checks them against this funct
 from __future__ import annotations
 
 
-def claim_budget(*, free_slots: int, local_running: int, worker_concurrency: int | None,
-                 concurrency: int | None, running: int, rate_limit: int | None,
-                 started_in_window: int) -> int:
+def claim_budget(
+    *,
+    free_slots: int,
+    local_running: int,
+    worker_concurrency: int | None,
+    concurrency: int | None,
+    running: int,
+    rate_limit: int | None,
+    started_in_window: int,
+) -> int:
     """Rows to claim now: the tightest of free threads, per-worker room, global room and rate
     room; never negative."""
     room = free_slots

@@ -61,39 +61,52 @@ class BulkResult:
     batches: int = 0
 
 
-def match(action: Action, *, status: str | Status | Iterable[str | Status] | None = None,
-          queue: str | None = None, name: str | None = None,
-          older_than: str | float | None = None, everything: bool = False) -> Match:
+def match(
+    action: Action,
+    *,
+    status: str | Status | Iterable[str | Status] | None = None,
+    queue: str | None = None,
+    name: str | None = None,
+    older_than: str | float | None = None,
+    everything: bool = False,
+) -> Match:
     """Check the filters of a bulk action: at least one, or ``everything=True`` (and then
     none), statuses the action applies to."""
-    given = status is not None or queue is not None or name is not None \
-        or older_than is not None
+    given = status is not None or queue is not None or name is not None or older_than is not None
     if everything and given:
-        raise ConfigurationError(f"{action}: all=True (--all) takes every workflow; drop it "
-                                 "to use filters, or drop the filters")
+        raise ConfigurationError(
+            f"{action}: all=True (--all) takes every workflow; drop it "
+            "to use filters, or drop the filters"
+        )
     if not everything and not given:
         raise ConfigurationError(
             f"{action} by filter needs at least one of status, queue, name or older_than "
             f"(--status, --queue, --name, --older-than); to {action} every workflow it "
-            f"applies to, say so with all=True (--all)")
+            f"applies to, say so with all=True (--all)"
+        )
     allowed = ALLOWED[action]
     if status is None:
         statuses = DEFAULT[action]
     else:
         items = [status] if isinstance(status, (str, Status)) else list(status)
         try:
-            statuses = tuple(dict.fromkeys(
-                Status(str(s.value if isinstance(s, Status) else s).strip().upper()).value
-                for s in items))
+            statuses = tuple(
+                dict.fromkeys(
+                    Status(str(s.value if isinstance(s, Status) else s).strip().upper()).value
+                    for s in items
+                )
+            )
         except ValueError:
             raise ConfigurationError(
                 f"unknown status in {[str(s) for s in items]}; use one of "
-                f"{', '.join(s.value for s in Status)}") from None
+                f"{', '.join(s.value for s in Status)}"
+            ) from None
         refused = [s for s in statuses if s not in allowed]
         if refused or not statuses:
             raise ConfigurationError(
                 f"{action} applies to {', '.join(allowed)} workflows, not "
-                f"{', '.join(refused) or 'none'}")
+                f"{', '.join(refused) or 'none'}"
+            )
     seconds = None if older_than is None else parse_duration(older_than, what="older_than")
     return Match(action, statuses, queue, name, seconds)
 
@@ -111,8 +124,13 @@ def _bounds(db: Database, m: Match) -> _Bounds:
 
 
 def _params(m: Match, bounds: _Bounds) -> dict[str, Any]:
-    return {"statuses": list(m.statuses), "queue_name": m.queue, "name": m.name,
-            "created_before": bounds.created_before, "max_seq": bounds.max_seq}
+    return {
+        "statuses": list(m.statuses),
+        "queue_name": m.queue,
+        "name": m.name,
+        "created_before": bounds.created_before,
+        "max_seq": bounds.max_seq,
+    }
 
 
 def count_matching(db: Database, m: Match) -> int:
@@ -122,8 +140,13 @@ def count_matching(db: Database, m: Match) -> int:
     return int(row["n"]) if row else 0
 
 
-def _walk(db: Database, m: Match, batch: int, act: Callable[[list[str]], BulkResult],
-          on_batch: Callable[[BulkResult], None] | None) -> BulkResult:
+def _walk(
+    db: Database,
+    m: Match,
+    batch: int,
+    act: Callable[[list[str]], BulkResult],
+    on_batch: Callable[[BulkResult], None] | None,
+) -> BulkResult:
     """Act on the matching rows, ``batch`` at a time; ``on_batch`` gets the running total."""
     if batch < 1:
         raise ConfigurationError(f"batch must be ≥ 1, not {batch}")
@@ -134,9 +157,14 @@ def _walk(db: Database, m: Match, batch: int, act: Callable[[list[str]], BulkRes
         if not rows:
             return total
         done = act([r["workflow_id"] for r in rows])
-        total = BulkResult(m.action, total.matched + done.matched,
-                           total.changed + done.changed, total.children + done.children,
-                           total.unchanged + done.unchanged, total.batches + 1)
+        total = BulkResult(
+            m.action,
+            total.matched + done.matched,
+            total.changed + done.changed,
+            total.children + done.children,
+            total.unchanged + done.unchanged,
+            total.batches + 1,
+        )
         if on_batch is not None:
             on_batch(total)
         if len(rows) < batch:
@@ -147,8 +175,12 @@ def _walk(db: Database, m: Match, batch: int, act: Callable[[list[str]], BulkRes
 def cancel_ids(db: Database, ids: list[str]) -> BulkResult:
     """Cancel the active workflows among ``ids`` (one statement) with their descendants, as
     ``cancel`` does one; the others are left as they are (``unchanged``)."""
-    rows = db.retrying(lambda: db.fetchall("cancel_workflows", {
-        "workflow_ids": ids, "include_roots": True, "channel": message_channel(db.schema)}))
+    rows = db.retrying(
+        lambda: db.fetchall(
+            "cancel_workflows",
+            {"workflow_ids": ids, "include_roots": True, "channel": message_channel(db.schema)},
+        )
+    )
     cancelled = {r["workflow_id"] for r in rows}
     roots = len(cancelled.intersection(ids))
     return BulkResult("cancel", len(ids), roots, len(cancelled) - roots, len(ids) - roots)
@@ -170,15 +202,25 @@ def resume_ids(db: Database, ids: list[str]) -> BulkResult:
     return BulkResult("resume", len(ids), changed, 0, len(ids) - changed)
 
 
-def cancel_matching(db: Database, m: Match, *, batch: int = BATCH,
-                    on_batch: Callable[[BulkResult], None] | None = None) -> BulkResult:
+def cancel_matching(
+    db: Database,
+    m: Match,
+    *,
+    batch: int = BATCH,
+    on_batch: Callable[[BulkResult], None] | None = None,
+) -> BulkResult:
     """Cancel the matching workflows and their descendants, as ``cancel`` does one (running
     ones are told by NOTIFY and stop at their next step)."""
     return _walk(db, m, batch, functools.partial(cancel_ids, db), on_batch)
 
 
-def resume_matching(db: Database, m: Match, *, batch: int = BATCH,
-                    on_batch: Callable[[BulkResult], None] | None = None) -> BulkResult:
+def resume_matching(
+    db: Database,
+    m: Match,
+    *,
+    batch: int = BATCH,
+    on_batch: Callable[[BulkResult], None] | None = None,
+) -> BulkResult:
     """Resume the matching workflows, as ``resume`` does one: ended ones run again from
     their last completed step; ENQUEUED ones lose their delay. One whose dedup id is held by
     an active workflow of its queue is left as it is (counted in ``unchanged``)."""
@@ -187,8 +229,9 @@ def resume_matching(db: Database, m: Match, *, batch: int = BATCH,
 
 def _resume_one_by_one(db: Database, ids: list[str]) -> BulkResult:
     def one(workflow_id: str) -> dict[str, Any] | None:
-        return db.fetchone("resume_workflows", {"workflow_ids": [workflow_id],
-                                                "channel": queue_channel(db.schema)})
+        return db.fetchone(
+            "resume_workflows", {"workflow_ids": [workflow_id], "channel": queue_channel(db.schema)}
+        )
 
     changed = 0
     for workflow_id in ids:

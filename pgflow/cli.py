@@ -56,10 +56,17 @@ def setting_option(name: str, *, hidden_default: bool = False) -> Callable[[F], 
     kind = str(f.type)
     help_text = f.metadata["doc"]
     if not hidden_default and f.default not in (None, (), False, 0, ""):
-        help_text += f" [default: {f.default:g}]" if isinstance(f.default, float) \
+        help_text += (
+            f" [default: {f.default:g}]"
+            if isinstance(f.default, float)
             else f" [default: {f.default}]"
-    options: dict[str, Any] = {"default": None, "envvar": f.metadata["env"],
-                               "show_envvar": True, "help": help_text}
+        )
+    options: dict[str, Any] = {
+        "default": None,
+        "envvar": f.metadata["env"],
+        "show_envvar": True,
+        "help": help_text,
+    }
     if kind.startswith("bool"):
         options["is_flag"] = True
     elif kind.startswith("int"):
@@ -71,14 +78,28 @@ def setting_option(name: str, *, hidden_default: bool = False) -> Callable[[F], 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = setting_option("log_level")(fn)
-    fn = click.option("--log-format", envvar="PGFLOW_LOG_FORMAT", show_envvar=True,
-                      type=click.Choice(["auto", "console", "json"]), default=None,
-                      help="Log lines for people (console) or machines (json).")(fn)
-    fn = click.option("--schema", envvar="PGFLOW_SCHEMA", show_envvar=True, default=None,
-                      help="Schema of pgflow's tables [default: pgflow].")(fn)
-    fn = click.option("--database-url", envvar="PGFLOW_DATABASE_URL", show_envvar=True,
-                      default=None,
-                      help="PostgreSQL URL; unset: the embedded server under PGFLOW_HOME.")(fn)
+    fn = click.option(
+        "--log-format",
+        envvar="PGFLOW_LOG_FORMAT",
+        show_envvar=True,
+        type=click.Choice(["auto", "console", "json"]),
+        default=None,
+        help="Log lines for people (console) or machines (json).",
+    )(fn)
+    fn = click.option(
+        "--schema",
+        envvar="PGFLOW_SCHEMA",
+        show_envvar=True,
+        default=None,
+        help="Schema of pgflow's tables [default: pgflow].",
+    )(fn)
+    fn = click.option(
+        "--database-url",
+        envvar="PGFLOW_DATABASE_URL",
+        show_envvar=True,
+        default=None,
+        help="PostgreSQL URL; unset: the embedded server under PGFLOW_HOME.",
+    )(fn)
     return fn
 
 
@@ -88,8 +109,9 @@ def flags_given(given: dict[str, Any]) -> dict[str, Any]:
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return given
-    return {k: v for k, v in given.items()
-            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    return {
+        k: v for k, v in given.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
+    }
 
 
 def build_settings(**given: Any) -> Settings:
@@ -113,8 +135,15 @@ def main() -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("-A", "--app", "app_spec", required=True, envvar="PGFLOW_APP", show_envvar=True,
-              help="Task module holding the App: pkg.module or pkg.module:attribute.")
+@click.option(
+    "-A",
+    "--app",
+    "app_spec",
+    required=True,
+    envvar="PGFLOW_APP",
+    show_envvar=True,
+    help="Task module holding the App: pkg.module or pkg.module:attribute.",
+)
 @setting_option("processes", hidden_default=True)
 @setting_option("threads")
 @setting_option("queues")
@@ -129,9 +158,13 @@ def main() -> None:
 @setting_option("pool_size", hidden_default=True)
 @setting_option("pool_idle_timeout")
 @setting_option("metrics_port", hidden_default=True)
-@click.option("-q", "--quiet", is_flag=True, default=False,
-              help="Log only warnings and errors (failed workflows, step retries): "
-                   "--log-level warning.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    default=False,
+    help="Log only warnings and errors (failed workflows, step retries): --log-level warning.",
+)
 @common_options
 def worker(app_spec: str, quiet: bool, **given: Any) -> None:
     """Run worker processes that claim and run queued workflows.
@@ -159,8 +192,13 @@ def worker(app_spec: str, quiet: bool, **given: Any) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--grant", "grant_role", default=None, metavar="ROLE",
-              help="Also grant ROLE the DML privileges pgflow's runtime needs (no DDL).")
+@click.option(
+    "--grant",
+    "grant_role",
+    default=None,
+    metavar="ROLE",
+    help="Also grant ROLE the DML privileges pgflow's runtime needs (no DDL).",
+)
 @common_options
 def migrate(grant_role: str | None, **given: Any) -> None:
     """Create or upgrade pgflow's tables (run as the schema's owner; safe to repeat)."""
@@ -173,8 +211,10 @@ def migrate(grant_role: str | None, **given: Any) -> None:
         url = settings.database_url or _embedded(settings)
         db = Database(url, settings.schema)
         applied = migrations.migrate(db)
-        click.echo(f"migrated schema {settings.schema!r}: "
-                   + (f"applied {', '.join(map(str, applied))}" if applied else "up to date"))
+        click.echo(
+            f"migrated schema {settings.schema!r}: "
+            + (f"applied {', '.join(map(str, applied))}" if applied else "up to date")
+        )
         if grant_role:
             migrations.grant(db, grant_role)
             click.echo(f"granted runtime privileges on {settings.schema!r} to {grant_role!r}")
@@ -190,11 +230,18 @@ def _embedded(settings: Settings) -> str:
 
 # -- operator commands: the app's configuration, and no server started to read ------------------
 
+
 def app_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "-A", "--app", "app_spec", default=None, envvar="PGFLOW_APP", show_envvar=True,
+        "-A",
+        "--app",
+        "app_spec",
+        default=None,
+        envvar="PGFLOW_APP",
+        show_envvar=True,
         help="Task module holding the App (pkg.module[:attribute]): use its database URL, "
-             "schema and serializer.")(fn)
+        "schema and serializer.",
+    )(fn)
 
 
 def operator_settings(app_spec: str | None, given: dict[str, Any]) -> Settings:
@@ -209,8 +256,11 @@ def operator_settings(app_spec: str | None, given: dict[str, Any]) -> Settings:
 
     app = run_guarded(lambda: load_app(app_spec))
     ctx = click.get_current_context()
-    flags = {k: given[k] for k in ("database_url", "schema") if given.get(k) is not None
-             and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    flags = {
+        k: given[k]
+        for k in ("database_url", "schema")
+        if given.get(k) is not None and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
+    }
     return run_guarded(lambda: app.settings.replace(**flags))  # type: ignore[no-any-return]
 
 
@@ -232,16 +282,17 @@ def operator_url(settings: Settings, *, may_start: bool) -> str:
         f"no database found: no URL is set and no embedded server runs under {home}; point "
         "at your database with --database-url URL or PGFLOW_DATABASE_URL, or with -A "
         "your.module to use the URL your App sets (pgflow starts the embedded server only "
-        "for `pgflow worker`, `pgflow migrate` and `pgflow enqueue`)")
+        "for `pgflow worker`, `pgflow migrate` and `pgflow enqueue`)"
+    )
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print JSON (for scripts) instead of a table.")(fn)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table."
+    )(fn)
 
 
-def with_client(settings: Settings, fn: Callable[[Client], T], *,
-                may_start: bool = False) -> T:
+def with_client(settings: Settings, fn: Callable[[Client], T], *, may_start: bool = False) -> T:
     """Call ``fn`` with a Client on the configured database (see :func:`operator_url`), closed
     afterwards; a pgflow error becomes one line and exit code 1."""
     from .client import Client
@@ -270,9 +321,13 @@ def workflows() -> None:
 
 
 @workflows.command(name="list", context_settings=CONTEXT)
-@click.option("--status", multiple=True, metavar="STATUS[,STATUS]",
-              help="ENQUEUED, PENDING, SUCCESS, ERROR, CANCELLED or "
-                   "MAX_RECOVERY_ATTEMPTS_EXCEEDED (repeat or comma-separate).")
+@click.option(
+    "--status",
+    multiple=True,
+    metavar="STATUS[,STATUS]",
+    help="ENQUEUED, PENDING, SUCCESS, ERROR, CANCELLED or "
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED (repeat or comma-separate).",
+)
 @click.option("--name", default=None, help="Only workflows of this name.")
 @click.option("--queue", default=None, help="Only workflows of this queue.")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many.")
@@ -281,21 +336,42 @@ def workflows() -> None:
 @json_option
 @app_option
 @common_options
-def list_workflows(status: tuple[str, ...], name: str | None, queue: str | None, limit: int,
-                   offset: int, oldest_first: bool, as_json: bool, app_spec: str | None,
-                   **given: Any) -> None:
+def list_workflows(
+    status: tuple[str, ...],
+    name: str | None,
+    queue: str | None,
+    limit: int,
+    offset: int,
+    oldest_first: bool,
+    as_json: bool,
+    app_spec: str | None,
+    **given: Any,
+) -> None:
     """List workflows, newest first."""
     settings = operator_settings(app_spec, given)
-    found = with_client(settings, lambda c: c.list_workflows(
-        status=_statuses(status), name=name, queue=queue,
-        limit=limit, offset=offset, newest_first=not oldest_first))
+    found = with_client(
+        settings,
+        lambda c: c.list_workflows(
+            status=_statuses(status),
+            name=name,
+            queue=queue,
+            limit=limit,
+            offset=offset,
+            newest_first=not oldest_first,
+        ),
+    )
     if as_json:
         click.echo(tables.to_json(found))
         return
-    click.echo(tables.table(
-        ["workflow_id", "name", "status", "queue", "created", "took"],
-        [[w.workflow_id, w.name, w.status, w.queue_name, w.created_at, _took(w)]
-         for w in found]))
+    click.echo(
+        tables.table(
+            ["workflow_id", "name", "status", "queue", "created", "took"],
+            [
+                [w.workflow_id, w.name, w.status, w.queue_name, w.created_at, _took(w)]
+                for w in found
+            ],
+        )
+    )
 
 
 def _took(w: WorkflowStatus) -> str:
@@ -317,48 +393,84 @@ def show(workflow_id: str, as_json: bool, app_spec: str | None, **given: Any) ->
     from .serialization import recorded_traceback
 
     def load(client: Client) -> tuple[WorkflowStatus, list[StepRecord], list[WorkflowStatus]]:
-        return (client.retrieve(workflow_id).status(), client.steps(workflow_id),
-                client.list_workflows(parent_workflow_id=workflow_id, limit=1000))
+        return (
+            client.retrieve(workflow_id).status(),
+            client.steps(workflow_id),
+            client.list_workflows(parent_workflow_id=workflow_id, limit=1000),
+        )
 
     wf, steps, children = with_client(settings, load)
     if as_json:
         click.echo(tables.to_json({"workflow": wf, "steps": steps, "children": children}))
         return
-    click.echo(tables.fields([
-        ("workflow", wf.workflow_id), ("name", wf.name), ("status", wf.status),
-        ("queue", wf.queue_name), ("priority", wf.priority),
-        ("partition", wf.partition_key), ("dedup id", wf.dedup_id),
-        ("parent", wf.parent_workflow_id), ("forked from", wf.forked_from),
-        ("app version", wf.app_version), ("executor", wf.executor_id),
-        ("recoveries", f"{wf.recovery_attempts} of {_limit(wf.max_recovery_attempts)}"),
-        ("created", wf.created_at), ("started", wf.started_at), ("updated", wf.updated_at),
-        ("deadline", wf.deadline), ("inputs", wf.inputs),
-        ("output", wf.output), ("error", wf.error)]))
+    click.echo(
+        tables.fields(
+            [
+                ("workflow", wf.workflow_id),
+                ("name", wf.name),
+                ("status", wf.status),
+                ("queue", wf.queue_name),
+                ("priority", wf.priority),
+                ("partition", wf.partition_key),
+                ("dedup id", wf.dedup_id),
+                ("parent", wf.parent_workflow_id),
+                ("forked from", wf.forked_from),
+                ("app version", wf.app_version),
+                ("executor", wf.executor_id),
+                ("recoveries", f"{wf.recovery_attempts} of {_limit(wf.max_recovery_attempts)}"),
+                ("created", wf.created_at),
+                ("started", wf.started_at),
+                ("updated", wf.updated_at),
+                ("deadline", wf.deadline),
+                ("inputs", wf.inputs),
+                ("output", wf.output),
+                ("error", wf.error),
+            ]
+        )
+    )
     trace = recorded_traceback(wf.error) if isinstance(wf.error, BaseException) else None
     if trace:
         click.echo("\ntraceback:\n" + redact(trace.rstrip()))
     click.echo("\nsteps:")
-    click.echo(tables.table(
-        ["step", "name", "result", "tries", "started", "took", "output / error / child"],
-        [[s.step_id, s.name,
-          "error" if s.error is not None else ("child" if s.child_workflow_id else "ok"),
-          s.attempts, s.started_at,
-          tables.duration((s.completed_at - s.started_at).total_seconds())
-          if s.started_at and s.completed_at else None,
-          s.error if s.error is not None else (s.child_workflow_id or s.output)]
-         for s in steps]))
+    click.echo(
+        tables.table(
+            ["step", "name", "result", "tries", "started", "took", "output / error / child"],
+            [
+                [
+                    s.step_id,
+                    s.name,
+                    "error" if s.error is not None else ("child" if s.child_workflow_id else "ok"),
+                    s.attempts,
+                    s.started_at,
+                    tables.duration((s.completed_at - s.started_at).total_seconds())
+                    if s.started_at and s.completed_at
+                    else None,
+                    s.error if s.error is not None else (s.child_workflow_id or s.output),
+                ]
+                for s in steps
+            ],
+        )
+    )
     if children:
         click.echo("\nchildren:")
-        click.echo(tables.table(["workflow_id", "name", "status"],
-                                [[c.workflow_id, c.name, c.status] for c in children]))
+        click.echo(
+            tables.table(
+                ["workflow_id", "name", "status"],
+                [[c.workflow_id, c.name, c.status] for c in children],
+            )
+        )
 
 
 def _limit(max_recovery_attempts: int | None) -> str:
     return "unlimited" if max_recovery_attempts is None else str(max_recovery_attempts)
 
 
-def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
-          describe: Callable[[str, Any], str]) -> None:
+def _each(
+    ids: tuple[str, ...],
+    as_json: bool,
+    act: Callable[[str], Any],
+    describe: Callable[[str, Any], str],
+) -> None:
     """Apply ``act`` to every id; report each; exit 1 if any failed (the others still ran)."""
     results: dict[str, Any] = {}
     failed = False
@@ -381,8 +493,9 @@ def _each(ids: tuple[str, ...], as_json: bool, act: Callable[[str], Any],
         sys.exit(1)
 
 
-def parse_duration_option(ctx: click.Context, param: click.Parameter,
-                          value: str | None) -> float | None:
+def parse_duration_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | None:
     """An option's duration: 90s, 15m, 12h, 30d, or seconds (pgflow.durations)."""
     if value is None:
         return None
@@ -396,27 +509,51 @@ def parse_duration_option(ctx: click.Context, param: click.Parameter,
 
 def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The filters of a bulk cancel or resume (instead of ids)."""
-    for decl in reversed([
-        click.option("--status", multiple=True, metavar="STATUS[,STATUS]",
-                     help="Only workflows in these statuses (repeat or comma-separate)."),
-        click.option("--queue", default=None, help="Only workflows of this queue."),
-        click.option("--name", default=None, help="Only workflows of this name."),
-        click.option("--older-than", callback=parse_duration_option, default=None,
-                     metavar="DURATION",
-                     help="Only workflows created longer ago than this: 90s, 15m, 12h, 30d."),
-        click.option("--all", "everything", is_flag=True,
-                     help="Every workflow the command applies to (no filter)."),
-        click.option("--dry-run", is_flag=True, help="Only print how many match."),
-        click.option("--yes", is_flag=True, help="Do not ask for confirmation."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=1000,
-                     show_default=True, help="Workflows per statement (short transactions)."),
-    ]):
+    for decl in reversed(
+        [
+            click.option(
+                "--status",
+                multiple=True,
+                metavar="STATUS[,STATUS]",
+                help="Only workflows in these statuses (repeat or comma-separate).",
+            ),
+            click.option("--queue", default=None, help="Only workflows of this queue."),
+            click.option("--name", default=None, help="Only workflows of this name."),
+            click.option(
+                "--older-than",
+                callback=parse_duration_option,
+                default=None,
+                metavar="DURATION",
+                help="Only workflows created longer ago than this: 90s, 15m, 12h, 30d.",
+            ),
+            click.option(
+                "--all",
+                "everything",
+                is_flag=True,
+                help="Every workflow the command applies to (no filter).",
+            ),
+            click.option("--dry-run", is_flag=True, help="Only print how many match."),
+            click.option("--yes", is_flag=True, help="Do not ask for confirmation."),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=1000,
+                show_default=True,
+                help="Workflows per statement (short transactions).",
+            ),
+        ]
+    ):
         fn = decl(fn)
     return fn
 
 
-def _bulk(action: Literal["cancel", "resume"], ids: tuple[str, ...], filters: dict[str, Any],
-          as_json: bool, settings: Settings) -> bool:
+def _bulk(
+    action: Literal["cancel", "resume"],
+    ids: tuple[str, ...],
+    filters: dict[str, Any],
+    as_json: bool,
+    settings: Settings,
+) -> bool:
     """Cancel or resume by filter when filters are given (False: act on ``ids``): print the
     count, ask unless --yes, then act in batches with a progress line."""
     dry_run, yes, batch = filters.pop("dry_run"), filters.pop("yes"), filters.pop("batch_size")
@@ -424,52 +561,65 @@ def _bulk(action: Literal["cancel", "resume"], ids: tuple[str, ...], filters: di
     chosen = {k: v for k, v in filters.items() if v not in (None, False)}
     if ids:
         if chosen:
-            flags = sorted("--all" if k == "everything" else "--" + k.replace("_", "-")
-                           for k in chosen)
-            raise click.UsageError(f"give workflow ids or filters ({', '.join(flags)}), "
-                                   "not both")
+            flags = sorted(
+                "--all" if k == "everything" else "--" + k.replace("_", "-") for k in chosen
+            )
+            raise click.UsageError(f"give workflow ids or filters ({', '.join(flags)}), not both")
         return False
     if not chosen:
         raise click.UsageError(
             f"{action} needs workflow ids or filters (--status, --queue, --name, "
-            f"--older-than); to {action} every workflow it applies to, pass --all")
+            f"--older-than); to {action} every workflow it applies to, pass --all"
+        )
     from .bulk import match
     from .durations import format_duration
 
     m = run_guarded(lambda: match(action, **filters))
     n = with_client(settings, lambda c: c.count_matching(action, **filters))
-    what = ", ".join([f"status {'|'.join(m.statuses)}"]
-                     + ([f"queue {m.queue}"] if m.queue else [])
-                     + ([f"name {m.name}"] if m.name else [])
-                     + ([f"created more than {format_duration(m.older_than)} ago"]
-                        if m.older_than is not None else []))
+    what = ", ".join(
+        [f"status {'|'.join(m.statuses)}"]
+        + ([f"queue {m.queue}"] if m.queue else [])
+        + ([f"name {m.name}"] if m.name else [])
+        + (
+            [f"created more than {format_duration(m.older_than)} ago"]
+            if m.older_than is not None
+            else []
+        )
+    )
     extra = " and their children" if action == "cancel" else ""
     if dry_run or n == 0:
         if as_json:
             click.echo(tables.to_json({"matched": n, "dry_run": dry_run}))
         else:
-            click.echo(f"{n} workflow(s) match ({what}); {action} would take them{extra}"
-                       " (dry run: nothing changed)" if dry_run else
-                       f"no workflow matches ({what}): nothing to {action}")
+            click.echo(
+                f"{n} workflow(s) match ({what}); {action} would take them{extra}"
+                " (dry run: nothing changed)"
+                if dry_run
+                else f"no workflow matches ({what}): nothing to {action}"
+            )
         return True
-    if not yes and not click.confirm(f"{action.capitalize()} {n} workflow(s) ({what}){extra}?",
-                                     default=False):
+    if not yes and not click.confirm(
+        f"{action.capitalize()} {n} workflow(s) ({what}){extra}?", default=False
+    ):
         sys.exit(1)
 
     def progress(r: Any) -> None:
         kids = f" (+{r.children} children)" if r.children else ""
-        click.echo(f"{action}: {r.matched} of about {n} done, {r.changed} changed{kids}",
-                   err=True)
+        click.echo(f"{action}: {r.matched} of about {n} done, {r.changed} changed{kids}", err=True)
 
-    done = with_client(settings, lambda c: getattr(c, f"{action}_matching")(
-        batch=batch, on_batch=progress, **filters))
+    done = with_client(
+        settings,
+        lambda c: getattr(c, f"{action}_matching")(batch=batch, on_batch=progress, **filters),
+    )
     if as_json:
         click.echo(tables.to_json(done))
     else:
         past = "cancelled" if action == "cancel" else "resumed"
         kids = f" and {done.children} of their children" if done.children else ""
-        click.echo(f"{past} {done.changed} workflow(s){kids}; {done.unchanged} left as they "
-                   f"were, in {done.batches} batch(es)")
+        click.echo(
+            f"{past} {done.changed} workflow(s){kids}; {done.unchanged} left as they "
+            f"were, in {done.batches} batch(es)"
+        )
     return True
 
 
@@ -479,24 +629,52 @@ def _bulk(action: Literal["cancel", "resume"], ids: tuple[str, ...], filters: di
 @json_option
 @app_option
 @common_options
-def cancel(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
-           status: tuple[str, ...], queue: str | None, name: str | None,
-           older_than: float | None, everything: bool, dry_run: bool, yes: bool,
-           batch_size: int, **given: Any) -> None:
+def cancel(
+    workflow_ids: tuple[str, ...],
+    as_json: bool,
+    app_spec: str | None,
+    status: tuple[str, ...],
+    queue: str | None,
+    name: str | None,
+    older_than: float | None,
+    everything: bool,
+    dry_run: bool,
+    yes: bool,
+    batch_size: int,
+    **given: Any,
+) -> None:
     """Cancel workflows and their children (a running one stops at its next step).
 
     By id, or by filter: `pgflow workflows cancel --queue emails --status ENQUEUED
     --older-than 1d` prints how many match, asks (unless --yes), then cancels them in
     batches. Filters apply to ENQUEUED and PENDING workflows; --all takes every one."""
     settings = operator_settings(app_spec, given)
-    if _bulk("cancel", workflow_ids, dict(
-            status=status, queue=queue, name=name, older_than=older_than,
-            everything=everything, dry_run=dry_run, yes=yes, batch_size=batch_size),
-            as_json, settings):
+    if _bulk(
+        "cancel",
+        workflow_ids,
+        dict(
+            status=status,
+            queue=queue,
+            name=name,
+            older_than=older_than,
+            everything=everything,
+            dry_run=dry_run,
+            yes=yes,
+            batch_size=batch_size,
+        ),
+        as_json,
+        settings,
+    ):
         return
-    with_client(settings, lambda c: _each(
-        workflow_ids, as_json, lambda i: {"status": c.cancel(i).status},
-        lambda i, r: f"{i}: {r['status']}"))
+    with_client(
+        settings,
+        lambda c: _each(
+            workflow_ids,
+            as_json,
+            lambda i: {"status": c.cancel(i).status},
+            lambda i, r: f"{i}: {r['status']}",
+        ),
+    )
 
 
 @workflows.command(context_settings=CONTEXT)
@@ -505,10 +683,20 @@ def cancel(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
 @json_option
 @app_option
 @common_options
-def resume(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
-           status: tuple[str, ...], queue: str | None, name: str | None,
-           older_than: float | None, everything: bool, dry_run: bool, yes: bool,
-           batch_size: int, **given: Any) -> None:
+def resume(
+    workflow_ids: tuple[str, ...],
+    as_json: bool,
+    app_spec: str | None,
+    status: tuple[str, ...],
+    queue: str | None,
+    name: str | None,
+    older_than: float | None,
+    everything: bool,
+    dry_run: bool,
+    yes: bool,
+    batch_size: int,
+    **given: Any,
+) -> None:
     """Run workflows now: CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED ones again from
     their last completed step (on their queue, or by any executor of their version); queued
     ones without their delay. Running and succeeded ones are left as they are.
@@ -517,57 +705,118 @@ def resume(workflow_ids: tuple[str, ...], as_json: bool, app_spec: str | None,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows unless --status says otherwise (ENQUEUED: drop
     their delays)."""
     settings = operator_settings(app_spec, given)
-    if _bulk("resume", workflow_ids, dict(
-            status=status, queue=queue, name=name, older_than=older_than,
-            everything=everything, dry_run=dry_run, yes=yes, batch_size=batch_size),
-            as_json, settings):
+    if _bulk(
+        "resume",
+        workflow_ids,
+        dict(
+            status=status,
+            queue=queue,
+            name=name,
+            older_than=older_than,
+            everything=everything,
+            dry_run=dry_run,
+            yes=yes,
+            batch_size=batch_size,
+        ),
+        as_json,
+        settings,
+    ):
         return
-    with_client(settings, lambda c: _each(
-        workflow_ids, as_json, lambda i: {"status": c.resume(i).status().status},
-        lambda i, r: f"{i}: {r['status']}"))
+    with_client(
+        settings,
+        lambda c: _each(
+            workflow_ids,
+            as_json,
+            lambda i: {"status": c.resume(i).status().status},
+            lambda i, r: f"{i}: {r['status']}",
+        ),
+    )
 
 
 @workflows.command(context_settings=CONTEXT)
 @click.argument("workflow_id")
-@click.option("--step", "from_step", type=int, default=1, show_default=True,
-              help="First step to run again; the steps before it are reused.")
-@click.option("--workflow-id", "new_workflow_id", default=None,
-              help="Id of the new workflow [default: a new UUID].")
-@click.option("--app-version", default=None,
-              help="Run it on workers of this version [default: the original's].")
+@click.option(
+    "--step",
+    "from_step",
+    type=int,
+    default=1,
+    show_default=True,
+    help="First step to run again; the steps before it are reused.",
+)
+@click.option(
+    "--workflow-id",
+    "new_workflow_id",
+    default=None,
+    help="Id of the new workflow [default: a new UUID].",
+)
+@click.option(
+    "--app-version",
+    default=None,
+    help="Run it on workers of this version [default: the original's].",
+)
 @json_option
 @app_option
 @common_options
-def fork(workflow_id: str, from_step: int, new_workflow_id: str | None,
-         app_version: str | None, as_json: bool, app_spec: str | None,
-         **given: Any) -> None:
+def fork(
+    workflow_id: str,
+    from_step: int,
+    new_workflow_id: str | None,
+    app_version: str | None,
+    as_json: bool,
+    app_spec: str | None,
+    **given: Any,
+) -> None:
     """Start a new workflow from WORKFLOW_ID's inputs, reusing its steps before --step."""
     settings = operator_settings(app_spec, given)
-    handle = with_client(settings, lambda c: c.fork(
-        workflow_id, from_step, new_workflow_id=new_workflow_id, app_version=app_version))
+    handle = with_client(
+        settings,
+        lambda c: c.fork(
+            workflow_id, from_step, new_workflow_id=new_workflow_id, app_version=app_version
+        ),
+    )
     if as_json:
-        click.echo(tables.to_json({"workflow_id": handle.workflow_id,
-                                   "forked_from": workflow_id}))
+        click.echo(tables.to_json({"workflow_id": handle.workflow_id, "forked_from": workflow_id}))
     else:
         click.echo(handle.workflow_id)
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--older-than", required=True, callback=parse_duration_option,
-              metavar="DURATION", help="Delete workflows that ended longer ago than this: "
-                                       "90s, 15m, 12h, 30d.")
-@click.option("--status", multiple=True, metavar="STATUS[,STATUS]",
-              help="Only these statuses [default: SUCCESS, ERROR, CANCELLED, "
-                   "MAX_RECOVERY_ATTEMPTS_EXCEEDED].")
+@click.option(
+    "--older-than",
+    required=True,
+    callback=parse_duration_option,
+    metavar="DURATION",
+    help="Delete workflows that ended longer ago than this: 90s, 15m, 12h, 30d.",
+)
+@click.option(
+    "--status",
+    multiple=True,
+    metavar="STATUS[,STATUS]",
+    help="Only these statuses [default: SUCCESS, ERROR, CANCELLED, "
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED].",
+)
 @click.option("--dry-run", is_flag=True, help="Only print how many would be deleted.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Workflows deleted per transaction.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Workflows deleted per transaction.",
+)
 @json_option
 @app_option
 @common_options
-def prune(older_than: float, status: tuple[str, ...], dry_run: bool, yes: bool,
-          batch_size: int, as_json: bool, app_spec: str | None, **given: Any) -> None:
+def prune(
+    older_than: float,
+    status: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    batch_size: int,
+    as_json: bool,
+    app_spec: str | None,
+    **given: Any,
+) -> None:
     """Delete finished workflows that ended more than --older-than ago, with their
     checkpoints, the messages sent to them and their events, in batches (short
     transactions). Active workflows are never deleted, nor a child whose parent stays (its
@@ -583,26 +832,36 @@ def prune(older_than: float, status: tuple[str, ...], dry_run: bool, yes: bool,
         if as_json:
             click.echo(tables.to_json({"matched": n, "dry_run": dry_run}))
         else:
-            click.echo(f"{n} workflow(s) ended more than {age} ago"
-                       + (" would be deleted (dry run: nothing changed)" if dry_run else
-                          ": nothing to delete"))
+            click.echo(
+                f"{n} workflow(s) ended more than {age} ago"
+                + (
+                    " would be deleted (dry run: nothing changed)"
+                    if dry_run
+                    else ": nothing to delete"
+                )
+            )
         return
     if not yes and not click.confirm(
-            f"Delete {n} workflow(s) that ended more than {age} ago, with their steps, "
-            "messages and events?", default=False):
+        f"Delete {n} workflow(s) that ended more than {age} ago, with their steps, "
+        "messages and events?",
+        default=False,
+    ):
         sys.exit(1)
 
     def progress(r: Any) -> None:
         click.echo(f"prune: {r.workflows} of about {n} deleted", err=True)
 
-    done = with_client(settings, lambda c: c.prune(older_than, statuses, batch=batch_size,
-                                                   on_batch=progress))
+    done = with_client(
+        settings, lambda c: c.prune(older_than, statuses, batch=batch_size, on_batch=progress)
+    )
     if as_json:
         click.echo(tables.to_json(done))
         return
-    click.echo(f"deleted {done.workflows} workflow(s) that ended before "
-               f"{tables.cell(done.cutoff)}, with {done.steps} step(s), {done.messages} "
-               f"message(s) and {done.events} event row(s), in {done.batches} batch(es)")
+    click.echo(
+        f"deleted {done.workflows} workflow(s) that ended before "
+        f"{tables.cell(done.cutoff)}, with {done.steps} step(s), {done.messages} "
+        f"message(s) and {done.events} event row(s), in {done.batches} batch(es)"
+    )
 
 
 @main.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -610,8 +869,7 @@ def prune(older_than: float, status: tuple[str, ...], dry_run: bool, yes: bool,
 @app_option
 @common_options
 @click.pass_context
-def queues(ctx: click.Context, /, as_json: bool, app_spec: str | None,
-           **given: Any) -> None:
+def queues(ctx: click.Context, /, as_json: bool, app_spec: str | None, **given: Any) -> None:
     """Per queue: enqueued, running, partitions, limits, rate-window use, oldest wait, paused;
     and work no live worker can run, with the reason. `pgflow queues pause Q` and
     `pgflow queues resume Q` stop and restart the claims of a queue."""
@@ -624,26 +882,68 @@ def queues(ctx: click.Context, /, as_json: bool, app_spec: str | None,
         return
     rows = []
     for q in found:
-        rate = None if q.rate_limit is None else \
-            f"{q.started_in_window}/{q.rate_limit} per {q.rate_per_seconds:g}s"
-        rows.append([q.name + (" (paused)" if q.paused else ""), q.enqueued, q.delayed,
-                     q.pending, q.live_workers, q.concurrency, q.worker_concurrency, rate,
-                     tables.duration(q.oldest_wait_s)])
-        rows += [[f"  {q.name}[{key}]", n["enqueued"], None, n["pending"], None, None, None,
-                  None, None] for key, n in q.partitions.items()]
-    click.echo(tables.table(["queue", "enqueued", "delayed", "running", "workers",
-                             "concurrency", "per_worker", "rate_window", "oldest_wait"], rows))
+        rate = (
+            None
+            if q.rate_limit is None
+            else f"{q.started_in_window}/{q.rate_limit} per {q.rate_per_seconds:g}s"
+        )
+        rows.append(
+            [
+                q.name + (" (paused)" if q.paused else ""),
+                q.enqueued,
+                q.delayed,
+                q.pending,
+                q.live_workers,
+                q.concurrency,
+                q.worker_concurrency,
+                rate,
+                tables.duration(q.oldest_wait_s),
+            ]
+        )
+        rows += [
+            [f"  {q.name}[{key}]", n["enqueued"], None, n["pending"], None, None, None, None, None]
+            for key, n in q.partitions.items()
+        ]
+    click.echo(
+        tables.table(
+            [
+                "queue",
+                "enqueued",
+                "delayed",
+                "running",
+                "workers",
+                "concurrency",
+                "per_worker",
+                "rate_window",
+                "oldest_wait",
+            ],
+            rows,
+        )
+    )
     for q in found:
         if q.paused:
-            click.echo(f"queue {q.name} is paused since {tables.cell(q.paused_at)}: no worker "
-                       f"claims from it; `pgflow queues resume {q.name}` resumes it")
+            click.echo(
+                f"queue {q.name} is paused since {tables.cell(q.paused_at)}: no worker "
+                f"claims from it; `pgflow queues resume {q.name}` resumes it"
+            )
     if stranded:
         click.echo("\nleft waiting (no live worker can run them):")
-        click.echo(tables.table(["queue", "workflow", "app_version", "reason", "workflows",
-                                 "since"],
-                                [[s.queue_name or "(no queue)", s.name, s.app_version,
-                                  s.reason.replace("_", " "), s.count, s.since]
-                                 for s in stranded]))
+        click.echo(
+            tables.table(
+                ["queue", "workflow", "app_version", "reason", "workflows", "since"],
+                [
+                    [
+                        s.queue_name or "(no queue)",
+                        s.name,
+                        s.app_version,
+                        s.reason.replace("_", " "),
+                        s.count,
+                        s.since,
+                    ]
+                    for s in stranded
+                ],
+            )
+        )
         for s in stranded:
             click.echo(f"  {s.queue_name or '(no queue)'} / {s.name}: {s.remedy}")
 
@@ -709,25 +1009,73 @@ def workers(as_json: bool, app_spec: str | None, **given: Any) -> None:
             continue
         if title:
             click.echo(f"\n{title}")
-        click.echo(tables.table(
-            ["executor", "host", "pid", "version", "kind", "queues", "heartbeat", "started",
-             "running"],
-            [[w.executor_id, w.hostname, w.pid, w.app_version, w.kind, ",".join(w.queues) or None,
-              f"{tables.duration(w.heartbeat_age_s)} ago", w.started_at, len(w.workflows)]
-             for w in group]))
+        click.echo(
+            tables.table(
+                [
+                    "executor",
+                    "host",
+                    "pid",
+                    "version",
+                    "kind",
+                    "queues",
+                    "heartbeat",
+                    "started",
+                    "running",
+                ],
+                [
+                    [
+                        w.executor_id,
+                        w.hostname,
+                        w.pid,
+                        w.app_version,
+                        w.kind,
+                        ",".join(w.queues) or None,
+                        f"{tables.duration(w.heartbeat_age_s)} ago",
+                        w.started_at,
+                        len(w.workflows),
+                    ]
+                    for w in group
+                ],
+            )
+        )
         held = [(w, a) for w in group for a in w.workflows]
         if held:
             click.echo("\n" + ("running now:" if alive else "held by them:"))
-            click.echo(tables.table(
-                ["executor", "workflow_id", "name", "queue", "for"],
-                [[w.executor_id, a.workflow_id, a.name, a.queue_name,
-                  tables.duration(a.running_s)] for w, a in held]))
+            click.echo(
+                tables.table(
+                    ["executor", "workflow_id", "name", "queue", "for"],
+                    [
+                        [
+                            w.executor_id,
+                            a.workflow_id,
+                            a.name,
+                            a.queue_name,
+                            tables.duration(a.running_s),
+                        ]
+                        for w, a in held
+                    ],
+                )
+            )
     if dead:
         click.echo("\ndied recently:")
-        click.echo(tables.table(
-            ["executor", "host", "pid", "version", "kind", "died", "reaped by", "handed back"],
-            [[d.executor_id, d.hostname, d.pid, d.app_version, d.kind,
-              f"{tables.duration(d.died_ago_s)} ago", d.reaped_by, d.released] for d in dead]))
+        click.echo(
+            tables.table(
+                ["executor", "host", "pid", "version", "kind", "died", "reaped by", "handed back"],
+                [
+                    [
+                        d.executor_id,
+                        d.hostname,
+                        d.pid,
+                        d.app_version,
+                        d.kind,
+                        f"{tables.duration(d.died_ago_s)} ago",
+                        d.reaped_by,
+                        d.released,
+                    ]
+                    for d in dead
+                ],
+            )
+        )
 
 
 @main.command(context_settings=CONTEXT)
@@ -740,18 +1088,36 @@ def workers(as_json: bool, app_spec: str | None, **given: Any) -> None:
 @click.option("--partition-key", default=None, help="Partition of a partitioned queue.")
 @click.option("--delay", type=float, default=None, help="Seconds before it may start.")
 @click.option("--timeout", type=float, default=None, help="Seconds until it is cancelled.")
-@click.option("--app-version", default=None,
-              help="Only workers of this version may start it [default: any version that "
-                   "knows the workflow's name].")
-@click.option("--strict", is_flag=True,
-              help="Refuse a name no registered version knows (default: warn and enqueue).")
+@click.option(
+    "--app-version",
+    default=None,
+    help="Only workers of this version may start it [default: any version that "
+    "knows the workflow's name].",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse a name no registered version knows (default: warn and enqueue).",
+)
 @json_option
 @app_option
 @common_options
-def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
-            dedup_id: str | None, priority: int | None, partition_key: str | None,
-            delay: float | None, timeout: float | None, app_version: str | None,
-            strict: bool, as_json: bool, app_spec: str | None, **given: Any) -> None:
+def enqueue(
+    queue: str,
+    workflow: str,
+    args_json: str,
+    workflow_id: str | None,
+    dedup_id: str | None,
+    priority: int | None,
+    partition_key: str | None,
+    delay: float | None,
+    timeout: float | None,
+    app_version: str | None,
+    strict: bool,
+    as_json: bool,
+    app_spec: str | None,
+    **given: Any,
+) -> None:
     """Queue WORKFLOW (its registered name, e.g. shop.tasks.checkout) on QUEUE with ARGS_JSON:
     a JSON list of positional arguments, or an object of keyword arguments."""
     try:
@@ -759,14 +1125,30 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
     except ValueError as exc:
         raise click.BadParameter(f"not JSON ({exc})", param_hint="ARGS_JSON") from None
     if not isinstance(parsed, (list, dict)):
-        raise click.BadParameter("give a JSON list (positional arguments) or object "
-                                 "(keyword arguments)", param_hint="ARGS_JSON")
+        raise click.BadParameter(
+            "give a JSON list (positional arguments) or object (keyword arguments)",
+            param_hint="ARGS_JSON",
+        )
     args, kwargs = (parsed, {}) if isinstance(parsed, list) else ([], parsed)
     settings = operator_settings(app_spec, given)
-    handle = with_client(settings, lambda c: c.enqueue(
-        queue, workflow, *args, kwargs=kwargs, workflow_id=workflow_id, dedup_id=dedup_id,
-        priority=priority, partition_key=partition_key, delay=delay, timeout=timeout,
-        app_version=app_version, strict=strict), may_start=True)
+    handle = with_client(
+        settings,
+        lambda c: c.enqueue(
+            queue,
+            workflow,
+            *args,
+            kwargs=kwargs,
+            workflow_id=workflow_id,
+            dedup_id=dedup_id,
+            priority=priority,
+            partition_key=partition_key,
+            delay=delay,
+            timeout=timeout,
+            app_version=app_version,
+            strict=strict,
+        ),
+        may_start=True,
+    )
     if as_json:
         click.echo(tables.to_json({"workflow_id": handle.workflow_id, "queue": queue}))
     else:
@@ -774,17 +1156,37 @@ def enqueue(queue: str, workflow: str, args_json: str, workflow_id: str | None,
 
 
 @workflows.command(context_settings=CONTEXT)
-@click.option("--from", "from_version", required=True, metavar="VERSION",
-              help="Application version the workflows carry now.")
-@click.option("--to", "to_version", required=True, metavar="VERSION",
-              help="Application version to give them (one `pgflow versions` lists).")
-@click.option("--status", multiple=True, metavar="STATUS[,STATUS]",
-              help="Statuses to move [default: ENQUEUED and ownerless PENDING: waiting work].")
+@click.option(
+    "--from",
+    "from_version",
+    required=True,
+    metavar="VERSION",
+    help="Application version the workflows carry now.",
+)
+@click.option(
+    "--to",
+    "to_version",
+    required=True,
+    metavar="VERSION",
+    help="Application version to give them (one `pgflow versions` lists).",
+)
+@click.option(
+    "--status",
+    multiple=True,
+    metavar="STATUS[,STATUS]",
+    help="Statuses to move [default: ENQUEUED and ownerless PENDING: waiting work].",
+)
 @click.option("--dry-run", is_flag=True, help="Only print how many would move.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @common_options
-def retarget(from_version: str, to_version: str, status: tuple[str, ...], dry_run: bool,
-             yes: bool, **given: Any) -> None:
+def retarget(
+    from_version: str,
+    to_version: str,
+    status: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    **given: Any,
+) -> None:
     """Move workflows stranded on an old version to another one, keeping their ids.
 
     A workflow that started runs only on its own version (its checkpoints came from that
@@ -817,38 +1219,80 @@ def versions(as_json: bool, **given: Any) -> None:
     if as_json:
         click.echo(tables.to_json({"versions": found}))
         return
-    statuses = ["ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED",
-                "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]
-    click.echo(tables.table(
-        ["app_version", "first_seen", "last_seen", "live", "workflows", "enqueued", "pending",
-         "success", "error", "cancelled", "max_recovery"],
-        [[v.app_version or "(none yet)", v.first_seen, v.last_seen, v.live_executors,
-          v.workflows, *[v.work.get(s, 0) for s in statuses]] for v in found]))
+    statuses = [
+        "ENQUEUED",
+        "PENDING",
+        "SUCCESS",
+        "ERROR",
+        "CANCELLED",
+        "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+    ]
+    click.echo(
+        tables.table(
+            [
+                "app_version",
+                "first_seen",
+                "last_seen",
+                "live",
+                "workflows",
+                "enqueued",
+                "pending",
+                "success",
+                "error",
+                "cancelled",
+                "max_recovery",
+            ],
+            [
+                [
+                    v.app_version or "(none yet)",
+                    v.first_seen,
+                    v.last_seen,
+                    v.live_executors,
+                    v.workflows,
+                    *[v.work.get(s, 0) for s in statuses],
+                ]
+                for v in found
+            ],
+        )
+    )
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (another than localhost exposes the dashboard).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (another than localhost exposes the dashboard).",
+)
 @click.option("--port", default=8089, show_default=True, type=int, help="Port to listen on.")
-@click.option("--admin-token", envvar="PGFLOW_DASHBOARD_TOKEN", show_envvar=True, default=None,
-              help="Enables actions (cancel, resume, fork, pause) for whoever logs in with it; "
-                   "unset: read-only.")
+@click.option(
+    "--admin-token",
+    envvar="PGFLOW_DASHBOARD_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="Enables actions (cancel, resume, fork, pause) for whoever logs in with it; "
+    "unset: read-only.",
+)
 @app_option
 @common_options
-def dashboard(host: str, port: int, admin_token: str | None, app_spec: str | None,
-              **given: Any) -> None:
+def dashboard(
+    host: str, port: int, admin_token: str | None, app_spec: str | None, **given: Any
+) -> None:
     """Serve the web dashboard: workflows, queues, workers, and "why is this not running?"."""
     try:
         import uvicorn
 
         from .dashboard import create_app
     except ImportError as exc:
-        raise click.ClickException(f"the dashboard needs its extra ({exc.name} is missing): "
-                                   "pip install 'pgflow[dashboard]'") from None
+        raise click.ClickException(
+            f"the dashboard needs its extra ({exc.name} is missing): "
+            "pip install 'pgflow[dashboard]'"
+        ) from None
     settings = operator_settings(app_spec, given)
     url = run_guarded(lambda: operator_url(settings, may_start=False))
-    app = run_guarded(lambda: create_app(settings=settings.replace(database_url=url),
-                                         admin_token=admin_token))
+    app = run_guarded(
+        lambda: create_app(settings=settings.replace(database_url=url), admin_token=admin_token)
+    )
     mode = "admin actions with the token" if admin_token else "read-only"
     click.echo(f"pgflow dashboard on http://{host}:{port}/ ({mode})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -867,8 +1311,9 @@ def reset(yes: bool, **given: Any) -> None:
     url: str = run_guarded(lambda: settings.database_url or _embedded(settings))
     target = describe_target(url)
     if not yes and not click.confirm(
-            f"Drop schema {settings.schema!r} of database {target}, and every workflow in it?",
-            default=False):
+        f"Drop schema {settings.schema!r} of database {target}, and every workflow in it?",
+        default=False,
+    ):
         sys.exit(1)
     run_guarded(lambda: migrations.drop_schema(Database(url, settings.schema)))
     click.echo(f"dropped schema {settings.schema!r} of database {target}")
@@ -881,8 +1326,13 @@ def embedded() -> None:
 
 
 def embedded_home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--home", envvar="PGFLOW_HOME", show_envvar=True, default=None,
-                      help="Folder of the embedded server's data [default: .pgflow].")(fn)
+    fn = click.option(
+        "--home",
+        envvar="PGFLOW_HOME",
+        show_envvar=True,
+        default=None,
+        help="Folder of the embedded server's data [default: .pgflow].",
+    )(fn)
     return app_option(fn)
 
 
@@ -906,12 +1356,21 @@ def embedded_status_command(home: str | None, app_spec: str | None, as_json: boo
 
     found = embedded_status(_embedded_home(home, app_spec))
     if as_json:
-        click.echo(tables.to_json({"home": str(found.home), "initialized": found.initialized,
-                                   "running": found.running, "pid": found.pid,
-                                   "url": found.url}))
+        click.echo(
+            tables.to_json(
+                {
+                    "home": str(found.home),
+                    "initialized": found.initialized,
+                    "running": found.running,
+                    "pid": found.pid,
+                    "url": found.url,
+                }
+            )
+        )
     elif found.running:
-        click.echo(f"running (pid {found.pid}) with its data in {found.home / 'pgdata'}\n"
-                   f"url: {found.url}")
+        click.echo(
+            f"running (pid {found.pid}) with its data in {found.home / 'pgdata'}\nurl: {found.url}"
+        )
     else:
         state = "stopped" if found.initialized else "not created"
         click.echo(f"{state}: no embedded server runs under {found.home}")

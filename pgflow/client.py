@@ -39,15 +39,27 @@ class Client(management.WorkflowQueries):
     ``pgflow migrate`` first). Workflows are named as the workers know them
     (``module.function`` unless declared with ``name=``)."""
 
-    def __init__(self, database_url: str | None = None, schema: str | None = None, *,
-                 serializer: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str | None = None,
+        schema: str | None = None,
+        *,
+        serializer: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         base = settings or Settings.from_env()
-        changes = {k: v for k, v in dict(database_url=database_url, schema=schema,
-                                         serializer=serializer).items() if v is not None}
+        changes = {
+            k: v
+            for k, v in dict(
+                database_url=database_url, schema=schema, serializer=serializer
+            ).items()
+            if v is not None
+        }
         self.settings = base.replace(**changes) if changes else base
         if not self.settings.database_url:
-            raise ConfigurationError("pgflow.Client needs a database URL: pass it, or set "
-                                     "PGFLOW_DATABASE_URL")
+            raise ConfigurationError(
+                "pgflow.Client needs a database URL: pass it, or set PGFLOW_DATABASE_URL"
+            )
         self.serializer = serialization.get_serializer(self.settings.serializer)
         self.completions = Completions()  # WorkflowHandle waits through these
         self._db: Database | None = None
@@ -68,10 +80,13 @@ class Client(management.WorkflowQueries):
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    db = Database(self.settings.database_url or "", self.settings.schema,
-                                  max_size=self.settings.pool_size or 4,
-                                  idle_timeout=self.settings.pool_idle_timeout,
-                                  application_name="pgflow:client")
+                    db = Database(
+                        self.settings.database_url or "",
+                        self.settings.schema,
+                        max_size=self.settings.pool_size or 4,
+                        idle_timeout=self.settings.pool_idle_timeout,
+                        application_name="pgflow:client",
+                    )
                     try:
                         # Retried while the server is away, as every later use is. One
                         # direct connection first: a server that refuses says why now
@@ -105,13 +120,22 @@ class Client(management.WorkflowQueries):
 
     # -- enqueueing ----------------------------------------------------------------------------
 
-    def enqueue(self, queue: str, workflow_name: str, *args: Any,
-                kwargs: dict[str, Any] | None = None, workflow_id: str | None = None,
-                dedup_id: str | None = None, priority: int | None = None,
-                partition_key: str | None = None, delay: float | None = None,
-                timeout: float | None = None, app_version: str | None = None,
-                max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
-                strict: bool = False) -> WorkflowHandle[Any]:
+    def enqueue(
+        self,
+        queue: str,
+        workflow_name: str,
+        *args: Any,
+        kwargs: dict[str, Any] | None = None,
+        workflow_id: str | None = None,
+        dedup_id: str | None = None,
+        priority: int | None = None,
+        partition_key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        app_version: str | None = None,
+        max_recovery_attempts: RecoveryLimit = APP_DEFAULT,
+        strict: bool = False,
+    ) -> WorkflowHandle[Any]:
         """Queue ``workflow_name(*args, **kwargs)`` on ``queue``; returns its handle.
 
         No worker needs to be running. The row carries no version: the first worker of any
@@ -137,22 +161,39 @@ class Client(management.WorkflowQueries):
         if problem is not None:
             if strict:
                 raise UnknownWorkflow(f"{problem}; nothing was enqueued")
-            log.warning("workflow_name_unknown", workflow_name=workflow_name, queue=queue,
-                        problem=problem)
+            log.warning(
+                "workflow_name_unknown", workflow_name=workflow_name, queue=queue, problem=problem
+            )
         inputs = serialization.dumps_inputs(
-            self.serializer, args, kwargs or {},
-            max_bytes=self.settings.max_payload_bytes, what=f"workflow {workflow_name!r}")
+            self.serializer,
+            args,
+            kwargs or {},
+            max_bytes=self.settings.max_payload_bytes,
+            what=f"workflow {workflow_name!r}",
+        )
         workflow_id = workflow_id or new_workflow_id()
-        insert_enqueued(self.db, {
-            "workflow_id": workflow_id, "name": workflow_name, "queue_name": queue,
-            "dedup_id": dedup_id, "priority": priority or 0, "partition_key": partition_key,
-            "parent_workflow_id": None, "app_version": app_version,
-            "max_recovery_attempts": recovery_limit(max_recovery_attempts,
-                                                    self.settings.max_recovery_attempts),
-            "serializer": self.serializer.name, "inputs": inputs,
-            "timeout_ms": to_ms("timeout", timeout), "deadline": None,
-            "delay_ms": to_ms("delay", delay or 0),
-            "channel": notify_channel(self.db.schema)})
+        insert_enqueued(
+            self.db,
+            {
+                "workflow_id": workflow_id,
+                "name": workflow_name,
+                "queue_name": queue,
+                "dedup_id": dedup_id,
+                "priority": priority or 0,
+                "partition_key": partition_key,
+                "parent_workflow_id": None,
+                "app_version": app_version,
+                "max_recovery_attempts": recovery_limit(
+                    max_recovery_attempts, self.settings.max_recovery_attempts
+                ),
+                "serializer": self.serializer.name,
+                "inputs": inputs,
+                "timeout_ms": to_ms("timeout", timeout),
+                "deadline": None,
+                "delay_ms": to_ms("delay", delay or 0),
+                "channel": notify_channel(self.db.schema),
+            },
+        )
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def _queue_for(self, name: str, priority: int | None, partition_key: str | None) -> Queue:
@@ -160,8 +201,9 @@ class Client(management.WorkflowQueries):
         worker declared yet is taken as the options describe it."""
         row = self.db.fetchone("get_queue", {"name": name})
         if row is None:
-            return Queue(name, priority_enabled=priority is not None,
-                         partitioned=partition_key is not None)
+            return Queue(
+                name, priority_enabled=priority is not None, partitioned=partition_key is not None
+            )
         return Queue(name, priority_enabled=row["priority_enabled"], partitioned=row["partitioned"])
 
     # -- messages and events -------------------------------------------------------------------
@@ -169,14 +211,21 @@ class Client(management.WorkflowQueries):
     def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
         """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it);
         UnknownWorkflow when no workflow has that id."""
-        messages.send_message(self.db, self.serializer, destination_id, message, topic,
-                              max_bytes=self.settings.max_payload_bytes)
+        messages.send_message(
+            self.db,
+            self.serializer,
+            destination_id,
+            message,
+            topic,
+            max_bytes=self.settings.max_payload_bytes,
+        )
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
         """The latest value ``workflow_id`` published for ``key``, waiting up to ``timeout``
         seconds; None when there is none."""
-        return messages.read_event(self.db, self.notifications, self.serializer,
-                                   workflow_id, key, timeout)
+        return messages.read_event(
+            self.db, self.notifications, self.serializer, workflow_id, key, timeout
+        )
 
     # -- reading and managing ------------------------------------------------------------------
 
@@ -192,30 +241,46 @@ class Client(management.WorkflowQueries):
         management.resume(self.db, self.serializer, workflow_id)
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
-    def fork(self, workflow_id: str, from_step: int = 1, *, new_workflow_id: str | None = None,
-             app_version: str | None = None) -> WorkflowHandle[Any]:
+    def fork(
+        self,
+        workflow_id: str,
+        from_step: int = 1,
+        *,
+        new_workflow_id: str | None = None,
+        app_version: str | None = None,
+    ) -> WorkflowHandle[Any]:
         """A new workflow reusing the steps before ``from_step`` (see ``App.fork``)."""
-        new_id = management.fork(self.db, workflow_id, from_step,
-                                 new_workflow_id=new_workflow_id, app_version=app_version)
+        new_id = management.fork(
+            self.db,
+            workflow_id,
+            from_step,
+            new_workflow_id=new_workflow_id,
+            app_version=app_version,
+        )
         return WorkflowHandle(self, new_id)  # type: ignore[arg-type]
 
     def versions(self) -> list[app_versions.VersionInfo]:
         """Every application version: first and last seen, live executors, work per status."""
         return app_versions.list_versions(self.db, self.settings.heartbeat_timeout)
 
-    def count_retarget(self, from_version: str, statuses: tuple[str, ...] = app_versions.WAITING,
-                       ) -> int:
+    def count_retarget(
+        self,
+        from_version: str,
+        statuses: tuple[str, ...] = app_versions.WAITING,
+    ) -> int:
         """How many workflows ``retarget`` would move."""
         return app_versions.count_retarget(self.db, from_version, statuses)
 
-    def retarget(self, from_version: str, to_version: str,
-                 statuses: tuple[str, ...] = app_versions.WAITING) -> int:
+    def retarget(
+        self, from_version: str, to_version: str, statuses: tuple[str, ...] = app_versions.WAITING
+    ) -> int:
         """Move workflows of ``from_version`` to ``to_version`` (ids kept; by default the
         waiting ones: ENQUEUED, and PENDING without an owner); returns how many moved."""
         if not any(v.app_version == to_version for v in self.versions()):
             raise ConfigurationError(
                 f"no worker ever ran app_version {to_version!r}; `pgflow versions` lists the "
-                "versions there are")
+                "versions there are"
+            )
         return app_versions.retarget(self.db, from_version, to_version, statuses)
 
     def pause_queue(self, name: str) -> bool:

@@ -67,9 +67,11 @@ class WorkflowContext:
 
 
 _current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar(
-    "pgflow_workflow", default=None)
+    "pgflow_workflow", default=None
+)
 _transaction: contextvars.ContextVar[psycopg.Cursor[Any] | None] = contextvars.ContextVar(
-    "pgflow_transaction", default=None)
+    "pgflow_transaction", default=None
+)
 
 
 def current() -> WorkflowContext | None:
@@ -113,5 +115,6 @@ def db() -> psycopg.Cursor[Any]:
     cur = _transaction.get()
     if cur is None:
         raise PgflowError(
-            "pgflow.db() is only available inside a function decorated with @app.transaction")
+            "pgflow.db() is only available inside a function decorated with @app.transaction"
+        )
     return cur

@@ -33,7 +33,8 @@ def parse_duration(text: str | float, *, what: str = "duration") -> float:
             if not _WHOLE.fullmatch(raw):
                 raise InvalidValue(
                     f"{what} {text!r} is not a duration: give seconds (3600) or a number with "
-                    "a unit, s, m, h, d or w (90s, 15m, 12h, 30d, 1d12h)") from None
+                    "a unit, s, m, h, d or w (90s, 15m, 12h, 30d, 1d12h)"
+                ) from None
             seconds = sum(float(n) * UNITS[unit] for n, unit in _PART.findall(raw))
     else:
         raise InvalidValue(f"{what} must be a duration such as '30d', not {text!r}")

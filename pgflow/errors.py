@@ -118,19 +118,24 @@ class WorkflowFailed(PgflowError):
     ...     print(exc.error_type, exc.message)
     """
 
-    def __init__(self, error_type: str, message: str, traceback_text: str | None = None,
-                 workflow_id: str | None = None) -> None:
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        traceback_text: str | None = None,
+        workflow_id: str | None = None,
+    ) -> None:
         self.error_type = error_type
         self.message = message
         self.traceback_text = traceback_text
         self.workflow_id = workflow_id
         text = f"{error_type}: {message}"
-        super().__init__(text if workflow_id is None else f"workflow {workflow_id} failed with "
-                                                          f"{text}")
+        super().__init__(
+            text if workflow_id is None else f"workflow {workflow_id} failed with {text}"
+        )
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.error_type, self.message, self.traceback_text,
-                             self.workflow_id))
+        return (type(self), (self.error_type, self.message, self.traceback_text, self.workflow_id))
 
 
 class MaxRecoveryAttemptsExceeded(PgflowError):

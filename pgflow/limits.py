@@ -35,16 +35,21 @@ def check_text(kind: str, value: Any, *, limit: int = MAX_NAME_BYTES) -> str:
     if value.isspace():
         raise InvalidValue(f"{kind} {value!r} is only whitespace; give it visible characters")
     if any(c < " " or c == "\x7f" for c in value):
-        raise InvalidValue(f"{kind} {value[:40]!r} contains a control or NUL character, which "
-                           "PostgreSQL text cannot hold or would show garbled; remove it")
+        raise InvalidValue(
+            f"{kind} {value[:40]!r} contains a control or NUL character, which "
+            "PostgreSQL text cannot hold or would show garbled; remove it"
+        )
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidValue(f"{kind} {value[:40]!r} is not valid Unicode (a lone surrogate); "
-                           "pass proper text") from None
+        raise InvalidValue(
+            f"{kind} {value[:40]!r} is not valid Unicode (a lone surrogate); pass proper text"
+        ) from None
     if size > limit:
-        raise InvalidValue(f"{kind} is {size:,} bytes long in UTF-8; the limit is {limit:,} "
-                           f"bytes ({limit:,} ASCII characters)")
+        raise InvalidValue(
+            f"{kind} is {size:,} bytes long in UTF-8; the limit is {limit:,} "
+            f"bytes ({limit:,} ASCII characters)"
+        )
     return value
 
 
@@ -60,8 +65,9 @@ def check_seconds(kind: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidValue(f"{kind} must be a number of seconds or None, not {value!r}")
     if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
-        raise InvalidValue(f"{kind} must be between 0 and {MAX_SECONDS:,.0f} seconds "
-                           f"(100 years), not {value!r}")
+        raise InvalidValue(
+            f"{kind} must be between 0 and {MAX_SECONDS:,.0f} seconds (100 years), not {value!r}"
+        )
     return float(value)
 
 
@@ -70,11 +76,17 @@ def check_time_limit(kind: str, value: Any) -> float | None:
     at most 100 years (0 would fail every attempt; NaN or infinity would never fire)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
-        raise InvalidValue(f"{kind} must be a number of seconds above 0 and at most "
-                           f"{MAX_SECONDS:,.0f} (100 years), or None for no limit; "
-                           f"not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_SECONDS
+    ):
+        raise InvalidValue(
+            f"{kind} must be a number of seconds above 0 and at most "
+            f"{MAX_SECONDS:,.0f} (100 years), or None for no limit; "
+            f"not {value!r}"
+        )
     return float(value)
 
 
@@ -89,8 +101,9 @@ def check_priority(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT4:
-        raise InvalidValue(f"priority must be an integer from 0 to {MAX_INT4:,} (lower runs "
-                           f"first), not {value!r}")
+        raise InvalidValue(
+            f"priority must be an integer from 0 to {MAX_INT4:,} (lower runs first), not {value!r}"
+        )
     return value
 
 
@@ -98,17 +111,18 @@ def check_count(kind: str, value: Any, *, minimum: int = 0) -> int | None:
     """An optional integer the rows store as int4 (e.g. ``max_recovery_attempts``)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            not minimum <= value <= MAX_INT4:
-        raise InvalidValue(f"{kind} must be an integer from {minimum} to {MAX_INT4:,} or "
-                           f"None, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INT4:
+        raise InvalidValue(
+            f"{kind} must be an integer from {minimum} to {MAX_INT4:,} or None, not {value!r}"
+        )
     return value
 
 
 def check_payload_limit(value: Any) -> int:
     """``max_payload_bytes``: what one text column may hold, with room for the row."""
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            not 1 <= value <= MAX_PAYLOAD_BYTES:
-        raise InvalidValue(f"max_payload_bytes (PGFLOW_MAX_PAYLOAD_BYTES) must be from 1 to "
-                           f"{MAX_PAYLOAD_BYTES:,} bytes, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAYLOAD_BYTES:
+        raise InvalidValue(
+            f"max_payload_bytes (PGFLOW_MAX_PAYLOAD_BYTES) must be from 1 to "
+            f"{MAX_PAYLOAD_BYTES:,} bytes, not {value!r}"
+        )
     return value

@@ -23,8 +23,7 @@ def import_failure(module_name: str, exc: BaseException) -> str:
         where, message = _place(exc.filename, exc.lineno), exc.msg
     else:
         frames = traceback.extract_tb(exc.__traceback__)
-        user = [f for f in frames
-                if "importlib" not in f.filename and f.filename != __file__]
+        user = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
         where = _place(user[-1].filename, user[-1].lineno) if user else None
         message = str(exc).splitlines()[0] if str(exc) else ""
     if where is None and isinstance(exc, ModuleNotFoundError):
@@ -70,7 +69,8 @@ def load_app(spec: str) -> App:
         return module.app  # type: ignore[no-any-return]
     raise ConfigurationError(
         f"module {module_name!r} holds {len(apps)} pgflow.App objects; name one with "
-        f"-A {module_name}:ATTRIBUTE")
+        f"-A {module_name}:ATTRIBUTE"
+    )
 
 
 def forget_app_modules(spec: str, loaded_before: Collection[str]) -> None:
@@ -84,12 +84,18 @@ def forget_app_modules(spec: str, loaded_before: Collection[str]) -> None:
     """
     top = spec.partition(":")[0].split(".")[0]
     paths = sysconfig.get_paths()
-    libraries = tuple({os.path.realpath(paths[k]) + os.sep
-                       for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths})
+    libraries = tuple(
+        {
+            os.path.realpath(paths[k]) + os.sep
+            for k in ("stdlib", "platstdlib", "purelib", "platlib")
+            if k in paths
+        }
+    )
     for name, module in list(sys.modules.items()):
         if name in loaded_before or name == "pgflow" or name.startswith("pgflow."):
             continue
         path = getattr(module, "__file__", None)
         if name.split(".")[0] == top or (
-                isinstance(path, str) and not os.path.realpath(path).startswith(libraries)):
+            isinstance(path, str) and not os.path.realpath(path).startswith(libraries)
+        ):
             del sys.modules[name]

@@ -150,9 +150,9 @@ class _DriverLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            structlog.get_logger("pgflow").log(record.levelno, "driver_log",
-                                               logger_name=record.name,
-                                               message=record.getMessage())
+            structlog.get_logger("pgflow").log(
+                record.levelno, "driver_log", logger_name=record.name, message=record.getMessage()
+            )
         except Exception:  # logging must never raise
             self.handleError(record)
 

@@ -21,6 +21,7 @@ from .settings import Settings
 
 # -- reading -----------------------------------------------------------------------------------
 
+
 def _decode(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -35,31 +36,45 @@ def status_record(serializer: serialization.Serializer, row: dict[str, Any]) -> 
 
     def inputs() -> Any:
         args, kwargs = serialization.loads_inputs(
-            serialization.serializer_for_row(serializer, ser), row["inputs"])
+            serialization.serializer_for_row(serializer, ser), row["inputs"]
+        )
         return {"args": list(args), "kwargs": kwargs}
 
     return WorkflowStatus(
-        workflow_id=row["workflow_id"], name=row["name"], status=Status(row["status"]),
-        queue_name=row["queue_name"], dedup_id=row["dedup_id"], priority=row["priority"],
-        partition_key=row["partition_key"], parent_workflow_id=row["parent_workflow_id"],
-        executor_id=row["executor_id"], app_version=row["app_version"],
-        recovery_attempts=row["recovery_attempts"], inputs=_decode(inputs),
+        workflow_id=row["workflow_id"],
+        name=row["name"],
+        status=Status(row["status"]),
+        queue_name=row["queue_name"],
+        dedup_id=row["dedup_id"],
+        priority=row["priority"],
+        partition_key=row["partition_key"],
+        parent_workflow_id=row["parent_workflow_id"],
+        executor_id=row["executor_id"],
+        app_version=row["app_version"],
+        recovery_attempts=row["recovery_attempts"],
+        inputs=_decode(inputs),
         output=_decode(lambda: serialization.loads_value(serializer, ser, row["output"])),
         error=None if row["error"] is None else serialization.loads_error(row["error"]),
-        created_at=row["created_at"], started_at=row["started_at"],
-        updated_at=row["updated_at"], deadline=row["deadline"],
-        max_recovery_attempts=row["max_recovery_attempts"], attempt=row["attempt"],
-        forked_from=row["forked_from"])
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        updated_at=row["updated_at"],
+        deadline=row["deadline"],
+        max_recovery_attempts=row["max_recovery_attempts"],
+        attempt=row["attempt"],
+        forked_from=row["forked_from"],
+    )
 
 
-def get_status(db: Database, serializer: serialization.Serializer,
-               workflow_id: str) -> WorkflowStatus | None:
+def get_status(
+    db: Database, serializer: serialization.Serializer, workflow_id: str
+) -> WorkflowStatus | None:
     row = db.retrying(lambda: db.fetchone("get_workflow", {"workflow_id": workflow_id}))
     return None if row is None else status_record(serializer, row)
 
 
-def require_status(db: Database, serializer: serialization.Serializer,
-                   workflow_id: str) -> WorkflowStatus:
+def require_status(
+    db: Database, serializer: serialization.Serializer, workflow_id: str
+) -> WorkflowStatus:
     """The workflow's record; UnknownWorkflow("no workflow has id ...") when there is none."""
     found = get_status(db, serializer, workflow_id)
     if found is None:
@@ -67,13 +82,20 @@ def require_status(db: Database, serializer: serialization.Serializer,
     return found
 
 
-def list_workflows(db: Database, serializer: serialization.Serializer, *,
-                   status: str | Status | list[str | Status] | None = None,
-                   name: str | None = None, queue: str | None = None,
-                   created_after: datetime | None = None,
-                   created_before: datetime | None = None,
-                   parent_workflow_id: str | None = None, limit: int = 100, offset: int = 0,
-                   newest_first: bool = False) -> list[WorkflowStatus]:
+def list_workflows(
+    db: Database,
+    serializer: serialization.Serializer,
+    *,
+    status: str | Status | list[str | Status] | None = None,
+    name: str | None = None,
+    queue: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    parent_workflow_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    newest_first: bool = False,
+) -> list[WorkflowStatus]:
     """Workflows matching every filter given, oldest first unless ``newest_first``."""
     statuses = None
     if status is not None:
@@ -83,51 +105,72 @@ def list_workflows(db: Database, serializer: serialization.Serializer, *,
         except ValueError:
             raise ConfigurationError(
                 f"unknown status in {[str(s) for s in items]}; use one of "
-                f"{', '.join(s.value for s in Status)}") from None
-    rows = db.fetchall("list_workflows_newest" if newest_first else "list_workflows", {
-        "status": statuses, "name": name, "queue_name": queue,
-        "created_after": created_after, "created_before": created_before,
-        "parent_workflow_id": parent_workflow_id, "limit": limit, "offset": offset})
+                f"{', '.join(s.value for s in Status)}"
+            ) from None
+    rows = db.fetchall(
+        "list_workflows_newest" if newest_first else "list_workflows",
+        {
+            "status": statuses,
+            "name": name,
+            "queue_name": queue,
+            "created_after": created_after,
+            "created_before": created_before,
+            "parent_workflow_id": parent_workflow_id,
+            "limit": limit,
+            "offset": offset,
+        },
+    )
     return [status_record(serializer, r) for r in rows]
 
 
-def list_queued(db: Database, serializer: serialization.Serializer, queue: str | None = None,
-                limit: int = 1000) -> list[WorkflowStatus]:
+def list_queued(
+    db: Database, serializer: serialization.Serializer, queue: str | None = None, limit: int = 1000
+) -> list[WorkflowStatus]:
     """ENQUEUED and PENDING workflows of ``queue`` (every queue when None), in claim order."""
     rows = db.fetchall("list_queued", {"queue_name": queue, "limit": limit})
     return [status_record(serializer, r) for r in rows]
 
 
-def steps(db: Database, serializer: serialization.Serializer,
-          workflow_id: str) -> list[StepRecord]:
+def steps(db: Database, serializer: serialization.Serializer, workflow_id: str) -> list[StepRecord]:
     """The recorded steps of a workflow, in order."""
     row = db.fetchone("get_workflow_outcome", {"workflow_id": workflow_id})
     ser = row["serializer"] if row is not None else serializer.name
 
     def record(r: dict[str, Any]) -> StepRecord:
         return StepRecord(
-            step_id=r["step_id"], name=r["name"],
+            step_id=r["step_id"],
+            name=r["name"],
             output=_decode(lambda: serialization.loads_value(serializer, ser, r["output"])),
             error=None if r["error"] is None else serialization.loads_error(r["error"]),
-            child_workflow_id=r["child_workflow_id"], started_at=r["started_at"],
-            completed_at=r["completed_at"], attempts=r.get("attempts"))
+            child_workflow_id=r["child_workflow_id"],
+            started_at=r["started_at"],
+            completed_at=r["completed_at"],
+            attempts=r.get("attempts"),
+        )
 
     return [record(r) for r in db.fetchall("list_steps", {"workflow_id": workflow_id})]
 
 
 # -- controlling -------------------------------------------------------------------------------
 
+
 def cancel_tree(db: Database, workflow_ids: list[str], *, include_roots: bool = True) -> list[str]:
     """Cancel active workflows among ``workflow_ids`` and all their descendants; return the
     ids that were cancelled now."""
-    rows = db.retrying(lambda: db.fetchall("cancel_workflows", {
-        "workflow_ids": workflow_ids, "include_roots": include_roots,
-        "channel": message_channel(db.schema)}))
+    rows = db.retrying(
+        lambda: db.fetchall(
+            "cancel_workflows",
+            {
+                "workflow_ids": workflow_ids,
+                "include_roots": include_roots,
+                "channel": message_channel(db.schema),
+            },
+        )
+    )
     return [r["workflow_id"] for r in rows]
 
 
-def cancel(db: Database, serializer: serialization.Serializer,
-           workflow_id: str) -> WorkflowStatus:
+def cancel(db: Database, serializer: serialization.Serializer, workflow_id: str) -> WorkflowStatus:
     """Cancel a workflow and its children (recursively). ENQUEUED and PENDING ones become
     CANCELLED; a running one stops at its next step. An ended workflow is left as it is.
     Returns the workflow's record afterwards."""
@@ -135,8 +178,7 @@ def cancel(db: Database, serializer: serialization.Serializer,
     return require_status(db, serializer, workflow_id)
 
 
-def resume(db: Database, serializer: serialization.Serializer,
-           workflow_id: str) -> WorkflowStatus:
+def resume(db: Database, serializer: serialization.Serializer, workflow_id: str) -> WorkflowStatus:
     """Run a workflow now, as DBOS's resume does:
 
     - CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED: again from its last completed step,
@@ -158,8 +200,14 @@ def resume(db: Database, serializer: serialization.Serializer,
     return require_status(db, serializer, workflow_id)
 
 
-def fork(db: Database, workflow_id: str, from_step: int = 1, *,
-         new_workflow_id: str | None = None, app_version: str | None = None) -> str:
+def fork(
+    db: Database,
+    workflow_id: str,
+    from_step: int = 1,
+    *,
+    new_workflow_id: str | None = None,
+    app_version: str | None = None,
+) -> str:
     """Start a new workflow with the inputs of ``workflow_id`` and copies of its checkpoints
     before step ``from_step`` (those steps are not run again) and of the events they
     published (each key's latest value before ``from_step``; events published before
@@ -172,18 +220,27 @@ def fork(db: Database, workflow_id: str, from_step: int = 1, *,
     validate_name("workflow_id", new_workflow_id, limit=1000)
     if app_version is not None:
         validate_name("app_version", app_version)
-    row = db.fetchone("fork_workflow", {
-        "workflow_id": new_workflow_id, "source_id": workflow_id, "from_step": from_step,
-        "app_version": app_version, "channel": queue_channel(db.schema)})
+    row = db.fetchone(
+        "fork_workflow",
+        {
+            "workflow_id": new_workflow_id,
+            "source_id": workflow_id,
+            "from_step": from_step,
+            "app_version": app_version,
+            "channel": queue_channel(db.schema),
+        },
+    )
     if row is None:
         if db.fetchone("owner_of", {"workflow_id": workflow_id}) is None:
             raise UnknownWorkflow(f"no workflow has id {workflow_id!r}")
-        raise ConfigurationError(f"workflow id {new_workflow_id!r} is already taken; "
-                                 "fork with another workflow_id")
+        raise ConfigurationError(
+            f"workflow id {new_workflow_id!r} is already taken; fork with another workflow_id"
+        )
     return new_workflow_id
 
 
 # -- the queue report --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class QueueInfo:
@@ -223,8 +280,12 @@ class Stranded:
 
 def set_queue_paused(db: Database, name: str, paused: bool) -> bool:
     """Pause (or resume) queue ``name`` for every worker, durably; True when it changed."""
-    row = db.retrying(lambda: db.fetchone("set_queue_paused", {
-        "name": name, "paused": paused, "channel": queue_channel(db.schema)}))
+    row = db.retrying(
+        lambda: db.fetchone(
+            "set_queue_paused",
+            {"name": name, "paused": paused, "channel": queue_channel(db.schema)},
+        )
+    )
     return bool(row and row["changed"])
 
 
@@ -232,34 +293,56 @@ def paused_queues(db: Database) -> set[str]:
     return {r["name"] for r in db.fetchall("paused_queues")}
 
 
-def stranded_work(db: Database, heartbeat_timeout: float,
-                  queues: list[str] | None = None) -> list[Stranded]:
+def stranded_work(
+    db: Database, heartbeat_timeout: float, queues: list[str] | None = None
+) -> list[Stranded]:
     """Work no live executor can run, grouped by queue, version, name and reason."""
     rows = db.fetchall("stranded_work", {"timeout_s": heartbeat_timeout, "queues": queues})
     live = versions.live_versions(db, heartbeat_timeout) if rows else []
-    return [Stranded(r["queue_name"], r["app_version"], r["name"], r["reason"], r["n"],
-                     r["since"], versions.remedy(r["reason"], r["queue_name"],
-                                                 r["app_version"], r["name"], live))
-            for r in rows]
+    return [
+        Stranded(
+            r["queue_name"],
+            r["app_version"],
+            r["name"],
+            r["reason"],
+            r["n"],
+            r["since"],
+            versions.remedy(r["reason"], r["queue_name"], r["app_version"], r["name"], live),
+        )
+        for r in rows
+    ]
 
 
-def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo],
-                                                                  list[Stranded]]:
+def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo], list[Stranded]]:
     """Every queue's limits, counts and rate-window use, and the stranded work."""
     params = {"timeout_s": heartbeat_timeout}
     parts: dict[str, dict[str, dict[str, int]]] = {}
     for r in db.fetchall("queue_partitions"):
         parts.setdefault(r["queue_name"], {})[r["partition_key"]] = {
-            "enqueued": r["enqueued"], "pending": r["pending"]}
-    queues = [QueueInfo(
-        name=r["name"], concurrency=r["concurrency"], worker_concurrency=r["worker_concurrency"],
-        rate_limit=r["rate_limit"], rate_per_seconds=r["rate_per_seconds"],
-        priority_enabled=r["priority_enabled"], partitioned=r["partitioned"],
-        enqueued=r["enqueued"], delayed=r["delayed"], pending=r["pending"],
-        oldest_wait_s=r["oldest_wait_s"], started_in_window=r["started_in_window"],
-        live_workers=r["live_workers"], partitions=parts.get(r["name"], {}),
-        paused=r["paused"], paused_at=r["paused_at"])
-        for r in db.fetchall("queue_overview", params)]
+            "enqueued": r["enqueued"],
+            "pending": r["pending"],
+        }
+    queues = [
+        QueueInfo(
+            name=r["name"],
+            concurrency=r["concurrency"],
+            worker_concurrency=r["worker_concurrency"],
+            rate_limit=r["rate_limit"],
+            rate_per_seconds=r["rate_per_seconds"],
+            priority_enabled=r["priority_enabled"],
+            partitioned=r["partitioned"],
+            enqueued=r["enqueued"],
+            delayed=r["delayed"],
+            pending=r["pending"],
+            oldest_wait_s=r["oldest_wait_s"],
+            started_in_window=r["started_in_window"],
+            live_workers=r["live_workers"],
+            partitions=parts.get(r["name"], {}),
+            paused=r["paused"],
+            paused_at=r["paused_at"],
+        )
+        for r in db.fetchall("queue_overview", params)
+    ]
     return queues, stranded_work(db, heartbeat_timeout)
 
 
@@ -278,18 +361,33 @@ class WorkflowQueries:
         """The workflow's record, or None when no workflow has this id."""
         return get_status(self.db, self.serializer, workflow_id)
 
-    def list_workflows(self, *, status: str | Status | list[str | Status] | None = None,
-                       name: str | None = None, queue: str | None = None,
-                       created_after: datetime | None = None,
-                       created_before: datetime | None = None,
-                       parent_workflow_id: str | None = None, limit: int = 100,
-                       offset: int = 0, newest_first: bool = False) -> list[WorkflowStatus]:
+    def list_workflows(
+        self,
+        *,
+        status: str | Status | list[str | Status] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        parent_workflow_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[WorkflowStatus]:
         """Workflows matching every filter given, oldest first unless ``newest_first``."""
         return list_workflows(
-            self.db, self.serializer, status=status, name=name, queue=queue,
-            created_after=created_after, created_before=created_before,
-            parent_workflow_id=parent_workflow_id, limit=limit, offset=offset,
-            newest_first=newest_first)
+            self.db,
+            self.serializer,
+            status=status,
+            name=name,
+            queue=queue,
+            created_after=created_after,
+            created_before=created_before,
+            parent_workflow_id=parent_workflow_id,
+            limit=limit,
+            offset=offset,
+            newest_first=newest_first,
+        )
 
     def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
         """ENQUEUED and PENDING workflows of ``queue`` (of every queue when None), in the order
@@ -313,8 +411,9 @@ class WorkflowQueries:
 
         >>> print(app.explain("checkout-7").text)
         """
-        return explaining.explain(self.db, self.serializer, workflow_id,
-                                  self.settings.heartbeat_timeout)
+        return explaining.explain(
+            self.db, self.serializer, workflow_id, self.settings.heartbeat_timeout
+        )
 
     def workers(self) -> list[activity.WorkerInfo]:
         """Every executor (live ones first, then those whose heartbeat is stale and that no
@@ -331,22 +430,41 @@ class WorkflowQueries:
 
     # -- many at once (pgflow workflows cancel|resume by filter, pgflow prune) ------------------
 
-    def count_matching(self, action: bulk.Action = "cancel", *,
-                       status: str | Status | list[str | Status] | None = None,
-                       queue: str | None = None, name: str | None = None,
-                       older_than: str | float | None = None, everything: bool = False) -> int:
+    def count_matching(
+        self,
+        action: bulk.Action = "cancel",
+        *,
+        status: str | Status | list[str | Status] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        older_than: str | float | None = None,
+        everything: bool = False,
+    ) -> int:
         """How many workflows ``cancel_matching`` (``action="cancel"``) or
         ``resume_matching`` (``"resume"``) would take now, with the same filters."""
-        return bulk.count_matching(self.db, bulk.match(
-            action, status=status, queue=queue, name=name, older_than=older_than,
-            everything=everything))
+        return bulk.count_matching(
+            self.db,
+            bulk.match(
+                action,
+                status=status,
+                queue=queue,
+                name=name,
+                older_than=older_than,
+                everything=everything,
+            ),
+        )
 
-    def cancel_matching(self, *, status: str | Status | list[str | Status] | None = None,
-                        queue: str | None = None, name: str | None = None,
-                        older_than: str | float | None = None, everything: bool = False,
-                        batch: int = bulk.BATCH,
-                        on_batch: Callable[[bulk.BulkResult], None] | None = None,
-                        ) -> bulk.BulkResult:
+    def cancel_matching(
+        self,
+        *,
+        status: str | Status | list[str | Status] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        older_than: str | float | None = None,
+        everything: bool = False,
+        batch: int = bulk.BATCH,
+        on_batch: Callable[[bulk.BulkResult], None] | None = None,
+    ) -> bulk.BulkResult:
         """Cancel every active workflow matching all the filters given, with its children,
         ``batch`` at a time (each batch a short transaction): ``status`` (ENQUEUED and/or
         PENDING; default both), ``queue``, ``name``, ``older_than`` (created longer ago than
@@ -355,34 +473,63 @@ class WorkflowQueries:
 
         >>> app.cancel_matching(queue="emails", status="ENQUEUED", older_than="1d").changed
         """
-        return bulk.cancel_matching(self.db, bulk.match(
-            "cancel", status=status, queue=queue, name=name, older_than=older_than,
-            everything=everything), batch=batch, on_batch=on_batch)
+        return bulk.cancel_matching(
+            self.db,
+            bulk.match(
+                "cancel",
+                status=status,
+                queue=queue,
+                name=name,
+                older_than=older_than,
+                everything=everything,
+            ),
+            batch=batch,
+            on_batch=on_batch,
+        )
 
-    def resume_matching(self, *, status: str | Status | list[str | Status] | None = None,
-                        queue: str | None = None, name: str | None = None,
-                        older_than: str | float | None = None, everything: bool = False,
-                        batch: int = bulk.BATCH,
-                        on_batch: Callable[[bulk.BulkResult], None] | None = None,
-                        ) -> bulk.BulkResult:
+    def resume_matching(
+        self,
+        *,
+        status: str | Status | list[str | Status] | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        older_than: str | float | None = None,
+        everything: bool = False,
+        batch: int = bulk.BATCH,
+        on_batch: Callable[[bulk.BulkResult], None] | None = None,
+    ) -> bulk.BulkResult:
         """Resume every workflow matching all the filters given, as ``resume`` does one:
         ``status`` CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED (the default: all
         three) run again from their last completed step; ENQUEUED (only when named) lose
         their delay. Filters and batches as in ``cancel_matching``."""
-        return bulk.resume_matching(self.db, bulk.match(
-            "resume", status=status, queue=queue, name=name, older_than=older_than,
-            everything=everything), batch=batch, on_batch=on_batch)
+        return bulk.resume_matching(
+            self.db,
+            bulk.match(
+                "resume",
+                status=status,
+                queue=queue,
+                name=name,
+                older_than=older_than,
+                everything=everything,
+            ),
+            batch=batch,
+            on_batch=on_batch,
+        )
 
-    def count_prunable(self, older_than: str | float,
-                       status: str | Status | list[str | Status] | None = None) -> int:
+    def count_prunable(
+        self, older_than: str | float, status: str | Status | list[str | Status] | None = None
+    ) -> int:
         """How many workflows ``prune`` would delete now."""
         return retention.count_prunable(self.db, older_than, status)
 
-    def prune(self, older_than: str | float,
-              status: str | Status | list[str | Status] | None = None, *,
-              batch: int = retention.BATCH,
-              on_batch: Callable[[retention.PruneResult], None] | None = None,
-              ) -> retention.PruneResult:
+    def prune(
+        self,
+        older_than: str | float,
+        status: str | Status | list[str | Status] | None = None,
+        *,
+        batch: int = retention.BATCH,
+        on_batch: Callable[[retention.PruneResult], None] | None = None,
+    ) -> retention.PruneResult:
         """Delete workflows that ended more than ``older_than`` ago (``"30d"``, or seconds),
         in ``status`` (default: SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED),
         with their checkpoints, the messages sent to them and their events, ``batch`` at a

@@ -35,25 +35,46 @@ if TYPE_CHECKING:
     from .db.pool import Database
 
 SEND, RECV, SET_EVENT, GET_EVENT, SLEEP = (
-    "pgflow.send", "pgflow.recv", "pgflow.set_event", "pgflow.get_event", "pgflow.sleep")
+    "pgflow.send",
+    "pgflow.recv",
+    "pgflow.set_event",
+    "pgflow.get_event",
+    "pgflow.sleep",
+)
 
 # -- outside a workflow (App and Client call these) --------------------------------------------
 
-def send_params(db: Database, serializer: serialization.Serializer, destination_id: str,
-                message: Any, topic: str | None, max_bytes: int) -> dict[str, Any]:
+
+def send_params(
+    db: Database,
+    serializer: serialization.Serializer,
+    destination_id: str,
+    message: Any,
+    topic: str | None,
+    max_bytes: int,
+) -> dict[str, Any]:
     """The parameters of ``send_message``: validated ids, the message serialized."""
     validate_name("destination workflow id", destination_id, limit=1000)
     return {
-        "destination_id": destination_id, "topic": _topic(topic),
-        "serializer": serializer.name, "channel": message_channel(db.schema),
+        "destination_id": destination_id,
+        "topic": _topic(topic),
+        "serializer": serializer.name,
+        "channel": message_channel(db.schema),
         "message": serialization.dumps_value(
-            serializer, message, max_bytes=max_bytes,
-            what=f"message to workflow {destination_id!r}"),
+            serializer, message, max_bytes=max_bytes, what=f"message to workflow {destination_id!r}"
+        ),
     }
 
 
-def send_message(db: Database, serializer: serialization.Serializer, destination_id: str,
-                 message: Any, topic: str | None = None, *, max_bytes: int) -> None:
+def send_message(
+    db: Database,
+    serializer: serialization.Serializer,
+    destination_id: str,
+    message: Any,
+    topic: str | None = None,
+    *,
+    max_bytes: int,
+) -> None:
     """Send from outside a workflow (``app.send`` / ``Client.send``). Not deduplicated: a
     caller that retries may deliver twice; send from a workflow for exactly once. Raises
     UnknownWorkflow when no workflow has the destination id."""
@@ -63,12 +84,20 @@ def send_message(db: Database, serializer: serialization.Serializer, destination
 
 
 def unknown_destination(destination_id: str) -> UnknownWorkflow:
-    return UnknownWorkflow(f"no workflow has id {destination_id!r}, so nothing can receive a "
-                           "message sent to it; start the workflow first")
+    return UnknownWorkflow(
+        f"no workflow has id {destination_id!r}, so nothing can receive a "
+        "message sent to it; start the workflow first"
+    )
 
 
-def read_event(db: Database, notes: Notifications, serializer: serialization.Serializer,
-               workflow_id: str, key: str, timeout: float) -> Any:
+def read_event(
+    db: Database,
+    notes: Notifications,
+    serializer: serialization.Serializer,
+    workflow_id: str,
+    key: str,
+    timeout: float,
+) -> Any:
     """The latest value ``workflow_id`` published for ``key``, waiting up to ``timeout``
     seconds for one to appear; None when none did."""
     end = time.monotonic() + max(0.0, float(timeout))
@@ -86,6 +115,7 @@ def read_event(db: Database, notes: Notifications, serializer: serialization.Ser
 
 # -- inside a workflow ------------------------------------------------------------------------
 
+
 def _topic(topic: str | None) -> str:
     return "" if topic is None else validate_name("topic", topic)
 
@@ -95,8 +125,10 @@ def _workflow(what: str, outside: str) -> WorkflowContext:
     if ctx is None:
         raise PgflowError(f"pgflow.{what} was called outside a workflow; {outside}")
     if ctx.in_step:
-        raise PgflowError(f"pgflow.{what} was called inside a step; call it from the "
-                          "workflow's own body so it is checkpointed")
+        raise PgflowError(
+            f"pgflow.{what} was called inside a step; call it from the "
+            "workflow's own body so it is checkpointed"
+        )
     return ctx
 
 
@@ -107,8 +139,11 @@ def _as_checkpoint(ctx: WorkflowContext, serializer_name: str, text: str) -> str
     app = ctx.app
     value = serialization.loads_value(app.serializer, serializer_name, text)
     return serialization.dumps_value(
-        serialization.serializer_for_row(app.serializer, ctx.serializer_name), value,
-        max_bytes=app.settings.max_payload_bytes, what="a received value")
+        serialization.serializer_for_row(app.serializer, ctx.serializer_name),
+        value,
+        max_bytes=app.settings.max_payload_bytes,
+        what="a received value",
+    )
 
 
 def send(destination_id: str, message: Any, topic: str | None = None) -> None:
@@ -125,8 +160,9 @@ def send(destination_id: str, message: Any, topic: str | None = None) -> None:
         return
     check_deadline(ctx)
     app = ctx.app
-    params = send_params(app.db, app.serializer, destination_id, message, topic,
-                         app.settings.max_payload_bytes)
+    params = send_params(
+        app.db, app.serializer, destination_id, message, topic, app.settings.max_payload_bytes
+    )
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
         if app.db.execute(conn, "send_message", params).fetchone() is None:
@@ -159,9 +195,9 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
             row = app.db.execute(conn, "consume_message", key).fetchone()
             if row is None:
                 return (None, None) if final else None
-            value = serialization.loads_value(app.serializer, row["serializer"],
-                                              row["message"])
+            value = serialization.loads_value(app.serializer, row["serializer"], row["message"])
             return _as_checkpoint(ctx, row["serializer"], row["message"]), value
+
         return body
 
     notes = app.notifications
@@ -197,12 +233,14 @@ def set_event(key: str, value: Any) -> None:
     check_deadline(ctx)
     app = ctx.app
     params = {
-        "workflow_id": ctx.workflow_id, "step_id": step_id,
+        "workflow_id": ctx.workflow_id,
+        "step_id": step_id,
         "key": validate_name("event key", key),
-        "serializer": app.serializer.name, "channel": event_channel(app.db.schema),
+        "serializer": app.serializer.name,
+        "channel": event_channel(app.db.schema),
         "value": serialization.dumps_value(
-            app.serializer, value, max_bytes=app.settings.max_payload_bytes,
-            what=f"event {key!r}"),
+            app.serializer, value, max_bytes=app.settings.max_payload_bytes, what=f"event {key!r}"
+        ),
     }
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
@@ -229,8 +267,11 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Any:
     value = read_event(app.db, app.notifications, app.serializer, workflow_id, key, wait)
     check_deadline(ctx)
     output = serialization.dumps_value(
-        serialization.serializer_for_row(app.serializer, ctx.serializer_name), value,
-        max_bytes=app.settings.max_payload_bytes, what=f"event {key!r}")
+        serialization.serializer_for_row(app.serializer, ctx.serializer_name),
+        value,
+        max_bytes=app.settings.max_payload_bytes,
+        what=f"event {key!r}",
+    )
     record_checkpoint(ctx, step_id, GET_EVENT, output=output, started_at=started)
     return value
 
@@ -258,8 +299,13 @@ def sleep(seconds: float) -> None:
         wake_at = now + max(0.0, float(seconds))
         # Encoded as the workflow's checkpoints are read back (a pickle row reads pickle).
         encoder = serialization.serializer_for_row(ctx.app.serializer, ctx.serializer_name)
-        record_checkpoint(ctx, step_id, SLEEP, output=encoder.dumps(wake_at),
-                          started_at=datetime.now(timezone.utc))
+        record_checkpoint(
+            ctx,
+            step_id,
+            SLEEP,
+            output=encoder.dumps(wake_at),
+            started_at=datetime.now(timezone.utc),
+        )
     left = float(wake_at) - now
     if left <= 0:
         return
@@ -278,8 +324,12 @@ def _park(ctx: WorkflowContext, seconds: float) -> None:
     remaining = ctx.seconds_left()
     if remaining is not None:
         seconds = max(0.0, min(seconds, remaining))
-    row = ctx.app.db.retrying(lambda: ctx.app.db.fetchone("park_workflow", {
-        "workflow_id": ctx.workflow_id, "fence": ctx.fence, "seconds": seconds}))
+    row = ctx.app.db.retrying(
+        lambda: ctx.app.db.fetchone(
+            "park_workflow",
+            {"workflow_id": ctx.workflow_id, "fence": ctx.fence, "seconds": seconds},
+        )
+    )
     if row is None:
         ensure_owner(ctx)  # raises WorkflowCancelled when cancelled
         raise FencedOut(ctx.workflow_id)

@@ -29,8 +29,24 @@ if TYPE_CHECKING:
     from .versions import VersionInfo
 
 # Seconds; a no-op step is ~1 ms (its checkpoint), a workflow may run for hours.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                    60.0, 300.0, 1800.0, 3600.0)
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+)
 
 
 class _Instruments:
@@ -40,37 +56,51 @@ class _Instruments:
         from prometheus_client import Counter, Histogram
 
         self.claims = Counter(
-            "pgflow_claims", "Workflows claimed from a queue by this worker.", ["queue"])
+            "pgflow_claims", "Workflows claimed from a queue by this worker.", ["queue"]
+        )
         self.completed = Counter(
             "pgflow_workflows_completed",
             "Workflows whose final status this process wrote (SUCCESS, ERROR, CANCELLED).",
-            ["queue", "workflow", "status"])
+            ["queue", "workflow", "status"],
+        )
         self.workflow_seconds = Histogram(
             "pgflow_workflow_duration_seconds",
             "Seconds of one run of a workflow, from its start in this process to its end.",
-            ["queue", "workflow", "status"], buckets=DURATION_BUCKETS)
+            ["queue", "workflow", "status"],
+            buckets=DURATION_BUCKETS,
+        )
         self.step_seconds = Histogram(
             "pgflow_step_duration_seconds",
             "Seconds a step took to run and be checkpointed, retries included.",
-            ["step", "status"], buckets=DURATION_BUCKETS)
+            ["step", "status"],
+            buckets=DURATION_BUCKETS,
+        )
         self.step_retries = Counter(
-            "pgflow_step_retries", "Step attempts that failed and were retried.", ["step"])
+            "pgflow_step_retries", "Step attempts that failed and were retried.", ["step"]
+        )
         self.recoveries = Counter(
             "pgflow_recoveries",
             "Workflows taken back from dead executors, by the status they went to.",
-            ["status"])
+            ["status"],
+        )
         self.adoptions = Counter(
-            "pgflow_adoptions", "Ownerless PENDING workflows this process took over to run.",
-            ["queue", "workflow"])
+            "pgflow_adoptions",
+            "Ownerless PENDING workflows this process took over to run.",
+            ["queue", "workflow"],
+        )
         self.fenced = Counter(
             "pgflow_fenced_writes",
             "Checkpoints or final statuses refused because the run no longer owned its "
-            "workflow (adopted elsewhere, or cancelled meanwhile).", ["kind"])
+            "workflow (adopted elsewhere, or cancelled meanwhile).",
+            ["kind"],
+        )
         self.reconnects = Counter(
-            "pgflow_database_reconnects", "Outages of the database this process came through.")
+            "pgflow_database_reconnects", "Outages of the database this process came through."
+        )
         self.unreachable = Counter(
             "pgflow_database_unreachable_seconds",
-            "Seconds this process could not reach the database (summed over processes).")
+            "Seconds this process could not reach the database (summed over processes).",
+        )
         # Labelled children by (family, values): a dict hit instead of labels()'s checks and
         # lock, a third of a call's cost. A race only looks the same child up twice.
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -123,13 +153,13 @@ def available() -> bool:
 
 # -- what the engine records -------------------------------------------------------------------
 
+
 def claimed(queue: str, n: int) -> None:
     if n and (m := _get()) is not None:
         m.child(m.claims, queue).inc(n)
 
 
-def workflow_finished(queue: str | None, workflow: str, status: str,
-                      seconds: float | None) -> None:
+def workflow_finished(queue: str | None, workflow: str, status: str, seconds: float | None) -> None:
     """A final status was written (counted once the write committed, fenced)."""
     if (m := _get()) is not None:
         m.child(m.completed, queue or "", workflow, status).inc()
@@ -178,6 +208,7 @@ def database_reconnected() -> None:
 
 # -- multiprocess mode (pgflow worker --metrics-port) --------------------------------------------
 
+
 def enable_multiprocess(path: str) -> None:
     """Record into files under ``path`` from now on, one set per process (forked children
     included), for :func:`exposition` to add up. Call before forking the worker processes."""
@@ -222,8 +253,7 @@ def process_exited(path: str, pid: int) -> None:
         os.remove(dead)
 
 
-def exposition(path: str | None, *collectors: Any,
-               accept: str | None = None) -> tuple[bytes, str]:
+def exposition(path: str | None, *collectors: Any, accept: str | None = None) -> tuple[bytes, str]:
     """The text of a scrape and its content type: the files under ``path`` added up (every
     process's counters and histograms; None: this process's default registry) and
     ``collectors`` (gauges read at scrape time)."""
@@ -255,6 +285,7 @@ class _Both:
 
 # -- queue gauges, read at scrape time ---------------------------------------------------------
 
+
 class QueueSource(Protocol):
     """What :func:`collect_queue_metrics` reads: a ``pgflow.Client`` (or App) has both."""
 
@@ -281,28 +312,41 @@ class QueueCollector:
 
         queues, stranded = self.source.queue_report()
         per_queue = {
-            "enqueued": gauge("pgflow_queue_enqueued",
-                              "Workflows waiting in the queue (delayed ones included).",
-                              ["queue"]),
-            "delayed": gauge("pgflow_queue_delayed",
-                             "Enqueued workflows whose delay has not run out.", ["queue"]),
-            "running": gauge("pgflow_queue_running",
-                             "Workflows of the queue PENDING (running, or awaiting adoption).",
-                             ["queue"]),
-            "oldest": gauge("pgflow_queue_oldest_wait_seconds",
-                            "Seconds the oldest waiting workflow of the queue has waited "
-                            "(0 when none waits).", ["queue"]),
-            "window": gauge("pgflow_queue_rate_window_starts",
-                            "Workflows started in the queue's current rate-limit window.",
-                            ["queue"]),
-            "rate": gauge("pgflow_queue_rate_limit",
-                          "The queue's rate limit (starts per window).", ["queue"]),
-            "concurrency": gauge("pgflow_queue_concurrency",
-                                 "The queue's global concurrency limit.", ["queue"]),
-            "paused": gauge("pgflow_queue_paused", "1 when an operator paused the queue.",
-                            ["queue"]),
-            "workers": gauge("pgflow_queue_live_workers",
-                             "Live worker processes serving the queue.", ["queue"]),
+            "enqueued": gauge(
+                "pgflow_queue_enqueued",
+                "Workflows waiting in the queue (delayed ones included).",
+                ["queue"],
+            ),
+            "delayed": gauge(
+                "pgflow_queue_delayed", "Enqueued workflows whose delay has not run out.", ["queue"]
+            ),
+            "running": gauge(
+                "pgflow_queue_running",
+                "Workflows of the queue PENDING (running, or awaiting adoption).",
+                ["queue"],
+            ),
+            "oldest": gauge(
+                "pgflow_queue_oldest_wait_seconds",
+                "Seconds the oldest waiting workflow of the queue has waited (0 when none waits).",
+                ["queue"],
+            ),
+            "window": gauge(
+                "pgflow_queue_rate_window_starts",
+                "Workflows started in the queue's current rate-limit window.",
+                ["queue"],
+            ),
+            "rate": gauge(
+                "pgflow_queue_rate_limit", "The queue's rate limit (starts per window).", ["queue"]
+            ),
+            "concurrency": gauge(
+                "pgflow_queue_concurrency", "The queue's global concurrency limit.", ["queue"]
+            ),
+            "paused": gauge(
+                "pgflow_queue_paused", "1 when an operator paused the queue.", ["queue"]
+            ),
+            "workers": gauge(
+                "pgflow_queue_live_workers", "Live worker processes serving the queue.", ["queue"]
+            ),
         }
         for q in queues:
             per_queue["enqueued"].add_metric([q.name], q.enqueued)
@@ -317,9 +361,12 @@ class QueueCollector:
             per_queue["paused"].add_metric([q.name], 1.0 if q.paused else 0.0)
             per_queue["workers"].add_metric([q.name], q.live_workers)
         yield from per_queue.values()
-        lost = gauge("pgflow_stranded_workflows",
-                     "Waiting workflows no live worker can run, by reason "
-                     "(unknown_name, wrong_version, no_worker).", ["queue", "reason"])
+        lost = gauge(
+            "pgflow_stranded_workflows",
+            "Waiting workflows no live worker can run, by reason "
+            "(unknown_name, wrong_version, no_worker).",
+            ["queue", "reason"],
+        )
         totals: dict[tuple[str, str], int] = {}
         for s in stranded:
             key = (s.queue_name or "", s.reason)
@@ -329,17 +376,24 @@ class QueueCollector:
         yield lost
         by_status: dict[str, int] = {}
         versions = self.source.versions()
-        live = gauge("pgflow_version_live_executors",
-                     "Live executors (worker processes and launched apps) per application "
-                     "version.", ["app_version"])
+        live = gauge(
+            "pgflow_version_live_executors",
+            "Live executors (worker processes and launched apps) per application version.",
+            ["app_version"],
+        )
         for v in versions:
             for status, n in v.work.items():
                 by_status[status] = by_status.get(status, 0) + n
             live.add_metric([v.app_version or ""], v.live_executors)
-        statuses = gauge("pgflow_workflows", "Workflows in the database, by status.",
-                         ["status"])
-        for status in ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED",
-                       "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+        statuses = gauge("pgflow_workflows", "Workflows in the database, by status.", ["status"])
+        for status in (
+            "ENQUEUED",
+            "PENDING",
+            "SUCCESS",
+            "ERROR",
+            "CANCELLED",
+            "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+        ):
             statuses.add_metric([status], by_status.pop(status, 0))
         for status, n in sorted(by_status.items()):
             statuses.add_metric([status], n)

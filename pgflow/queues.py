@@ -45,8 +45,9 @@ class Rate:
         # Claims compute the window in SQL: int4 counts and an interval that must not overflow.
         check_count("Rate limit", self.limit, minimum=1)
         if not check_seconds("Rate per=", self.per):
-            raise ConfigurationError(f"Rate per= must be a positive number of seconds, "
-                                     f"not {self.per!r}")
+            raise ConfigurationError(
+                f"Rate per= must be a positive number of seconds, not {self.per!r}"
+            )
 
     def __str__(self) -> str:
         return f"{self.limit}/{self.per:g}s"
@@ -83,18 +84,30 @@ class Queue:
 
     def __post_init__(self) -> None:
         validate_name("queue name", self.name)
-        for label, value in (("concurrency", self.concurrency),
-                             ("worker_concurrency", self.worker_concurrency)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 1 <= value <= MAX_INT4):
-                raise ConfigurationError(f"queue {self.name!r}: {label} must be a positive "
-                                         f"integer or None, not {value!r}")
+        for label, value in (
+            ("concurrency", self.concurrency),
+            ("worker_concurrency", self.worker_concurrency),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT4
+            ):
+                raise ConfigurationError(
+                    f"queue {self.name!r}: {label} must be a positive "
+                    f"integer or None, not {value!r}"
+                )
         if self.rate_limit is not None and not isinstance(self.rate_limit, Rate):
             raise ConfigurationError(f"queue {self.name!r}: rate_limit must be pgflow.Rate(...)")
 
-    def options(self, *, workflow_id: str | None = None, dedup_id: str | None = None,
-                priority: int | None = None, partition_key: str | None = None,
-                delay: float | None = None, timeout: float | None = None) -> Queue:
+    def options(
+        self,
+        *,
+        workflow_id: str | None = None,
+        dedup_id: str | None = None,
+        priority: int | None = None,
+        partition_key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+    ) -> Queue:
         """The same queue with options for the next enqueue, e.g.
         ``payments.options(dedup_id="order-7", delay=30).enqueue(checkout, 7)``."""
         opts = EnqueueOptions(workflow_id, dedup_id, priority, partition_key, delay, timeout)
@@ -112,18 +125,20 @@ class Queue:
             if not self.priority_enabled:
                 raise ConfigurationError(
                     f"queue {self.name!r} was not declared with priority_enabled=True; "
-                    "declare it so, or drop priority=")
+                    "declare it so, or drop priority="
+                )
             check_priority(opts.priority)
         if self.partitioned and opts.partition_key is None:
             # No claim would ever take a keyless row of a partitioned queue.
             raise ConfigurationError(
-                f"queue {self.name!r} is partitioned: enqueue with "
-                ".options(partition_key=...)")
+                f"queue {self.name!r} is partitioned: enqueue with .options(partition_key=...)"
+            )
         if opts.partition_key is not None:
             if not self.partitioned:
                 raise ConfigurationError(
                     f"queue {self.name!r} is not partitioned; declare it partitioned=True "
-                    "or drop partition_key=")
+                    "or drop partition_key="
+                )
             check_id("partition_key", opts.partition_key)
         check_seconds("delay", opts.delay)
         check_seconds("timeout", opts.timeout)
@@ -132,8 +147,9 @@ class Queue:
         """The App to enqueue through; refuses a partitioned queue's keyless enqueue (the
         queue's own options, unlike those from .options(), were never checked)."""
         if self.app is None:
-            raise ConfigurationError(f"queue {self.name!r} is not bound to an App; "
-                                     "create it with app.queue(...)")
+            raise ConfigurationError(
+                f"queue {self.name!r} is not bound to an App; create it with app.queue(...)"
+            )
         if self.partitioned and self.opts.partition_key is None:
             self.check_options(self.opts)  # raises, saying how to give the key
         return self.app
@@ -141,11 +157,13 @@ class Queue:
     @overload
     def enqueue(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
     @overload
-    def enqueue(self, fn: Callable[P, R], /, *args: P.args,
-                **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    def enqueue(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
 
-    def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any,
-                **kwargs: Any) -> WorkflowHandle[Any]:
+    def enqueue(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
         """Queue ``fn(*args, **kwargs)`` for a worker; returns its handle at once.
 
         ``fn`` is the workflow function (a type checker then checks the arguments, and the
@@ -153,15 +171,23 @@ class Queue:
         return self._bound()._enqueue(self, self.opts, fn, args, kwargs)
 
     @overload
-    def enqueue_many(self, fn: str, calls: Iterable[Sequence[Any] | dict[str, Any]],
-                     ) -> list[WorkflowHandle[Any]]: ...
+    def enqueue_many(
+        self,
+        fn: str,
+        calls: Iterable[Sequence[Any] | dict[str, Any]],
+    ) -> list[WorkflowHandle[Any]]: ...
     @overload
-    def enqueue_many(self, fn: Callable[..., R], calls: Iterable[Sequence[Any] | dict[str, Any]],
-                     ) -> list[WorkflowHandle[R]]: ...
+    def enqueue_many(
+        self,
+        fn: Callable[..., R],
+        calls: Iterable[Sequence[Any] | dict[str, Any]],
+    ) -> list[WorkflowHandle[R]]: ...
 
-    def enqueue_many(self, fn: Callable[..., Any] | str,
-                     calls: Iterable[Sequence[Any] | dict[str, Any]],
-                     ) -> list[WorkflowHandle[Any]]:
+    def enqueue_many(
+        self,
+        fn: Callable[..., Any] | str,
+        calls: Iterable[Sequence[Any] | dict[str, Any]],
+    ) -> list[WorkflowHandle[Any]]:
         """Queue many calls of ``fn`` in one round trip. Each item is a tuple/list of positional
         arguments or a dict of keyword arguments."""
         return self._bound()._enqueue_many(self, self.opts, fn, list(calls))

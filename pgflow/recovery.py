@@ -89,17 +89,26 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-
-def release_executors(app: App, executor_ids: list[str], *, charge: bool,
-                      workflow_ids: list[str] | None = None,
-                      me: str | None = None) -> list[dict[str, Any]]:
+def release_executors(
+    app: App,
+    executor_ids: list[str],
+    *,
+    charge: bool,
+    workflow_ids: list[str] | None = None,
+    me: str | None = None,
+) -> list[dict[str, Any]]:
     """Hand back the PENDING work of ``executor_ids`` (charged: a crash; uncharged: a drain)."""
-    params = {"executor_ids": executor_ids, "charge": charge,
-              "channel": notify_channel(app.db.schema), "workflow_ids": workflow_ids}
+    params = {
+        "executor_ids": executor_ids,
+        "charge": charge,
+        "channel": notify_channel(app.db.schema),
+        "workflow_ids": workflow_ids,
+    }
     rows = app.db.retrying(lambda: app.db.fetchall("release_executor_work", params))
     for r in rows:
-        log.info("workflow_released", workflow_id=r["workflow_id"], status=r["status"],
-                 charged=charge)
+        log.info(
+            "workflow_released", workflow_id=r["workflow_id"], status=r["status"], charged=charge
+        )
     app.completions.notify()
     return rows
 
@@ -108,26 +117,41 @@ def deregister_executor(app: App, executor_id: str) -> list[dict[str, Any]]:
     """Delete an executor's row and hand back its PENDING work (uncharged: a drain), in one
     transaction: nothing is ever left PENDING under an owner nobody can find any more. Runs
     that crashed have handed their own work back already, charged (workflows.run_claimed)."""
+
     def attempt() -> list[dict[str, Any]]:
         with app.db.connection() as conn, conn.transaction():
             app.db.execute(conn, "deregister_executor", {"executor_id": executor_id})
-            return app.db.execute(conn, "release_executor_work", {
-                "executor_ids": [executor_id], "charge": False,
-                "channel": notify_channel(app.db.schema), "workflow_ids": None}).fetchall()
+            return app.db.execute(
+                conn,
+                "release_executor_work",
+                {
+                    "executor_ids": [executor_id],
+                    "charge": False,
+                    "channel": notify_channel(app.db.schema),
+                    "workflow_ids": None,
+                },
+            ).fetchall()
+
     # Briefly: should the database stay away, the row stays, its heartbeat stops, and a live
     # executor reaps it (releasing the same work) once it expires.
     released = app.db.retrying(attempt, patience=DEREGISTER_PATIENCE)
     for r in released:
-        log.info("workflow_released", workflow_id=r["workflow_id"], status=r["status"],
-                 charged=False)
+        log.info(
+            "workflow_released", workflow_id=r["workflow_id"], status=r["status"], charged=False
+        )
     if released:
         app.completions.notify()
     return released
 
 
-def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
-                        judge_heartbeats: bool = True,
-                        healthy_since: datetime | None = None) -> list[str]:
+def reap_dead_executors(
+    app: App,
+    me: str,
+    dead_ids: list[str],
+    *,
+    judge_heartbeats: bool = True,
+    healthy_since: datetime | None = None,
+) -> list[str]:
     """Delete dead executors' rows and release their work, in one transaction, recording
     each death (``executor_deaths``: shown by ``pgflow workers`` as "died recently").
 
@@ -142,21 +166,35 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
     def attempt() -> list[str]:
         statuses.clear()
         with app.db.connection() as conn, conn.transaction():
-            rows = app.db.execute(conn, "claim_dead_executors", {
-                "executor_id": me, "alive_ids": sorted(LIVE_HERE.ids()), "dead_ids": dead_ids,
-                "healthy_since": healthy_since,
-                "timeout_s": app.settings.heartbeat_timeout if judge_heartbeats
-                else None, "keep_deaths": KEEP_DEATHS,
-                "keep_deaths_s": KEEP_DEATHS_SECONDS}).fetchall()
+            rows = app.db.execute(
+                conn,
+                "claim_dead_executors",
+                {
+                    "executor_id": me,
+                    "alive_ids": sorted(LIVE_HERE.ids()),
+                    "dead_ids": dead_ids,
+                    "healthy_since": healthy_since,
+                    "timeout_s": app.settings.heartbeat_timeout if judge_heartbeats else None,
+                    "keep_deaths": KEEP_DEATHS,
+                    "keep_deaths_s": KEEP_DEATHS_SECONDS,
+                },
+            ).fetchall()
             ids = [r["executor_id"] for r in rows]
             if ids:
-                released = app.db.execute(conn, "release_executor_work", {
-                    "executor_ids": ids, "charge": True,
-                    "channel": notify_channel(app.db.schema),
-                    "workflow_ids": None}).fetchall()
+                released = app.db.execute(
+                    conn,
+                    "release_executor_work",
+                    {
+                        "executor_ids": ids,
+                        "charge": True,
+                        "channel": notify_channel(app.db.schema),
+                        "workflow_ids": None,
+                    },
+                ).fetchall()
                 log.info("dead_executors_reaped", executors=ids, released=len(released))
                 statuses[:] = [r["status"] for r in released]
             return ids
+
     ids = app.db.retrying(attempt)
     metrics.recovered(statuses)
     if ids:
@@ -167,9 +205,15 @@ def reap_dead_executors(app: App, me: str, dead_ids: list[str], *,
 class Executor:
     """This process as an owner of workflows: its id, its heartbeat row and thread."""
 
-    def __init__(self, app: App, *, kind: str = "app", queues: tuple[str, ...] = (),
-                 executor_id: str | None = None,
-                 on_declared_dead: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        kind: str = "app",
+        queues: tuple[str, ...] = (),
+        executor_id: str | None = None,
+        on_declared_dead: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
         self.kind = kind
         self.queues = queues
@@ -187,8 +231,12 @@ class Executor:
         """Insert the heartbeat row and start the heartbeat thread (once per process)."""
         if self._pid != os.getpid():
             # Forked: a new incarnation is a new executor.
-            self.__init__(self.app, kind=self.kind, queues=self.queues,  # type: ignore[misc]
-                          on_declared_dead=self.on_declared_dead)
+            self.__init__(  # type: ignore[misc]
+                self.app,
+                kind=self.kind,
+                queues=self.queues,
+                on_declared_dead=self.on_declared_dead,
+            )
         if self._registered:
             return
         with self._lock:
@@ -197,16 +245,25 @@ class Executor:
             # Alive here before its row exists: no reaper of this process ever sees the row
             # without knowing it is ours.
             LIVE_HERE.add(self.executor_id)
-            row = self.app.db.retrying(lambda: self.app.db.fetchone("register_executor", {
-                "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
-                "app_version": self.app.app_version, "kind": self.kind,
-                "queues": list(self.queues), "names": sorted(self.app.registry.workflows)}))
+            row = self.app.db.retrying(
+                lambda: self.app.db.fetchone(
+                    "register_executor",
+                    {
+                        "executor_id": self.executor_id,
+                        "hostname": HOSTNAME,
+                        "pid": os.getpid(),
+                        "app_version": self.app.app_version,
+                        "kind": self.kind,
+                        "queues": list(self.queues),
+                        "names": sorted(self.app.registry.workflows),
+                    },
+                )
+            )
             if row is not None:
                 self.healthy_since = row["heartbeat_at"]
                 self._check_clock(row["heartbeat_at"])
             self._registered = True
-            self._thread = threading.Thread(target=self._beat, name="pgflow-heartbeat",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._beat, name="pgflow-heartbeat", daemon=True)
             self._thread.start()
             log.debug("executor_registered", executor_id=self.executor_id)
 
@@ -215,17 +272,22 @@ class Executor:
         delays, limits and sleeps follow the database's), but people reading logs do."""
         skew = time.time() - (db_time.timestamp() - self.app.db.clock_offset)
         if abs(skew) > CLOCK_SKEW_WARNING:
-            log.warning("clock_skew", executor_id=self.executor_id,
-                        local_minus_database_s=round(skew, 1),
-                        action="pgflow uses the database's clock; fix this host's (NTP)")
+            log.warning(
+                "clock_skew",
+                executor_id=self.executor_id,
+                local_minus_database_s=round(skew, 1),
+                action="pgflow uses the database's clock; fix this host's (NTP)",
+            )
 
     def _beat(self) -> None:
         interval = self.app.settings.heartbeat_interval
         while not self._stop.wait(interval):
             try:
                 # A dead pooled connection is not a dead executor: retry within the interval.
-                row = self.app.db.retrying(lambda: self.app.db.fetchone(
-                    "heartbeat", {"executor_id": self.executor_id}), patience=interval)
+                row = self.app.db.retrying(
+                    lambda: self.app.db.fetchone("heartbeat", {"executor_id": self.executor_id}),
+                    patience=interval,
+                )
             except PgflowError as exc:
                 self.healthy_since = None
                 if not self.app.db.suspect:  # an outage is logged once, by the Database
@@ -238,8 +300,11 @@ class Executor:
                 self.healthy_since = row["heartbeat_at"]
 
     def _declared_dead(self) -> None:
-        log.error("executor_declared_dead", executor_id=self.executor_id,
-                  action="abandoning in-flight work; it was adopted elsewhere")
+        log.error(
+            "executor_declared_dead",
+            executor_id=self.executor_id,
+            action="abandoning in-flight work; it was adopted elsewhere",
+        )
         if self.on_declared_dead is not None:
             self.on_declared_dead()
             return
@@ -270,28 +335,43 @@ class Executor:
         incarnation (a restarted container reuses pids), unless this process registered it:
         an App's executor and an in-process worker's (pgflow.testing) live side by side, and
         a process never takes itself for dead."""
-        rows = self.app.db.fetchall("executors_on_host", {
-            "hostname": HOSTNAME, "executor_id": self.executor_id})
+        rows = self.app.db.fetchall(
+            "executors_on_host", {"hostname": HOSTNAME, "executor_id": self.executor_id}
+        )
         alive_here = LIVE_HERE.ids()
-        return [r["executor_id"] for r in rows
-                if not pid_alive(r["pid"])
-                or (r["pid"] == os.getpid() and r["executor_id"] not in alive_here)]
+        return [
+            r["executor_id"]
+            for r in rows
+            if not pid_alive(r["pid"])
+            or (r["pid"] == os.getpid() and r["executor_id"] not in alive_here)
+        ]
 
     def recover(self) -> list[str]:
         """Reap executors that are dead (pid gone here, or heartbeat expired anywhere)."""
-        return reap_dead_executors(self.app, self.executor_id, self.dead_on_this_host(),
-                                   judge_heartbeats=self.healthy_since is not None,
-                                   healthy_since=self.healthy_since)
+        return reap_dead_executors(
+            self.app,
+            self.executor_id,
+            self.dead_on_this_host(),
+            judge_heartbeats=self.healthy_since is not None,
+            healthy_since=self.healthy_since,
+        )
 
     def adopt(self, limit: int) -> list[Claimed]:
         """Take over up to ``limit`` ownerless PENDING workflows of this version."""
         if limit <= 0:
             return []
         me = self.executor_id  # the owner the adopted runs keep
-        rows = self.app.db.retrying(lambda: self.app.db.fetchall("adopt_orphans", {
-            "executor_id": me, "app_version": self.app.app_version,
-            "names": sorted(self.app.registry.workflows),
-            "limit": limit}))
+        rows = self.app.db.retrying(
+            lambda: self.app.db.fetchall(
+                "adopt_orphans",
+                {
+                    "executor_id": me,
+                    "app_version": self.app.app_version,
+                    "names": sorted(self.app.registry.workflows),
+                    "limit": limit,
+                },
+            )
+        )
         for r in rows:
             metrics.adopted(r["queue_name"], r["name"])
         return [Claimed.from_row(r, me) for r in rows]

@@ -22,7 +22,8 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s'\"]*:)[^\s'\"]*@")
 # password=PASSWORD (libpq conninfo, PGPASSWORD=...), and 'password': 'PASSWORD' (a dict's
 # repr, JSON); a quoted value may hold spaces.
 _PASSWORD_KV = re.compile(
-    r"""((?:password|passwd)['"]?\s*[=:]\s*)('[^']*'|"[^"]*"|\S+)""", re.IGNORECASE)
+    r"""((?:password|passwd)['"]?\s*[=:]\s*)('[^']*'|"[^"]*"|\S+)""", re.IGNORECASE
+)
 
 
 def redact(text: str) -> str:
@@ -48,8 +49,10 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
-        return {k: MASK if _secret_key(k) and v is not None else redact_value(v)
-                for k, v in value.items()}
+        return {
+            k: MASK if _secret_key(k) and v is not None else redact_value(v)
+            for k, v in value.items()
+        }
     if type(value) in (list, tuple):
         return type(value)(redact_value(v) for v in value)
     return value

@@ -77,13 +77,15 @@ class Registry:
     def add_workflow(self, wf: WorkflowDef) -> None:
         if wf.name in self.workflows and self.workflows[wf.name].fn is not wf.fn:
             raise ConfigurationError(
-                f"two workflows are named {wf.name!r}; give one a name= of its own")
+                f"two workflows are named {wf.name!r}; give one a name= of its own"
+            )
         self.workflows[wf.name] = wf
 
     def add_step(self, step: StepDef) -> None:
         if step.name in self.steps and self.steps[step.name].fn is not step.fn:
             raise ConfigurationError(
-                f"two steps are named {step.name!r}; give one a name= of its own")
+                f"two steps are named {step.name!r}; give one a name= of its own"
+            )
         self.steps[step.name] = step
 
     def workflow(self, name: str) -> WorkflowDef:
@@ -93,7 +95,8 @@ class Registry:
             raise UnregisteredFunction(
                 f"no workflow named {name!r} is registered in this application "
                 f"(known: {', '.join(sorted(self.workflows)) or 'none'}); import the module "
-                "that defines it") from None
+                "that defines it"
+            ) from None
 
     def version_hash(self) -> str:
         """A hash of every registered function's source (or bytecode when source is missing)."""

@@ -50,16 +50,22 @@ def prune_statuses(status: str | Status | Iterable[str | Status] | None) -> tupl
         return TERMINAL
     items = [status] if isinstance(status, (str, Status)) else list(status)
     try:
-        found = tuple(dict.fromkeys(
-            Status(str(s.value if isinstance(s, Status) else s).strip().upper()).value
-            for s in items))
+        found = tuple(
+            dict.fromkeys(
+                Status(str(s.value if isinstance(s, Status) else s).strip().upper()).value
+                for s in items
+            )
+        )
     except ValueError:
-        raise ConfigurationError(f"unknown status in {[str(s) for s in items]}; use one of "
-                                 f"{', '.join(TERMINAL)}") from None
+        raise ConfigurationError(
+            f"unknown status in {[str(s) for s in items]}; use one of {', '.join(TERMINAL)}"
+        ) from None
     active = [s for s in found if s not in TERMINAL]
     if active or not found:
-        raise ConfigurationError(f"prune deletes only finished workflows ({', '.join(TERMINAL)})"
-                                 f", not {', '.join(active) or 'none'}")
+        raise ConfigurationError(
+            f"prune deletes only finished workflows ({', '.join(TERMINAL)})"
+            f", not {', '.join(active) or 'none'}"
+        )
     return found
 
 
@@ -70,18 +76,27 @@ def _bounds(db: Database, older_than: str | float) -> dict[str, Any]:
     return {"cutoff": row["cutoff"], "below_seq": int(row["below_seq"])}
 
 
-def count_prunable(db: Database, older_than: str | float,
-                   status: str | Status | Iterable[str | Status] | None = None) -> int:
+def count_prunable(
+    db: Database,
+    older_than: str | float,
+    status: str | Status | Iterable[str | Status] | None = None,
+) -> int:
     """How many workflows :func:`prune` would delete now."""
     params = {**_bounds(db, older_than), "statuses": list(prune_statuses(status))}
     row = db.retrying(lambda: db.fetchone("count_prunable", params))
     return int(row["n"]) if row else 0
 
 
-def prune(db: Database, older_than: str | float,
-          status: str | Status | Iterable[str | Status] | None = None, *,
-          batch: int = BATCH, on_batch: Callable[[PruneResult], None] | None = None,
-          budget_s: float | None = None, conn: Any = None) -> PruneResult:
+def prune(
+    db: Database,
+    older_than: str | float,
+    status: str | Status | Iterable[str | Status] | None = None,
+    *,
+    batch: int = BATCH,
+    on_batch: Callable[[PruneResult], None] | None = None,
+    budget_s: float | None = None,
+    conn: Any = None,
+) -> PruneResult:
     """Delete the workflows that ended more than ``older_than`` ago (a duration: ``30d``, or
     seconds), in ``status`` (default: every terminal status), with all their rows.
     ``on_batch`` gets the running total after each batch; ``budget_s`` stops a pass after
@@ -98,16 +113,28 @@ def prune(db: Database, older_than: str | float,
         row = _batch(db, conn, params)
         if row is None or not row["picked"]:
             return total
-        total = PruneResult(total.workflows + row["workflows"], total.steps + row["steps"],
-                            total.messages + row["messages"], total.events + row["events"],
-                            total.batches + 1, total.cutoff)
+        total = PruneResult(
+            total.workflows + row["workflows"],
+            total.steps + row["steps"],
+            total.messages + row["messages"],
+            total.events + row["events"],
+            total.batches + 1,
+            total.cutoff,
+        )
         if on_batch is not None:
             on_batch(total)
         if row["picked"] < batch:
             return total
         if budget_s is not None and time.monotonic() - started >= budget_s:
-            return PruneResult(total.workflows, total.steps, total.messages, total.events,
-                               total.batches, total.cutoff, more=True)
+            return PruneResult(
+                total.workflows,
+                total.steps,
+                total.messages,
+                total.events,
+                total.batches,
+                total.cutoff,
+                more=True,
+            )
         params["after_seq"] = row["last_seq"]
 
 
@@ -118,8 +145,9 @@ def _batch(db: Database, conn: Any, params: dict[str, Any]) -> dict[str, Any] | 
     return db.retrying(lambda: db.fetchone("prune_batch", params))
 
 
-def apply_retention(db: Database, older_than: float, *, batch: int = AUTO_BATCH,
-                    budget_s: float = AUTO_BUDGET_S) -> PruneResult | None:
+def apply_retention(
+    db: Database, older_than: float, *, batch: int = AUTO_BATCH, budget_s: float = AUTO_BUDGET_S
+) -> PruneResult | None:
     """One automatic pass, if no other process in the cluster runs one now (an advisory
     lock held for the pass); None when another does."""
     lock = {"lock_name": f"pgflow:{db.schema}:retention"}

@@ -52,12 +52,16 @@ class Schedule:
 
 
 def validate_cron(cron: str) -> str:
-    if not isinstance(cron, str) or len(cron.split()) > 6 \
-            or not croniter.is_valid(cron, second_at_beginning=True):
+    if (
+        not isinstance(cron, str)
+        or len(cron.split()) > 6
+        or not croniter.is_valid(cron, second_at_beginning=True)
+    ):
         raise ConfigurationError(
             f"{cron!r} is not a cron expression; write 5 fields (minute hour day month "
             "weekday, e.g. '*/5 * * * *') or 6 with seconds first (second minute hour day "
-            "month weekday, e.g. '*/10 * * * * *' for every 10 seconds, as DBOS reads them)")
+            "month weekday, e.g. '*/10 * * * * *' for every 10 seconds, as DBOS reads them)"
+        )
     return cron
 
 
@@ -76,14 +80,16 @@ def declare(app: App, fn: F, cron: str, catch_up: bool) -> F:
     except TypeError:
         raise ConfigurationError(
             f"scheduled workflow {wf.name!r} must take one argument, the tick's time "
-            "(a timezone-aware datetime)") from None
+            "(a timezone-aware datetime)"
+        ) from None
     app.schedules[wf.name] = Schedule(cron, catch_up, wf)
     app.queue(SCHEDULE_QUEUE)
     return call
 
 
-def due_ticks(cron: str, after: datetime, now: datetime, catch_up: bool,
-              limit: int = MAX_CATCH_UP) -> list[datetime]:
+def due_ticks(
+    cron: str, after: datetime, now: datetime, catch_up: bool, limit: int = MAX_CATCH_UP
+) -> list[datetime]:
     """PURE: the ticks in ``(after, now]`` to run, oldest first: all of them (up to ``limit``)
     with ``catch_up``, else only the latest."""
     if now <= after:
@@ -118,8 +124,10 @@ def tick(app: App, now: datetime | None = None) -> list[str]:
         return []
     found = list(app.schedules.values())
     db = app.db
-    rows = db.fetchall("schedule_state", {
-        "names": [s.name for s in found], "crons": [s.cron for s in found], "now": now})
+    rows = db.fetchall(
+        "schedule_state",
+        {"names": [s.name for s in found], "crons": [s.cron for s in found], "now": now},
+    )
     inserted: list[str] = []
     for row in rows:
         sched = app.schedules[row["name"]]
@@ -134,24 +142,40 @@ def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str
     utc = [t.astimezone(timezone.utc) for t in ticks]
     ids = [tick_id(sched.name, t) for t in utc]
     params = {
-        "workflow_ids": ids, "priority": 0, "partition_key": None,
-        "inputs": [serialization.dumps_inputs(
-            app.serializer, (t,), {}, max_bytes=app.settings.max_payload_bytes,
-            what=f"tick of {sched.name!r}") for t in utc],
-        "name": wf.name, "queue_name": SCHEDULE_QUEUE, "app_version": app.app_version,
-        "max_recovery_attempts": recovery_limit(wf.max_recovery_attempts,
-                                                app.settings.max_recovery_attempts),
+        "workflow_ids": ids,
+        "priority": 0,
+        "partition_key": None,
+        "inputs": [
+            serialization.dumps_inputs(
+                app.serializer,
+                (t,),
+                {},
+                max_bytes=app.settings.max_payload_bytes,
+                what=f"tick of {sched.name!r}",
+            )
+            for t in utc
+        ],
+        "name": wf.name,
+        "queue_name": SCHEDULE_QUEUE,
+        "app_version": app.app_version,
+        "max_recovery_attempts": recovery_limit(
+            wf.max_recovery_attempts, app.settings.max_recovery_attempts
+        ),
         "serializer": app.serializer.name,
         "timeout_ms": to_ms("timeout", wf.timeout),
-        "delay_ms": 0, "channel": notify_channel(app.db.schema),
+        "delay_ms": 0,
+        "channel": notify_channel(app.db.schema),
     }
     db = app.db
 
     def attempt() -> list[str]:
         with db.connection() as conn, conn.transaction():
             rows = db.execute(conn, "enqueue_workflows", params).fetchall()
-            db.execute(conn, "advance_schedule", {
-                "name": sched.name, "cron": sched.cron, "last_tick": utc[-1]})
+            db.execute(
+                conn,
+                "advance_schedule",
+                {"name": sched.name, "cron": sched.cron, "last_tick": utc[-1]},
+            )
             return [r["workflow_id"] for r in rows]
 
     return db.retrying(attempt)

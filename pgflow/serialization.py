@@ -64,7 +64,8 @@ class TypeCodec(Protocol):
 
 # Set only while an app's own JSON serializer encodes: what its registered types are.
 _APP_TYPES: contextvars.ContextVar[TypeCodec | None] = contextvars.ContextVar(
-    "pgflow_app_types", default=None)
+    "pgflow_app_types", default=None
+)
 
 
 class _Refused(Exception):
@@ -687,8 +688,11 @@ def loads_error(text: str) -> BaseException:
 
 def recorded_traceback(exc: BaseException) -> str | None:
     """The traceback recorded with an error read by :func:`loads_error` (None when none)."""
-    found = getattr(exc, "traceback_text", None) if isinstance(exc, WorkflowFailed) \
+    found = (
+        getattr(exc, "traceback_text", None)
+        if isinstance(exc, WorkflowFailed)
         else getattr(exc, "__pgflow_traceback__", None)
+    )
     return found if isinstance(found, str) and found else None
 
 

@@ -21,8 +21,9 @@ T = TypeVar("T", bound=type)
 
 
 def _is_pydantic(cls: type) -> bool:
-    return callable(getattr(cls, "model_validate", None)) and \
-        callable(getattr(cls, "model_dump", None))
+    return callable(getattr(cls, "model_validate", None)) and callable(
+        getattr(cls, "model_dump", None)
+    )
 
 
 class TypedJson(_JsonSerializer):
@@ -39,13 +40,15 @@ class TypedJson(_JsonSerializer):
         if not isinstance(cls, type) or not (dataclasses.is_dataclass(cls) or _is_pydantic(cls)):
             raise ConfigurationError(
                 f"{cls!r} cannot be registered: register_type takes a dataclass or a pydantic "
-                "model class")
+                "model class"
+            )
         name = name or f"{cls.__module__}.{cls.__qualname__}"
         known = self._classes.get(name)
         if (known is not None and known is not cls) or self._names.get(cls, name) != name:
             raise ConfigurationError(
                 f"type name {name!r} or class {cls.__qualname__} is registered twice "
-                "differently; give one of them another name=")
+                "differently; give one of them another name="
+            )
         self._names[cls] = name
         self._classes[name] = cls
 
@@ -87,13 +90,15 @@ class TypedJson(_JsonSerializer):
             raise SerializationError(
                 f"a stored value is of type {name!r}, which this app does not register; "
                 "register its class with app.register_type(...) (pgflow never imports a "
-                "class named by the database)")
+                "class named by the database)"
+            )
         try:
             return _rebuild(cls, fields)
         except Exception as exc:
             raise SerializationError(
                 f"cannot rebuild a stored {name!r} from its fields ({type(exc).__name__}: "
-                f"{exc}); did the class change since it was stored?") from exc
+                f"{exc}); did the class change since it was stored?"
+            ) from exc
 
     def __repr__(self) -> str:
         return f"pgflow.serialization_types.TypedJson({sorted(self._classes)})"

@@ -28,92 +28,174 @@ class Settings:
     """pgflow's configuration. Each field documents its variable and flag."""
 
     database_url: str | None = _setting(
-        None, "PGFLOW_DATABASE_URL", "--database-url",
-        "PostgreSQL URL. Unset: an embedded server under PGFLOW_HOME is started.")
-    schema: str = _setting("pgflow", "PGFLOW_SCHEMA", "--schema",
-                           "Schema holding pgflow's tables.")
-    home: str = _setting(".pgflow", "PGFLOW_HOME", None,
-                         "Folder of the embedded server's data (when no URL is given).")
-    serializer: str = _setting("json", "PGFLOW_SERIALIZER", None,
-                               "'json' (default) or 'pickle' (opt-in; trusts every writer).")
+        None,
+        "PGFLOW_DATABASE_URL",
+        "--database-url",
+        "PostgreSQL URL. Unset: an embedded server under PGFLOW_HOME is started.",
+    )
+    schema: str = _setting("pgflow", "PGFLOW_SCHEMA", "--schema", "Schema holding pgflow's tables.")
+    home: str = _setting(
+        ".pgflow",
+        "PGFLOW_HOME",
+        None,
+        "Folder of the embedded server's data (when no URL is given).",
+    )
+    serializer: str = _setting(
+        "json",
+        "PGFLOW_SERIALIZER",
+        None,
+        "'json' (default) or 'pickle' (opt-in; trusts every writer).",
+    )
     app_version: str | None = _setting(
-        None, "PGFLOW_APP_VERSION", None,
-        "Application version; default: a hash of the registered workflow and step code.")
-    log_format: str = _setting("auto", "PGFLOW_LOG_FORMAT", "--log-format",
-                               "'console', 'json' or 'auto' (console on a terminal).")
-    log_level: str = _setting("info", "PGFLOW_LOG_LEVEL", "--log-level",
-                              "debug, info, warning or error.")
+        None,
+        "PGFLOW_APP_VERSION",
+        None,
+        "Application version; default: a hash of the registered workflow and step code.",
+    )
+    log_format: str = _setting(
+        "auto",
+        "PGFLOW_LOG_FORMAT",
+        "--log-format",
+        "'console', 'json' or 'auto' (console on a terminal).",
+    )
+    log_level: str = _setting(
+        "info", "PGFLOW_LOG_LEVEL", "--log-level", "debug, info, warning or error."
+    )
     heartbeat_interval: float = _setting(
-        5.0, "PGFLOW_HEARTBEAT_INTERVAL", "--heartbeat-interval",
+        5.0,
+        "PGFLOW_HEARTBEAT_INTERVAL",
+        "--heartbeat-interval",
         "Seconds between an executor's heartbeats (default: 5, or a third of the heartbeat "
-        "timeout when only that is set).")
+        "timeout when only that is set).",
+    )
     heartbeat_timeout: float = _setting(
-        30.0, "PGFLOW_HEARTBEAT_TIMEOUT", "--heartbeat-timeout",
-        "Seconds without a heartbeat after which an executor is dead and its work adopted.")
-    poll_interval: float = _setting(1.0, "PGFLOW_POLL_INTERVAL", "--poll-interval",
-                                    "Seconds between claim polls when no NOTIFY arrives.")
+        30.0,
+        "PGFLOW_HEARTBEAT_TIMEOUT",
+        "--heartbeat-timeout",
+        "Seconds without a heartbeat after which an executor is dead and its work adopted.",
+    )
+    poll_interval: float = _setting(
+        1.0,
+        "PGFLOW_POLL_INTERVAL",
+        "--poll-interval",
+        "Seconds between claim polls when no NOTIFY arrives.",
+    )
     pool_size: int = _setting(
-        0, "PGFLOW_POOL_SIZE", "--pool-size",
+        0,
+        "PGFLOW_POOL_SIZE",
+        "--pool-size",
         "Most pooled connections per process (0: threads + 3, one per workflow thread plus "
-        "the claim loop, the heartbeat and the completer).")
+        "the claim loop, the heartbeat and the completer).",
+    )
     pool_idle_timeout: float = _setting(
-        60.0, "PGFLOW_POOL_IDLE_TIMEOUT", "--pool-idle-timeout",
-        "Seconds a pooled connection may stay unused before it goes back to the server.")
-    auto_migrate: bool = _setting(True, "PGFLOW_AUTO_MIGRATE", None,
-                                  "Migrate the schema on first use when the role may.")
-    max_payload_bytes: int = _setting(16 * 1024 * 1024, "PGFLOW_MAX_PAYLOAD_BYTES", None,
-                                      "Largest serialized inputs, output or message.")
+        60.0,
+        "PGFLOW_POOL_IDLE_TIMEOUT",
+        "--pool-idle-timeout",
+        "Seconds a pooled connection may stay unused before it goes back to the server.",
+    )
+    auto_migrate: bool = _setting(
+        True, "PGFLOW_AUTO_MIGRATE", None, "Migrate the schema on first use when the role may."
+    )
+    max_payload_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "PGFLOW_MAX_PAYLOAD_BYTES",
+        None,
+        "Largest serialized inputs, output or message.",
+    )
     strict_versions: bool = _setting(
-        False, "PGFLOW_STRICT_VERSIONS", None,
+        False,
+        "PGFLOW_STRICT_VERSIONS",
+        None,
         "Workers start only workflows enqueued by their own version (default: any version "
-        "that knows the name may start a workflow that never started).")
+        "that knows the name may start a workflow that never started).",
+    )
     max_recovery_attempts: int = _setting(
-        10, "PGFLOW_MAX_RECOVERY_ATTEMPTS", None,
-        "Default crashes a workflow may survive before MAX_RECOVERY_ATTEMPTS_EXCEEDED.")
-    processes: int = _setting(0, "PGFLOW_PROCESSES", "-P/--processes",
-                              "Worker processes (0: the number of cores).")
+        10,
+        "PGFLOW_MAX_RECOVERY_ATTEMPTS",
+        None,
+        "Default crashes a workflow may survive before MAX_RECOVERY_ATTEMPTS_EXCEEDED.",
+    )
+    processes: int = _setting(
+        0, "PGFLOW_PROCESSES", "-P/--processes", "Worker processes (0: the number of cores)."
+    )
     threads: int = _setting(4, "PGFLOW_THREADS", "-c/--threads", "Threads per worker process.")
-    queues: tuple[str, ...] = _setting((), "PGFLOW_QUEUES", "-Q/--queues",
-                                       "Comma-separated queues to serve (default: all).")
-    grace: float = _setting(30.0, "PGFLOW_GRACE", "--grace",
-                            "Seconds in-flight work may finish after SIGTERM.")
-    max_jobs_per_child: int = _setting(0, "PGFLOW_MAX_JOBS_PER_CHILD", "--max-jobs-per-child",
-                                       "Replace a worker process after N workflows (0: never).")
+    queues: tuple[str, ...] = _setting(
+        (), "PGFLOW_QUEUES", "-Q/--queues", "Comma-separated queues to serve (default: all)."
+    )
+    grace: float = _setting(
+        30.0, "PGFLOW_GRACE", "--grace", "Seconds in-flight work may finish after SIGTERM."
+    )
+    max_jobs_per_child: int = _setting(
+        0,
+        "PGFLOW_MAX_JOBS_PER_CHILD",
+        "--max-jobs-per-child",
+        "Replace a worker process after N workflows (0: never).",
+    )
     child_timeout: float = _setting(
-        60.0, "PGFLOW_CHILD_TIMEOUT", "--child-timeout",
+        60.0,
+        "PGFLOW_CHILD_TIMEOUT",
+        "--child-timeout",
         "Seconds a worker process may go without its main loop turning (or starting up) "
-        "before the supervisor kills and replaces it.")
-    burst: bool = _setting(False, "PGFLOW_BURST", "--burst",
-                           "Exit once the queues hold nothing this worker could run now.")
+        "before the supervisor kills and replaces it.",
+    )
+    burst: bool = _setting(
+        False,
+        "PGFLOW_BURST",
+        "--burst",
+        "Exit once the queues hold nothing this worker could run now.",
+    )
     burst_wait_delayed: bool = _setting(
-        False, "PGFLOW_BURST_WAIT_DELAYED", "--burst-wait-delayed",
-        "With --burst, also wait for delayed work to come due (else report it and exit).")
+        False,
+        "PGFLOW_BURST_WAIT_DELAYED",
+        "--burst-wait-delayed",
+        "With --burst, also wait for delayed work to come due (else report it and exit).",
+    )
     retention: str | None = _setting(
-        None, "PGFLOW_RETENTION", None,
+        None,
+        "PGFLOW_RETENTION",
+        None,
         "Workers delete finished workflows that ended longer ago than this (e.g. 30d), one "
         "process of the cluster at a time, every few minutes (default: off; pgflow prune "
-        "does it by hand).")
+        "does it by hand).",
+    )
     metrics_port: int = _setting(
-        0, "PGFLOW_METRICS_PORT", "--metrics-port",
+        0,
+        "PGFLOW_METRICS_PORT",
+        "--metrics-port",
         "Serve Prometheus metrics (/metrics) and health (/healthz) on this port (0: off; "
-        "needs pip install 'pgflow[metrics]').")
+        "needs pip install 'pgflow[metrics]').",
+    )
     metrics_host: str = _setting(
-        "127.0.0.1", "PGFLOW_METRICS_HOST", None,
+        "127.0.0.1",
+        "PGFLOW_METRICS_HOST",
+        None,
         "Address the metrics port listens on (default: this machine only; 0.0.0.0 for a "
-        "Prometheus or a probe elsewhere).")
+        "Prometheus or a probe elsewhere).",
+    )
     sleep_threshold: float = _setting(
-        30.0, "PGFLOW_SLEEP_THRESHOLD", None,
-        "A queued workflow sleeping longer than this gives its thread back.")
+        30.0,
+        "PGFLOW_SLEEP_THRESHOLD",
+        None,
+        "A queued workflow sleeping longer than this gives its thread back.",
+    )
 
     # Names whose value was derived, not given (the heartbeat interval from the timeout):
     # a higher layer that changes the timeout derives it again.
-    _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False,
-                                     compare=False, metadata={"env": None, "flag": None})
+    _derived: frozenset[str] = field(
+        default=frozenset(),
+        init=False,
+        repr=False,
+        compare=False,
+        metadata={"env": None, "flag": None},
+    )
 
     @classmethod
-    def resolve(cls, code: Mapping[str, Any] | None = None,
-                flags: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> Settings:
+    def resolve(
+        cls,
+        code: Mapping[str, Any] | None = None,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
         """The effective settings: ``flags`` (given on the command line) over ``PGFLOW_*``
         variables over ``code`` (values the application declared) over the defaults. A None
         value means "not given" at its layer.
@@ -142,22 +224,28 @@ class Settings:
     def given(self) -> dict[str, Any]:
         """The values that differ from the defaults and were not derived: what a Settings
         built in code declares (the layer below the environment)."""
-        return {f.name: getattr(self, f.name) for f in _fields()
-                if f.name not in self._derived and getattr(self, f.name) != f.default}
+        return {
+            f.name: getattr(self, f.name)
+            for f in _fields()
+            if f.name not in self._derived and getattr(self, f.name) != f.default
+        }
 
     def validated(self) -> Settings:
         if self.serializer not in ("json", "pickle"):
             raise ConfigurationError(
-                f"serializer must be 'json' or 'pickle', not {self.serializer!r}")
+                f"serializer must be 'json' or 'pickle', not {self.serializer!r}"
+            )
         if self.log_format not in ("auto", "console", "json"):
             raise ConfigurationError(
-                f"log format must be auto, console or json, not {self.log_format!r}")
+                f"log format must be auto, console or json, not {self.log_format!r}"
+            )
         if self.heartbeat_interval <= 0 or self.heartbeat_timeout <= self.heartbeat_interval:
             raise ConfigurationError(
                 "heartbeat timeout must be longer than the heartbeat interval "
                 f"(got timeout {self.heartbeat_timeout:g} s and interval "
                 f"{self.heartbeat_interval:g} s); set both, or only the timeout (the interval "
-                "is then a third of it)")
+                "is then a third of it)"
+            )
         if not self.child_timeout > 0:
             raise ConfigurationError(f"child timeout must be > 0 (got {self.child_timeout})")
         if self.threads < 1 or self.processes < 0:
@@ -165,20 +253,26 @@ class Settings:
         check_payload_limit(self.max_payload_bytes)
         if self.app_version is not None:
             check_text("app_version (PGFLOW_APP_VERSION)", self.app_version)
-        check_count("max_recovery_attempts (PGFLOW_MAX_RECOVERY_ATTEMPTS)",
-                    self.max_recovery_attempts)
+        check_count(
+            "max_recovery_attempts (PGFLOW_MAX_RECOVERY_ATTEMPTS)", self.max_recovery_attempts
+        )
         if self.pool_size < 0 or not self.pool_idle_timeout > 0:
             raise ConfigurationError(
                 "pool size must be ≥ 0 (0: threads + 3) and the pool idle timeout > 0 "
-                f"(got {self.pool_size} and {self.pool_idle_timeout})")
-        if self.retention is not None and not parse_duration(
-                self.retention, what="retention (PGFLOW_RETENTION)") > 0:
+                f"(got {self.pool_size} and {self.pool_idle_timeout})"
+            )
+        if (
+            self.retention is not None
+            and not parse_duration(self.retention, what="retention (PGFLOW_RETENTION)") > 0
+        ):
             raise ConfigurationError(
                 f"retention (PGFLOW_RETENTION) must be longer than 0, not {self.retention!r}; "
-                "leave it unset for none")
+                "leave it unset for none"
+            )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigurationError(
-                f"metrics port must be 0 (off) to 65535 (got {self.metrics_port})")
+                f"metrics port must be 0 (off) to 65535 (got {self.metrics_port})"
+            )
         validate_schema(self.schema)
         return self
 
@@ -248,5 +342,6 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return _split_queues(raw)
     except ValueError:
         raise ConfigurationError(
-            f"{f.metadata['env']}={raw!r} is not a valid {kind.split(' ')[0]}") from None
+            f"{f.metadata['env']}={raw!r} is not a valid {kind.split(' ')[0]}"
+        ) from None
     return raw

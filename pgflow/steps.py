@@ -53,8 +53,12 @@ def retry_delay(policy: RetryPolicy, failures: int) -> float:
 
 
 def _with_retries(
-    policy: RetryPolicy, ctx: WorkflowContext | None, body: Callable[[], Any], name: str,
-    *, counted: bool = False,
+    policy: RetryPolicy,
+    ctx: WorkflowContext | None,
+    body: Callable[[], Any],
+    name: str,
+    *,
+    counted: bool = False,
 ) -> Any:
     """Call ``body`` until it succeeds or the policy's retries are spent; every retry is one
     ``step_retrying`` warning. ``counted``: keep the attempt on ``ctx`` for the checkpoint."""
@@ -74,10 +78,15 @@ def _with_retries(
                 if left is not None and left < delay:
                     raise WorkflowCancelled(ctx.workflow_id, "past its deadline") from None
             metrics.step_retried(name)
-            log.warning("step_retrying", step=name, attempt=failures,
-                        max_attempts=policy.retries + 1,
-                        error=redact(f"{type(exc).__name__}: {exc}"),
-                        error_at=_where(exc), next_delay_s=round(delay, 3))
+            log.warning(
+                "step_retrying",
+                step=name,
+                attempt=failures,
+                max_attempts=policy.retries + 1,
+                error=redact(f"{type(exc).__name__}: {exc}"),
+                error_at=_where(exc),
+                next_delay_s=round(delay, 3),
+            )
             time.sleep(delay)
 
 
@@ -103,14 +112,18 @@ def replay(ctx: WorkflowContext, step_id: int, name: str) -> tuple[bool, Any]:
         raise NonDeterminism(
             f"workflow {ctx.workflow_id} ({ctx.name}) recorded step {step_id} as {rec.name!r} "
             f"but the code now calls {name!r} there; the workflow's code changed while it "
-            "was running: run it on the version that started it, or fork it")
+            "was running: run it on the version that started it, or fork it"
+        )
     if rec.error is not None:
         raise serialization.loads_error(rec.error)
     return True, serialization.loads_value(ctx.app.serializer, ctx.serializer_name, rec.output)
 
 
 def call_step(
-    app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...],
+    app: App,
+    step: StepDef,
+    policy: RetryPolicy,
+    args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     """Run a ``@app.step`` or ``@app.transaction`` function, durably when inside a workflow."""
@@ -129,22 +142,30 @@ def call_step(
 
 
 def _run_unrecorded(
-    app: App, step: StepDef, policy: RetryPolicy, ctx: WorkflowContext | None,
-    args: tuple[Any, ...], kwargs: dict[str, Any],
+    app: App,
+    step: StepDef,
+    policy: RetryPolicy,
+    ctx: WorkflowContext | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     """Outside a workflow (or nested in another step): a plain call with retries; a
     transaction still gets its own transaction (or joins the enclosing one)."""
     if step.kind == "transaction" and context.in_transaction() is False:
+
         def body() -> Any:
             with user_sql.unwrapped(), app.db.connection() as conn, conn.transaction():
                 return _call_in_transaction(app, conn, step, args, kwargs, policy.time_limit)
+
         return _with_retries(policy, ctx, body, step.name)
     return _with_retries(policy, ctx, _attempt(app, step, policy, args, kwargs), step.name)
 
 
-def _attempt(app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...],
-             kwargs: dict[str, Any]) -> Callable[[], Any]:
+def _attempt(
+    app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[], Any]:
     """One attempt of a plain step's body: a call, bounded by its time_limit if it has one."""
+
     def call() -> Any:
         return step.fn(*args, **kwargs)
 
@@ -155,8 +176,12 @@ def _attempt(app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...]
 
 
 def _call_in_transaction(
-    app: App, conn: psycopg.Connection[Any], step: StepDef, args: tuple[Any, ...],
-    kwargs: dict[str, Any], time_limit: float | None = None,
+    app: App,
+    conn: psycopg.Connection[Any],
+    step: StepDef,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    time_limit: float | None = None,
 ) -> Any:
     """Call a transaction step's function on ``conn``'s open transaction (``pgflow.db()``),
     with the server's default planner settings for the user's SQL (query allow_scans).
@@ -170,18 +195,22 @@ def _call_in_transaction(
     app.db.execute(conn, "allow_scans")
     if time_limit is None:
         return user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
-    row = app.db.execute(conn, "limit_statements",
-                         {"timeout": f"{math.ceil(time_limit * 1000)}ms"}).fetchone()
+    row = app.db.execute(
+        conn, "limit_statements", {"timeout": f"{math.ceil(time_limit * 1000)}ms"}
+    ).fetchone()
     previous = row["previous"]  # type: ignore[index]
     began = time.monotonic()
     try:
         result = user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
     except user_sql.UserSQLFailure as failure:
         # 57014: query_canceled, here by the statement_timeout set above.
-        if getattr(failure.error, "sqlstate", None) == "57014" and \
-                time.monotonic() - began >= time_limit:
+        if (
+            getattr(failure.error, "sqlstate", None) == "57014"
+            and time.monotonic() - began >= time_limit
+        ):
             raise attempts.time_limit_exceeded(
-                step.name, time_limit, "its statement was cancelled") from failure.error
+                step.name, time_limit, "its statement was cancelled"
+            ) from failure.error
         raise
     if time.monotonic() - began > time_limit:
         raise attempts.time_limit_exceeded(step.name, time_limit, "its work was rolled back")
@@ -190,8 +219,12 @@ def _call_in_transaction(
 
 
 def _run_step(
-    step: StepDef, policy: RetryPolicy, ctx: WorkflowContext, step_id: int,
-    args: tuple[Any, ...], kwargs: dict[str, Any],
+    step: StepDef,
+    policy: RetryPolicy,
+    ctx: WorkflowContext,
+    step_id: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     started = datetime.now(timezone.utc)
     began = time.monotonic()
@@ -199,26 +232,43 @@ def _run_step(
     ctx.in_step = True
     try:
         try:
-            result = _with_retries(policy, ctx, _attempt(ctx.app, step, policy, args, kwargs),
-                                   step.name, counted=True)
+            result = _with_retries(
+                policy, ctx, _attempt(ctx.app, step, policy, args, kwargs), step.name, counted=True
+            )
         except Exception as exc:
             ctx.in_step = False
-            record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                              started_at=started, after_body=True)
+            record_checkpoint(
+                ctx,
+                step_id,
+                step.name,
+                error=serialization.dumps_error(exc),
+                started_at=started,
+                after_body=True,
+            )
             raise
         finally:
             ctx.in_step = False
         try:
             output = serialization.dumps_value(
-                ctx.app.serializer, result, max_bytes=ctx.app.settings.max_payload_bytes,
-                what=f"output of step {step.name!r}")
+                ctx.app.serializer,
+                result,
+                max_bytes=ctx.app.settings.max_payload_bytes,
+                what=f"output of step {step.name!r}",
+            )
         except Exception as exc:
-            record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                              started_at=started, after_body=True)
+            record_checkpoint(
+                ctx,
+                step_id,
+                step.name,
+                error=serialization.dumps_error(exc),
+                started_at=started,
+                after_body=True,
+            )
             raise
         # Kept even if the workflow was cancelled while the body ran: the body has run.
-        record_checkpoint(ctx, step_id, step.name, output=output, started_at=started,
-                          after_body=True)
+        record_checkpoint(
+            ctx, step_id, step.name, output=output, started_at=started, after_body=True
+        )
         ok = True
         return result
     finally:
@@ -227,8 +277,12 @@ def _run_step(
 
 
 def _run_transaction(
-    step: StepDef, policy: RetryPolicy, ctx: WorkflowContext, step_id: int,
-    args: tuple[Any, ...], kwargs: dict[str, Any],
+    step: StepDef,
+    policy: RetryPolicy,
+    ctx: WorkflowContext,
+    step_id: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     started = datetime.now(timezone.utc)
     app = ctx.app
@@ -240,8 +294,11 @@ def _run_transaction(
         finally:
             ctx.in_step = False
         return serialization.dumps_value(
-            app.serializer, result, max_bytes=app.settings.max_payload_bytes,
-            what=f"output of transaction step {step.name!r}"), result
+            app.serializer,
+            result,
+            max_bytes=app.settings.max_payload_bytes,
+            what=f"output of transaction step {step.name!r}",
+        ), result
 
     def attempt() -> Any:
         with user_sql.unwrapped():
@@ -254,8 +311,9 @@ def _run_transaction(
         ok = True
         return value
     except Exception as exc:
-        record_checkpoint(ctx, step_id, step.name, error=serialization.dumps_error(exc),
-                          started_at=started)
+        record_checkpoint(
+            ctx, step_id, step.name, error=serialization.dumps_error(exc), started_at=started
+        )
         raise
     finally:
         ctx.step_attempts = None
@@ -263,21 +321,40 @@ def _run_transaction(
 
 
 def _checkpoint_params(
-    ctx: WorkflowContext, step_id: int, name: str, output: str | None, error: str | None,
-    child_workflow_id: str | None, started_at: datetime | None, after_body: bool = False,
+    ctx: WorkflowContext,
+    step_id: int,
+    name: str,
+    output: str | None,
+    error: str | None,
+    child_workflow_id: str | None,
+    started_at: datetime | None,
+    after_body: bool = False,
 ) -> dict[str, Any]:
     return {
-        "workflow_id": ctx.workflow_id, "executor_id": ctx.executor_id,
-        "fence": ctx.fence, "step_id": step_id, "name": name, "output": output,
-        "error": error, "child_workflow_id": child_workflow_id, "started_at": started_at,
-        "attempts": ctx.step_attempts, "after_body": after_body,
+        "workflow_id": ctx.workflow_id,
+        "executor_id": ctx.executor_id,
+        "fence": ctx.fence,
+        "step_id": step_id,
+        "name": name,
+        "output": output,
+        "error": error,
+        "child_workflow_id": child_workflow_id,
+        "started_at": started_at,
+        "attempts": ctx.step_attempts,
+        "after_body": after_body,
     }
 
 
 def record_checkpoint(
-    ctx: WorkflowContext, step_id: int, name: str, *, output: str | None = None,
-    error: str | None = None, child_workflow_id: str | None = None,
-    started_at: datetime | None = None, after_body: bool = False,
+    ctx: WorkflowContext,
+    step_id: int,
+    name: str,
+    *,
+    output: str | None = None,
+    error: str | None = None,
+    child_workflow_id: str | None = None,
+    started_at: datetime | None = None,
+    after_body: bool = False,
 ) -> None:
     """Write one checkpoint, fenced; raise FencedOut / WorkflowCancelled when not the owner.
     ``after_body``: the record of a step body that has run, kept if the workflow was
@@ -288,12 +365,14 @@ def record_checkpoint(
     workflow: this one is fenced out, whoever it is, and never continues past it.
     """
     app = ctx.app
-    params = _checkpoint_params(ctx, step_id, name, output, error, child_workflow_id, started_at,
-                                after_body)
+    params = _checkpoint_params(
+        ctx, step_id, name, output, error, child_workflow_id, started_at, after_body
+    )
     if app.db.retrying(lambda: app.db.run("record_step", params)):
         return
     existing = app.db.retrying(
-        lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id}))
+        lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id})
+    )
     if existing is not None and written_by(ctx, existing, name):
         # Our own write whose reply was lost; we may go on only while we still own it.
         ensure_owner(ctx)
@@ -305,15 +384,16 @@ def record_checkpoint(
 def written_by(ctx: WorkflowContext, checkpoint: dict[str, Any], name: str) -> bool:
     """Whether this run wrote ``checkpoint``: its fence is ours (a fence is drawn per claim,
     so no other run, on this executor or any, can hold it)."""
-    return ctx.fence is not None and checkpoint["fence"] == ctx.fence and \
-        checkpoint["name"] == name
+    return ctx.fence is not None and checkpoint["fence"] == ctx.fence and checkpoint["name"] == name
 
 
 NOT_YET = object()
 
 
 def in_checkpointed_transaction(
-    ctx: WorkflowContext, step_id: int, name: str,
+    ctx: WorkflowContext,
+    step_id: int,
+    name: str,
     body: Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None],
     started_at: datetime | None = None,
 ) -> Any:
@@ -333,12 +413,12 @@ def in_checkpointed_transaction(
         nonlocal tries
         tries += 1
         if tries > 1:
-            rec = app.db.fetchone("recorded_output", {"workflow_id": ctx.workflow_id,
-                                                      "step_id": step_id})
+            rec = app.db.fetchone(
+                "recorded_output", {"workflow_id": ctx.workflow_id, "step_id": step_id}
+            )
             if rec is not None and written_by(ctx, rec, name):
                 ensure_owner(ctx)
-                return serialization.loads_value(app.serializer, ctx.serializer_name,
-                                                 rec["output"])
+                return serialization.loads_value(app.serializer, ctx.serializer_name, rec["output"])
         with app.db.connection() as conn, conn.transaction():
             got = body(conn)
             if got is None:
@@ -351,13 +431,18 @@ def in_checkpointed_transaction(
 
 
 def record_in_transaction(
-    ctx: WorkflowContext, conn: psycopg.Connection[Any], step_id: int, name: str,
-    output: str | None, started_at: datetime | None,
+    ctx: WorkflowContext,
+    conn: psycopg.Connection[Any],
+    step_id: int,
+    name: str,
+    output: str | None,
+    started_at: datetime | None,
 ) -> None:
     """Write a checkpoint on ``conn``'s open transaction, fenced; raise FencedOut or
     WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
-    if not ctx.app.db.execute(conn, "record_step", _checkpoint_params(
-            ctx, step_id, name, output, None, None, started_at)).rowcount:
+    if not ctx.app.db.execute(
+        conn, "record_step", _checkpoint_params(ctx, step_id, name, output, None, None, started_at)
+    ).rowcount:
         metrics.write_fenced("checkpoint")
         raise _fenced_error(ctx, conn)
 
@@ -372,8 +457,7 @@ def ensure_not_cancelled(ctx: WorkflowContext) -> None:
     after it reconnects every watcher is woken), and for a run's first step (a cancel before
     the watch began). A cancel from this process wakes the watchers before it returns."""
     hint, listening = ctx.cancel_hint, ctx.listening
-    if hint is not None and listening is not None and listening.is_set() \
-            and not hint.is_set():
+    if hint is not None and listening is not None and listening.is_set() and not hint.is_set():
         return
     if hint is not None:
         hint.clear()  # before the look: a NOTIFY that comes after it sets it again
@@ -385,13 +469,18 @@ def ensure_owner(ctx: WorkflowContext) -> None:
     waiting workflow checks when woken, so a cancel reaches it without waiting for a step)."""
     db = ctx.app.db
     owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
-    if owner is None or owner["status"] != "PENDING" or ctx.fence is None or \
-            owner["fence"] != ctx.fence:
+    if (
+        owner is None
+        or owner["status"] != "PENDING"
+        or ctx.fence is None
+        or owner["fence"] != ctx.fence
+    ):
         raise _fenced_error(ctx)
 
 
-def _fenced_error(ctx: WorkflowContext,
-                  conn: psycopg.Connection[Any] | None = None) -> BaseException:
+def _fenced_error(
+    ctx: WorkflowContext, conn: psycopg.Connection[Any] | None = None
+) -> BaseException:
     db = ctx.app.db
     if conn is not None:
         # On the session the caller holds: a thread never waits for a second one while

@@ -83,12 +83,16 @@ def jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, BaseException):
         trace = recorded_traceback(value)
-        return {"type": getattr(value, "error_type", type(value).__name__),
-                "message": redact(str(getattr(value, "message", str(value)))),
-                "traceback": None if trace is None else redact(trace)}
+        return {
+            "type": getattr(value, "error_type", type(value).__name__),
+            "message": redact(str(getattr(value, "message", str(value)))),
+            "traceback": None if trace is None else redact(trace),
+        }
     if isinstance(value, dict):
-        return {str(k): MASK if str(k).lower() in SECRET_KEYS and v is not None
-                else jsonable(v) for k, v in value.items()}
+        return {
+            str(k): MASK if str(k).lower() in SECRET_KEYS and v is not None else jsonable(v)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     if isinstance(value, str):

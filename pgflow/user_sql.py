@@ -78,8 +78,12 @@ def _words(text: str) -> Iterator[tuple[str, int]]:
                 else:
                     i += 1
         elif c in "'\"":
-            escapes = c == "'" and i > 0 and text[i - 1] in "eE" and \
-                (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
+            escapes = (
+                c == "'"
+                and i > 0
+                and text[i - 1] in "eE"
+                and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
+            )
             i += 1
             while i < n:
                 if escapes and text[i] == "\\":
@@ -94,7 +98,7 @@ def _words(text: str) -> Iterator[tuple[str, int]]:
                     i += 1
         elif c == "$" and i + 1 < n and not text[i + 1].isdigit():
             close = text.find("$", i + 1)
-            tag = text[i:close + 1] if close > 0 else ""
+            tag = text[i : close + 1] if close > 0 else ""
             if tag and all(ch.isalnum() or ch == "_" for ch in tag[1:-1]):
                 end = text.find(tag, close + 1)
                 i = n if end < 0 else end + len(tag)
@@ -132,8 +136,11 @@ def transaction_control(text: str) -> str | None:
             return "PREPARE TRANSACTION"
         if head not in _ENDING:
             continue
-        rest = [w for w in words[1:3] if w not in _OPTIONAL] if head in ("ROLLBACK", "ABORT") \
+        rest = (
+            [w for w in words[1:3] if w not in _OPTIONAL]
+            if head in ("ROLLBACK", "ABORT")
             else words[1:]
+        )
         if head == "ROLLBACK" and rest[:1] == ["TO"]:
             continue  # ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name
         if head == "START" and words[1:2] != ["TRANSACTION"]:
@@ -158,20 +165,29 @@ class GuardedCursor(psycopg.Cursor[Any]):
                 f"{found} inside an @app.transaction body was refused (nothing was sent): "
                 "pgflow commits the body together with its checkpoint; return from the body "
                 "to commit, raise to roll back, or use a savepoint "
-                "(`with pgflow.db().connection.transaction():`) for a partial rollback")
+                "(`with pgflow.db().connection.transaction():`) for a partial rollback"
+            )
 
-    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
-                binary: bool | None = None) -> Self:
+    def execute(
+        self,
+        query: Any,
+        params: Any = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
         self._refuse(query)
         return super().execute(query, params, prepare=prepare, binary=binary)
 
-    def executemany(self, query: Any, params_seq: Iterable[Any], *,
-                    returning: bool = False) -> None:
+    def executemany(
+        self, query: Any, params_seq: Iterable[Any], *, returning: bool = False
+    ) -> None:
         self._refuse(query)
         super().executemany(query, params_seq, returning=returning)
 
-    def stream(self, query: Any, params: Any = None, *, binary: bool | None = None,
-               size: int = 1) -> Iterator[Any]:
+    def stream(
+        self, query: Any, params: Any = None, *, binary: bool | None = None, size: int = 1
+    ) -> Iterator[Any]:
         self._refuse(query)
         return super().stream(query, params, binary=binary, size=size)
 
@@ -180,9 +196,14 @@ def connection_lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
     """Did ``exc`` lose the session (pgflow retries on a new one) rather than fail a statement
     of the user's (theirs to handle)? Judged by the session's state, not the error's class:
     a lock timeout or a cancelled statement is an OperationalError of the user's."""
-    return conn.closed or conn.broken or isinstance(
-        exc, (pgerrors.AdminShutdown, pgerrors.CrashShutdown, pgerrors.CannotConnectNow)) or \
-        (exc.sqlstate or "").startswith("08")
+    return (
+        conn.closed
+        or conn.broken
+        or isinstance(
+            exc, (pgerrors.AdminShutdown, pgerrors.CrashShutdown, pgerrors.CannotConnectNow)
+        )
+        or (exc.sqlstate or "").startswith("08")
+    )
 
 
 def run_body(conn: psycopg.Connection[Any], fn: Callable[[], T]) -> T:
@@ -205,10 +226,12 @@ def run_body(conn: psycopg.Connection[Any], fn: Callable[[], T]) -> T:
         raise TransactionControlError(
             "the @app.transaction body returned with its transaction aborted: it caught a "
             "database error without rolling back to a savepoint; wrap the statement that may "
-            "fail in `with pgflow.db().connection.transaction():` or let the error propagate")
+            "fail in `with pgflow.db().connection.transaction():` or let the error propagate"
+        )
     if state == TransactionStatus.IDLE:
         raise TransactionControlError(
             "the @app.transaction body ended pgflow's transaction (through the connection "
             "behind pgflow.db()); its work may have committed without its checkpoint: never "
-            "commit, roll back or begin inside the body")
+            "commit, roll back or begin inside the body"
+        )
     return result

@@ -40,16 +40,24 @@ class VersionInfo:
 
 def list_versions(db: Database, heartbeat_timeout: float) -> list[VersionInfo]:
     """The registry, with versions that appear only on rows (``None``: enqueued without one)."""
-    return [VersionInfo(r["app_version"], r["first_seen"], r["last_seen"],
-                        int(r["live_executors"]), int(r["workflows"]),
-                        {k: int(v) for k, v in (r["work"] or {}).items()})
-            for r in db.fetchall("list_versions", {"timeout_s": heartbeat_timeout})]
+    return [
+        VersionInfo(
+            r["app_version"],
+            r["first_seen"],
+            r["last_seen"],
+            int(r["live_executors"]),
+            int(r["workflows"]),
+            {k: int(v) for k, v in (r["work"] or {}).items()},
+        )
+        for r in db.fetchall("list_versions", {"timeout_s": heartbeat_timeout})
+    ]
 
 
 def live_versions(db: Database, heartbeat_timeout: float) -> list[str]:
     """Versions with a live executor, newest first."""
-    return [r["app_version"] for r in db.fetchall("live_versions",
-                                                   {"timeout_s": heartbeat_timeout})]
+    return [
+        r["app_version"] for r in db.fetchall("live_versions", {"timeout_s": heartbeat_timeout})
+    ]
 
 
 def check_enqueue(db: Database, workflow_name: str, app_version: str | None) -> str | None:
@@ -58,10 +66,12 @@ def check_enqueue(db: Database, workflow_name: str, app_version: str | None) -> 
     rows = db.fetchall("registered_versions")
     known = {r["app_version"]: set(r["workflow_names"]) for r in rows}
     if app_version is not None and app_version not in known:
-        return (f"no worker ever ran app_version {app_version!r} (registered: "
-                f"{', '.join(sorted(known)) or 'none'}); only a queue with strict_versions "
-                "keeps the workflow to that version, any other lets any version that knows "
-                "its name start it")
+        return (
+            f"no worker ever ran app_version {app_version!r} (registered: "
+            f"{', '.join(sorted(known)) or 'none'}); only a queue with strict_versions "
+            "keeps the workflow to that version, any other lets any version that knows "
+            "its name start it"
+        )
     if app_version is not None:
         if workflow_name in known[app_version]:
             return None
@@ -69,46 +79,66 @@ def check_enqueue(db: Database, workflow_name: str, app_version: str | None) -> 
     if any(workflow_name in names for names in known.values()):
         return None
     if not known:
-        return (f"no worker has registered yet, so no version is known to define workflow "
-                f"{workflow_name!r}; it waits until a worker that knows it starts")
-    return (f"no registered version knows workflow {workflow_name!r} (versions: "
-            f"{', '.join(sorted(known))}); check the name (`pgflow versions` lists versions), "
-            "or deploy code that defines it")
+        return (
+            f"no worker has registered yet, so no version is known to define workflow "
+            f"{workflow_name!r}; it waits until a worker that knows it starts"
+        )
+    return (
+        f"no registered version knows workflow {workflow_name!r} (versions: "
+        f"{', '.join(sorted(known))}); check the name (`pgflow versions` lists versions), "
+        "or deploy code that defines it"
+    )
 
 
-def remedy(reason: str, queue_name: str | None, app_version: str | None, name: str,
-           live: Iterable[str]) -> str:
+def remedy(
+    reason: str, queue_name: str | None, app_version: str | None, name: str, live: Iterable[str]
+) -> str:
     """What resolves one kind of stranded work, naming the command."""
     if reason == "unknown_name":
-        return (f"no registered version knows workflow {name!r}: deploy code that defines it, "
-                "or cancel them (`pgflow workflows cancel ID`)")
+        return (
+            f"no registered version knows workflow {name!r}: deploy code that defines it, "
+            "or cancel them (`pgflow workflows cancel ID`)"
+        )
     if reason == "wrong_version":
         to = next(iter(live), None)
         target = f"--to {to}" if to else "--to VERSION"
-        return (f"they started on version {app_version}, which no live worker runs: run a "
-                f"worker of that version, or `pgflow workflows retarget --from {app_version} "
-                f"{target}`")
+        return (
+            f"they started on version {app_version}, which no live worker runs: run a "
+            f"worker of that version, or `pgflow workflows retarget --from {app_version} "
+            f"{target}`"
+        )
     where = f"queue {queue_name!r}" if queue_name else "it"
-    return (f"no live worker that knows workflow {name!r} serves {where}: start one "
-            f"(`pgflow worker -A MODULE{' -Q ' + queue_name if queue_name else ''}`)")
+    return (
+        f"no live worker that knows workflow {name!r} serves {where}: start one "
+        f"(`pgflow worker -A MODULE{' -Q ' + queue_name if queue_name else ''}`)"
+    )
 
 
 def count_retarget(db: Database, from_version: str | None, statuses: Iterable[str]) -> int:
-    row = db.fetchone("count_retarget", {"from_version": from_version,
-                                         "statuses": list(statuses)})
+    row = db.fetchone("count_retarget", {"from_version": from_version, "statuses": list(statuses)})
     return int(row["n"]) if row else 0
 
 
-def retarget(db: Database, from_version: str | None, to_version: str,
-             statuses: Iterable[str] = WAITING, *, batch: int = RETARGET_BATCH) -> int:
+def retarget(
+    db: Database,
+    from_version: str | None,
+    to_version: str,
+    statuses: Iterable[str] = WAITING,
+    *,
+    batch: int = RETARGET_BATCH,
+) -> int:
     """Move workflows of ``from_version`` (None: rows without a version) in the given
     statuses to ``to_version``, keeping their ids, in batches (short locks). PENDING rows are
     moved only when ownerless. Returns how many moved."""
     if from_version == to_version:
         raise ConfigurationError("retarget: --from and --to are the same version")
-    params: dict[str, Any] = {"from_version": from_version, "to_version": to_version,
-                              "statuses": list(statuses), "limit": batch,
-                              "channel": queue_channel(db.schema)}
+    params: dict[str, Any] = {
+        "from_version": from_version,
+        "to_version": to_version,
+        "statuses": list(statuses),
+        "limit": batch,
+        "channel": queue_channel(db.schema),
+    }
     moved = 0
     while True:
         row = db.retrying(lambda: db.fetchone("retarget_batch", params))

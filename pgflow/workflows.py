@@ -77,12 +77,19 @@ class Claimed:
     @classmethod
     def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
         return cls(
-            workflow_id=row["workflow_id"], name=row["name"], serializer_name=row["serializer"],
-            inputs=row["inputs"], attempt=row["attempt"], fence=row.get("fence"),
+            workflow_id=row["workflow_id"],
+            name=row["name"],
+            serializer_name=row["serializer"],
+            inputs=row["inputs"],
+            attempt=row["attempt"],
+            fence=row.get("fence"),
             executor_id=executor_id or row.get("executor_id"),
-            recovery_attempts=row.get("recovery_attempts", 0), deadline=row.get("deadline"),
-            db_now=row.get("db_now"), forked_from=row.get("forked_from"),
-            queue_name=row.get("queue_name"))
+            recovery_attempts=row.get("recovery_attempts", 0),
+            deadline=row.get("deadline"),
+            db_now=row.get("db_now"),
+            forked_from=row.get("forked_from"),
+            queue_name=row.get("queue_name"),
+        )
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ class Outcome:
 
 
 # -- handles -----------------------------------------------------------------------------------
+
 
 class WorkflowHandle(Generic[R]):
     """A started or enqueued workflow: its id, its status, and a way to wait for its result.
@@ -125,8 +133,12 @@ class WorkflowHandle(Generic[R]):
 
     def get_status(self) -> WorkflowStatus:
         """Deprecated old name of :meth:`status` (goes in the next release)."""
-        warnings.warn("WorkflowHandle.get_status() is deprecated and will be removed in the "
-                      "next release; use status()", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "WorkflowHandle.get_status() is deprecated and will be removed in the "
+            "next release; use status()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.status()
 
     def result(self, timeout: float | None = None) -> R:
@@ -141,8 +153,12 @@ class WorkflowHandle(Generic[R]):
 
     def get_result(self, timeout: float | None = None) -> R:
         """Deprecated old name of :meth:`result` (goes in the next release)."""
-        warnings.warn("WorkflowHandle.get_result() is deprecated and will be removed in the "
-                      "next release; use result()", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "WorkflowHandle.get_result() is deprecated and will be removed in the "
+            "next release; use result()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.result(timeout)
 
 
@@ -152,13 +168,13 @@ def outcome_value(app: App, workflow_id: str, row: dict[str, Any]) -> Any:
         return serialization.loads_value(app.serializer, row["serializer"], row["output"])
     if status is Status.ERROR:
         if not row["error"]:
-            raise WorkflowFailed("unknown error", "no error was recorded",
-                                 workflow_id=workflow_id)
+            raise WorkflowFailed("unknown error", "no error was recorded", workflow_id=workflow_id)
         error = serialization.loads_error(row["error"])
         if isinstance(error, WorkflowFailed) and error.workflow_id is None:
             # Its own type could not be rebuilt here: say which workflow failed.
-            error = WorkflowFailed(error.error_type, error.message, error.traceback_text,
-                                   workflow_id=workflow_id)
+            error = WorkflowFailed(
+                error.error_type, error.message, error.traceback_text, workflow_id=workflow_id
+            )
         raise error
     if status is Status.CANCELLED:
         raise WorkflowCancelled(workflow_id)
@@ -170,14 +186,16 @@ def wait_result(app: App, workflow_id: str, timeout: float | None) -> Any:
     delay = 0.002
     while True:
         row = app.db.retrying(
-            lambda: app.db.fetchone("get_workflow_outcome", {"workflow_id": workflow_id}))
+            lambda: app.db.fetchone("get_workflow_outcome", {"workflow_id": workflow_id})
+        )
         if row is None:
             raise UnknownWorkflow(f"no workflow has id {workflow_id!r}")
         if Status(row["status"]).terminal:
             return outcome_value(app, workflow_id, row)
         if deadline is not None and time.monotonic() >= deadline:
             raise WorkflowTimeout(
-                f"workflow {workflow_id} is still {row['status']} after {timeout}s")
+                f"workflow {workflow_id} is still {row['status']} after {timeout}s"
+            )
         wait = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
         app.completions.wait(workflow_id, wait)
         delay = min(delay * 2, 0.25)
@@ -203,6 +221,7 @@ class Completions:
 
 # -- starting ----------------------------------------------------------------------------------
 
+
 def new_workflow_id() -> str:
     return str(uuid.uuid4())
 
@@ -217,13 +236,22 @@ def new_workflow_ids(n: int) -> list[str]:
     raw[6::16] = bytes([b & 0x0F | 0x40 for b in raw[6::16]])  # version 4
     raw[8::16] = bytes([b & 0x3F | 0x80 for b in raw[8::16]])  # RFC 4122 variant
     h = raw.hex()
-    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-"
-            f"{h[i + 20:i + 32]}" for i in range(0, 32 * n, 32)]
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
 def start(
-    app: App, wf: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-    workflow_id: str | None = None, timeout: float | None = None, run: str = "thread",
+    app: App,
+    wf: WorkflowDef,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    workflow_id: str | None = None,
+    timeout: float | None = None,
+    run: str = "thread",
 ) -> tuple[WorkflowHandle[Any], Any]:
     """Start ``wf`` durably. ``run`` is "inline" (this thread; the result is returned) or
     "thread" (a new thread). Inside a workflow the new one is its child, recorded as a step.
@@ -241,7 +269,8 @@ def start(
             if rec.name != wf.name:
                 raise NonDeterminism(
                     f"workflow {parent.workflow_id} ({parent.name}) recorded step {step_id} as "
-                    f"{rec.name!r} but the code now starts workflow {wf.name!r} there")
+                    f"{rec.name!r} but the code now starts workflow {wf.name!r} there"
+                )
             workflow_id = rec.child_workflow_id or workflow_id
         check_deadline(parent)
         if workflow_id is None:
@@ -249,8 +278,12 @@ def start(
     if workflow_id is None:
         workflow_id = new_workflow_id()
     inputs = serialization.dumps_inputs(
-        app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
-        what=f"workflow {wf.name!r}")
+        app.serializer,
+        args,
+        kwargs,
+        max_bytes=app.settings.max_payload_bytes,
+        what=f"workflow {wf.name!r}",
+    )
     if timeout is None:
         timeout = wf.timeout
     # A child's deadline is the sooner of its own timeout and its parent's deadline.
@@ -261,12 +294,17 @@ def start(
     executor_id = executor.executor_id
     fence = uuid.uuid4()
     params = {
-        "workflow_id": workflow_id, "name": wf.name,
+        "workflow_id": workflow_id,
+        "name": wf.name,
         "parent_workflow_id": parent.workflow_id if parent else None,
-        "executor_id": executor_id, "app_version": app.app_version,
-        "max_recovery_attempts": _max_attempts(app, wf), "serializer": app.serializer.name,
-        "inputs": inputs, "timeout_ms": to_ms("timeout", timeout),
-        "deadline": deadline, "fence": fence,
+        "executor_id": executor_id,
+        "app_version": app.app_version,
+        "max_recovery_attempts": _max_attempts(app, wf),
+        "serializer": app.serializer.name,
+        "inputs": inputs,
+        "timeout_ms": to_ms("timeout", timeout),
+        "deadline": deadline,
+        "fence": fence,
     }
     tries = 0
 
@@ -279,8 +317,7 @@ def start(
             # is on it only if nobody has claimed or adopted it since).
             mine = app.db.fetchone("get_workflow", {"workflow_id": workflow_id})
             if mine is not None and mine["status"] == "PENDING" and mine["fence"] == fence:
-                return {"attempt": 1, "deadline": mine["deadline"], "db_now": None,
-                        "owned": True}
+                return {"attempt": 1, "deadline": mine["deadline"], "db_now": None, "owned": True}
         return found
 
     row = app.db.retrying(insert)
@@ -288,10 +325,17 @@ def start(
         check_same_function(app.db, workflow_id, wf.name)
     claimed: Claimed | None = None
     if row is not None and row["owned"]:
-        claimed = Claimed(workflow_id=workflow_id, name=wf.name,
-                          serializer_name=app.serializer.name, inputs=inputs,
-                          attempt=row["attempt"], fence=fence, executor_id=executor_id,
-                          deadline=row["deadline"], db_now=row["db_now"])
+        claimed = Claimed(
+            workflow_id=workflow_id,
+            name=wf.name,
+            serializer_name=app.serializer.name,
+            inputs=inputs,
+            attempt=row["attempt"],
+            fence=fence,
+            executor_id=executor_id,
+            deadline=row["deadline"],
+            db_now=row["db_now"],
+        )
     if parent is not None and step_id is not None and step_id not in parent.recorded:
         _record_child(parent, step_id, wf.name, workflow_id)
     if claimed is None:
@@ -330,9 +374,16 @@ def _record_child(parent: WorkflowContext, step_id: int, name: str, child_id: st
 def try_adopt(app: App, workflow_id: str, executor_id: str) -> Claimed | None:
     """Take over an ownerless PENDING workflow of this version (after its owner died), as
     ``executor_id`` (a registered executor of this process)."""
-    row = app.db.retrying(lambda: app.db.fetchone("adopt_workflow", {
-        "workflow_id": workflow_id, "executor_id": executor_id,
-        "app_version": app.app_version}))
+    row = app.db.retrying(
+        lambda: app.db.fetchone(
+            "adopt_workflow",
+            {
+                "workflow_id": workflow_id,
+                "executor_id": executor_id,
+                "app_version": app.app_version,
+            },
+        )
+    )
     if row is None:
         return None
     metrics.adopted(row.get("queue_name"), row["name"])
@@ -344,6 +395,7 @@ def _max_attempts(app: App, wf: WorkflowDef) -> int | None:
 
 
 # -- running -----------------------------------------------------------------------------------
+
 
 def load_recorded(app: App, workflow_id: str) -> dict[int, RecordedStep]:
     rows = app.db.retrying(lambda: app.db.fetchall("list_steps", {"workflow_id": workflow_id}))
@@ -360,57 +412,83 @@ def owner_of_run(claimed: Claimed) -> str:
     return claimed.executor_id
 
 
-def _outcome(claimed: Claimed, status: Status, *, output: str | None = None,
-             error: str | None = None, started: float | None = None) -> Outcome:
-    return Outcome(claimed.workflow_id, claimed.fence, status, output=output, error=error,
-                   executor_id=owner_of_run(claimed), name=claimed.name,
-                   queue_name=claimed.queue_name,
-                   seconds=None if started is None else time.monotonic() - started)
+def _outcome(
+    claimed: Claimed,
+    status: Status,
+    *,
+    output: str | None = None,
+    error: str | None = None,
+    started: float | None = None,
+) -> Outcome:
+    return Outcome(
+        claimed.workflow_id,
+        claimed.fence,
+        status,
+        output=output,
+        error=error,
+        executor_id=owner_of_run(claimed),
+        name=claimed.name,
+        queue_name=claimed.queue_name,
+        seconds=None if started is None else time.monotonic() - started,
+    )
 
 
-def _failed(claimed: Claimed, status: Status, exc: BaseException,
-            started: float | None = None) -> Outcome:
+def _failed(
+    claimed: Claimed, status: Status, exc: BaseException, started: float | None = None
+) -> Outcome:
     return _outcome(claimed, status, error=serialization.dumps_error(exc), started=started)
 
 
 def make_context(app: App, claimed: Claimed) -> WorkflowContext:
     ctx = WorkflowContext(
-        app=app, workflow_id=claimed.workflow_id, name=claimed.name,
-        executor_id=owner_of_run(claimed), attempt=claimed.attempt, fence=claimed.fence,
-        serializer_name=claimed.serializer_name, deadline=claimed.deadline,
-        queue_name=claimed.queue_name)
+        app=app,
+        workflow_id=claimed.workflow_id,
+        name=claimed.name,
+        executor_id=owner_of_run(claimed),
+        attempt=claimed.attempt,
+        fence=claimed.fence,
+        serializer_name=claimed.serializer_name,
+        deadline=claimed.deadline,
+        queue_name=claimed.queue_name,
+    )
     if claimed.deadline is not None and claimed.db_now is not None:
-        ctx.deadline_monotonic = time.monotonic() + (
-            claimed.deadline - claimed.db_now).total_seconds()
+        ctx.deadline_monotonic = (
+            time.monotonic() + (claimed.deadline - claimed.db_now).total_seconds()
+        )
     # A first run has no checkpoints; a recovered, re-claimed or forked one loads them once.
     if claimed.attempt > 1 or claimed.forked_from is not None:
         ctx.recorded = load_recorded(app, claimed.workflow_id)
     return ctx
 
 
-def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] | None = None,
-            kwargs: dict[str, Any] | None = None,
-            on_start: Callable[[WorkflowContext], None] | None = None,
-            ) -> tuple[Outcome | None, Any, BaseException | None]:
+def execute(
+    app: App,
+    claimed: Claimed,
+    wf: WorkflowDef,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    on_start: Callable[[WorkflowContext], None] | None = None,
+) -> tuple[Outcome | None, Any, BaseException | None]:
     """Run the body. Returns the outcome to write (None when abandoned), the result, and the
     exception to give a caller. ``on_start`` sees the context (the worker's watchdog)."""
     if args is None or kwargs is None:
         try:
             args, kwargs = serialization.loads_inputs(
-                _row_serializer(app, claimed.serializer_name), claimed.inputs)
+                _row_serializer(app, claimed.serializer_name), claimed.inputs
+            )
         except SerializationError as exc:
             # Inputs this app will not read (a pickled row in a JSON app): it can never run
             # here, and left PENDING it would be stuck; it ends ERROR, saying why.
-            log.warning("workflow_inputs_refused", workflow_id=claimed.workflow_id,
-                        error=str(exc))
+            log.warning("workflow_inputs_refused", workflow_id=claimed.workflow_id, error=str(exc))
             return _failed(claimed, Status.ERROR, exc), None, exc
     ctx = make_context(app, claimed)
     if on_start is not None:
         on_start(ctx)
     stop_watching = _watch_for_cancel(app, ctx)
     token = context.enter(ctx)
-    structlog.contextvars.bind_contextvars(workflow_id=claimed.workflow_id,
-                                           workflow_name=claimed.name)
+    structlog.contextvars.bind_contextvars(
+        workflow_id=claimed.workflow_id, workflow_name=claimed.name
+    )
     started = time.monotonic()
     log.info("workflow_started", queue=claimed.queue_name, attempt=claimed.attempt)
     try:
@@ -418,8 +496,11 @@ def execute(app: App, claimed: Claimed, wf: WorkflowDef, args: tuple[Any, ...] |
         result = wf.fn(*args, **kwargs)
         try:
             output = serialization.dumps_value(
-                app.serializer, result, max_bytes=app.settings.max_payload_bytes,
-                what=f"output of workflow {wf.name!r}")
+                app.serializer,
+                result,
+                max_bytes=app.settings.max_payload_bytes,
+                what=f"output of workflow {wf.name!r}",
+            )
         except Exception as exc:  # an unserializable result fails the workflow, clearly
             _log_failed(exc, started)
             return _failed(claimed, Status.ERROR, exc, started), None, exc
@@ -454,8 +535,12 @@ def _ms_since(started: float) -> int:
 
 def _log_failed(exc: BaseException, started: float) -> None:
     # At error level with its traceback (exc_info; the log processors redact passwords).
-    log.error("workflow_failed", error=f"{type(exc).__name__}: {exc}",
-              duration_ms=_ms_since(started), exc_info=exc)
+    log.error(
+        "workflow_failed",
+        error=f"{type(exc).__name__}: {exc}",
+        duration_ms=_ms_since(started),
+        exc_info=exc,
+    )
 
 
 def _watch_for_cancel(app: App, ctx: WorkflowContext) -> Callable[[], None]:
@@ -470,6 +555,7 @@ def _watch_for_cancel(app: App, ctx: WorkflowContext) -> Callable[[], None]:
 
     def stop() -> None:
         watch.__exit__(None, None, None)
+
     return stop
 
 
@@ -519,9 +605,13 @@ def _finish_batch(app: App, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_claimed(
-    app: App, claimed: Claimed, wf: WorkflowDef | None = None,
-    args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None,
-    *, reraise: bool = False,
+    app: App,
+    claimed: Claimed,
+    wf: WorkflowDef | None = None,
+    args: tuple[Any, ...] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    reraise: bool = False,
 ) -> Any:
     """Run a claimed workflow to its end and write the outcome (fenced)."""
     if wf is None:
@@ -553,16 +643,25 @@ def run_claimed(
     return result
 
 
-def hand_back(app: App, claimed: Claimed, *, charge: bool = False,
-              patience: float | None = None) -> None:
+def hand_back(
+    app: App, claimed: Claimed, *, charge: bool = False, patience: float | None = None
+) -> None:
     """Release one workflow this process owns but will not run on (uncharged unless
     ``charge``). With ``patience``, gives up quietly when the database stays away that long:
     the executor's deregistration, or its expiry, releases the workflow then."""
     try:
-        app.db.retrying(lambda: app.db.fetchall("release_executor_work", {
-            "executor_ids": [owner_of_run(claimed)], "charge": charge,
-            "channel": notify_channel(app.db.schema), "workflow_ids": [claimed.workflow_id]}),
-            patience=patience)
+        app.db.retrying(
+            lambda: app.db.fetchall(
+                "release_executor_work",
+                {
+                    "executor_ids": [owner_of_run(claimed)],
+                    "charge": charge,
+                    "channel": notify_channel(app.db.schema),
+                    "workflow_ids": [claimed.workflow_id],
+                },
+            ),
+            patience=patience,
+        )
     except PgflowError as exc:
         if patience is None:
             raise
@@ -572,17 +671,23 @@ def hand_back(app: App, claimed: Claimed, *, charge: bool = False,
 
 # -- enqueueing --------------------------------------------------------------------------------
 
+
 def notify_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel of one schema (namespaced, so two apps never cross)."""
     return queue_channel(schema)
 
 
-def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> WorkflowHandle[Any]:
+def enqueue(
+    app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> WorkflowHandle[Any]:
     """INSERT one ENQUEUED row and NOTIFY the workers; nothing runs here."""
     inputs = serialization.dumps_inputs(
-        app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
-        what=f"workflow {wf.name!r}")
+        app.serializer,
+        args,
+        kwargs,
+        max_bytes=app.settings.max_payload_bytes,
+        what=f"workflow {wf.name!r}",
+    )
     parent = context.current()
     if parent is not None and parent.in_step:
         parent = None
@@ -595,7 +700,8 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
             if rec.name != wf.name:
                 raise NonDeterminism(
                     f"workflow {parent.workflow_id} ({parent.name}) recorded step {step_id} as "
-                    f"{rec.name!r} but the code now enqueues workflow {wf.name!r} there")
+                    f"{rec.name!r} but the code now enqueues workflow {wf.name!r} there"
+                )
             if rec.error is not None:
                 raise serialization.loads_error(rec.error)  # refused the first time too
             return WorkflowHandle(app, rec.child_workflow_id or "")
@@ -603,15 +709,21 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
     workflow_id = workflow_id or new_workflow_id()
     timeout = opts.timeout if opts.timeout is not None else wf.timeout
     params = {
-        "workflow_id": workflow_id, "name": wf.name, "queue_name": queue.name,
-        "dedup_id": opts.dedup_id, "priority": opts.priority or 0,
+        "workflow_id": workflow_id,
+        "name": wf.name,
+        "queue_name": queue.name,
+        "dedup_id": opts.dedup_id,
+        "priority": opts.priority or 0,
         "partition_key": opts.partition_key,
         "parent_workflow_id": parent.workflow_id if parent else None,
-        "app_version": app.app_version, "max_recovery_attempts": _max_attempts(app, wf),
-        "serializer": app.serializer.name, "inputs": inputs,
+        "app_version": app.app_version,
+        "max_recovery_attempts": _max_attempts(app, wf),
+        "serializer": app.serializer.name,
+        "inputs": inputs,
         "timeout_ms": to_ms("timeout", timeout),
         "deadline": parent.deadline if parent is not None else None,
-        "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
+        "delay_ms": to_ms("delay", opts.delay or 0),
+        "channel": notify_channel(app.db.schema),
     }
     try:
         insert_enqueued(app.db, params)
@@ -619,8 +731,7 @@ def enqueue(app: App, queue: Any, opts: Any, wf: WorkflowDef, args: tuple[Any, .
         if parent is not None and step_id is not None:
             # Checkpointed, so a replay takes the same path without touching the queue (the
             # dedup id may be free by then).
-            record_checkpoint(parent, step_id, wf.name,
-                              error=serialization.dumps_error(refused))
+            record_checkpoint(parent, step_id, wf.name, error=serialization.dumps_error(refused))
         raise
     if parent is not None and step_id is not None:
         _record_child(parent, step_id, wf.name, workflow_id)
@@ -633,38 +744,55 @@ def insert_enqueued(db: Database, params: dict[str, Any]) -> None:
     try:
         row = db.retrying(lambda: db.fetchone("enqueue_workflow", params))
     except Deduplicated:
-        existing = db.fetchone("find_active_dedup", {"queue_name": params["queue_name"],
-                                                     "dedup_id": params["dedup_id"]})
-        raise Deduplicated(params["queue_name"], params["dedup_id"],
-                           existing["workflow_id"] if existing else None) from None
+        existing = db.fetchone(
+            "find_active_dedup",
+            {"queue_name": params["queue_name"], "dedup_id": params["dedup_id"]},
+        )
+        raise Deduplicated(
+            params["queue_name"], params["dedup_id"], existing["workflow_id"] if existing else None
+        ) from None
     if row is None:
         check_same_function(db, params["workflow_id"], params["name"])
 
 
-def enqueue_many(app: App, queue: Any, opts: Any, wf: WorkflowDef,
-                 calls: list[Any]) -> list[WorkflowHandle[Any]]:
+def enqueue_many(
+    app: App, queue: Any, opts: Any, wf: WorkflowDef, calls: list[Any]
+) -> list[WorkflowHandle[Any]]:
     """Queue many calls of one workflow in one statement (all or nothing on a dedup clash)."""
     if context.current() is not None and not context.current().in_step:  # type: ignore[union-attr]
-        raise ConfigurationError("enqueue_many is not available inside a workflow; "
-                                 "enqueue children one by one so each is recorded")
+        raise ConfigurationError(
+            "enqueue_many is not available inside a workflow; "
+            "enqueue children one by one so each is recorded"
+        )
     if opts.workflow_id is not None or opts.dedup_id is not None:
         raise ConfigurationError("enqueue_many takes no workflow_id or dedup_id option")
     inputs = []
     for i, call in enumerate(calls):
         args, kwargs = ((), call) if isinstance(call, dict) else (tuple(call), {})
-        inputs.append(serialization.dumps_inputs(
-            app.serializer, args, kwargs, max_bytes=app.settings.max_payload_bytes,
-            what=f"workflow {wf.name!r} (item {i})"))
+        inputs.append(
+            serialization.dumps_inputs(
+                app.serializer,
+                args,
+                kwargs,
+                max_bytes=app.settings.max_payload_bytes,
+                what=f"workflow {wf.name!r} (item {i})",
+            )
+        )
     ids = new_workflow_ids(len(calls))
     timeout = opts.timeout if opts.timeout is not None else wf.timeout
     params = {
-        "workflow_ids": ids, "inputs": inputs, "priority": opts.priority or 0,
+        "workflow_ids": ids,
+        "inputs": inputs,
+        "priority": opts.priority or 0,
         "partition_key": opts.partition_key,
-        "name": wf.name, "queue_name": queue.name, "app_version": app.app_version,
+        "name": wf.name,
+        "queue_name": queue.name,
+        "app_version": app.app_version,
         "max_recovery_attempts": _max_attempts(app, wf),
         "serializer": app.serializer.name,
         "timeout_ms": to_ms("timeout", timeout),
-        "delay_ms": to_ms("delay", opts.delay or 0), "channel": notify_channel(app.db.schema),
+        "delay_ms": to_ms("delay", opts.delay or 0),
+        "channel": notify_channel(app.db.schema),
     }
     if ids:
         insert_batch(app.db, params)

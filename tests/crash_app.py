@@ -61,11 +61,14 @@ def gate(name: str) -> None:
 def ledger(step: int, note: str = "") -> None:
     """A side effect outside pgflow: one row per execution of a plain step."""
     with psycopg.connect(os.environ[URL_VAR], autocommit=True) as conn:
-        conn.execute("INSERT INTO public.ledger (workflow_id, step, pid, note) "
-                     "VALUES (%s, %s, %s, %s)", (pgflow.workflow_id(), step, os.getpid(), note))
+        conn.execute(
+            "INSERT INTO public.ledger (workflow_id, step, pid, note) VALUES (%s, %s, %s, %s)",
+            (pgflow.workflow_id(), step, os.getpid(), note),
+        )
 
 
 # -- a five-step workflow: killed after its transaction step commits -----------------------------
+
 
 @app.step(name="crash.one")
 def step_one(order: int) -> int:
@@ -83,7 +86,8 @@ def step_two(value: int) -> int:
 def step_three(value: int) -> int:
     pgflow.db().execute(
         "INSERT INTO public.ledger (workflow_id, step, pid, note) VALUES (%s, 3, %s, 'tx')",
-        (pgflow.workflow_id(), os.getpid()))
+        (pgflow.workflow_id(), os.getpid()),
+    )
     return value + 3
 
 
@@ -111,6 +115,7 @@ def five_steps(order: int) -> dict[str, Any]:
 
 
 # -- a workflow for fencing: frozen inside step 2, or just before its final write ---------------
+
 
 @app.step(name="fence.one")
 def fence_one() -> int:

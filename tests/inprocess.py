@@ -15,13 +15,19 @@ from pgflow.worker.process import WorkerConfig, WorkerProcess
 
 
 @contextlib.contextmanager
-def running_worker(app: pgflow.App, *queues: str, threads: int = 4,
-                   poll_interval: float = 0.1) -> Iterator[WorkerProcess]:
+def running_worker(
+    app: pgflow.App, *queues: str, threads: int = 4, poll_interval: float = 0.1
+) -> Iterator[WorkerProcess]:
     """Serve ``queues`` (default: all of the app's) until the block ends; the block starts
     once the worker is registered."""
     names = queues or tuple(app.queues)
-    config = WorkerConfig(threads=threads, queues=[app.queues[n] for n in names], grace=5.0,
-                          poll_interval=poll_interval, in_process=True)
+    config = WorkerConfig(
+        threads=threads,
+        queues=[app.queues[n] for n in names],
+        grace=5.0,
+        poll_interval=poll_interval,
+        in_process=True,
+    )
     # In-process, the worker is an executor of its own; the app keeps its own (which
     # App.shutdown stops).
     worker = WorkerProcess(app, config, new_executor_id())

@@ -45,6 +45,7 @@ def nap(seconds: float) -> str:
 def die_before_commit() -> None:
     """Make recv's checkpoint write end the process: the consuming transaction is open (the
     message row deleted, not committed) when the process dies."""
+
     def record_in_transaction(*args: Any, **kwargs: Any) -> None:
         os._exit(9)
 

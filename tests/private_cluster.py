@@ -65,9 +65,14 @@ class Cluster:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 
     def _pg_ctl(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run([_bin("pg_ctl"), "-D", str(self.pgdata), *args], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
-                       **_run_as())
+        subprocess.run(
+            [_bin("pg_ctl"), "-D", str(self.pgdata), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            **_run_as(),
+        )
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
@@ -99,8 +104,9 @@ class Cluster:
         end = time.monotonic() + timeout
         while not self.up():
             if time.monotonic() > end:
-                raise TimeoutError(f"private cluster on port {self.port} did not come up; "
-                                   f"see {self.log}")
+                raise TimeoutError(
+                    f"private cluster on port {self.port} did not come up; see {self.log}"
+                )
             time.sleep(0.05)
 
     def configure(self, **settings: Any) -> None:
@@ -134,15 +140,38 @@ def start_private_cluster(**settings: Any) -> Cluster:
     folder.chmod(0o755)
     cluster = Cluster(folder, free_port())
     try:
-        subprocess.run([_bin("initdb"), "-D", str(cluster.pgdata), "-U", "postgres",
-                        "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=120, **run_as)
+        subprocess.run(
+            [
+                _bin("initdb"),
+                "-D",
+                str(cluster.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            **run_as,
+        )
         # The caller's settings win over these defaults (max_connections, for one).
-        cluster.configure(**{
-            "port": cluster.port, "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": "", "fsync": "off", "full_page_writes": "off",
-            "max_connections": 60, "shared_buffers": "32MB", **settings})
+        cluster.configure(
+            **{
+                "port": cluster.port,
+                "listen_addresses": "127.0.0.1",
+                "unix_socket_directories": "",
+                "fsync": "off",
+                "full_page_writes": "off",
+                "max_connections": 60,
+                "shared_buffers": "32MB",
+                **settings,
+            }
+        )
         cluster.start()
     except BaseException:
         cluster.remove()

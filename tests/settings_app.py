@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pgflow
 
-app = pgflow.App("settings-tests", heartbeat_interval=1, heartbeat_timeout=6, threads=2,
-                 grace=7)
+app = pgflow.App("settings-tests", heartbeat_interval=1, heartbeat_timeout=6, threads=2, grace=7)
 app.queue("settings")
 
 timeout_only = pgflow.App("timeout-only", settings=pgflow.Settings(heartbeat_timeout=12))

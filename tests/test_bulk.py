@@ -24,14 +24,18 @@ def app(database_url: str) -> Iterator[pgflow.App]:
 
 def _statuses(database_url: str) -> dict[str, str]:
     with psycopg.connect(database_url) as conn:
-        return dict(conn.execute("SELECT workflow_id, status FROM pgflow.workflow_status")
-                    .fetchall())
+        return dict(
+            conn.execute("SELECT workflow_id, status FROM pgflow.workflow_status").fetchall()
+        )
 
 
 def _age(database_url: str, ids: list[str], days: int) -> None:
     with psycopg.connect(database_url) as conn:
-        conn.execute("UPDATE pgflow.workflow_status SET created_at = now() - %s * interval "
-                     "'1 day' WHERE workflow_id = ANY(%s)", (days, ids))
+        conn.execute(
+            "UPDATE pgflow.workflow_status SET created_at = now() - %s * interval "
+            "'1 day' WHERE workflow_id = ANY(%s)",
+            (days, ids),
+        )
 
 
 def _declare(app: pgflow.App) -> tuple[Any, Any, Any]:
@@ -55,15 +59,17 @@ def _declare(app: pgflow.App) -> tuple[Any, Any, Any]:
 
 
 def test_cancel_by_filter_counts_then_cancels_exactly_those(
-        app: pgflow.App, database_url: str) -> None:
+    app: pgflow.App, database_url: str
+) -> None:
     _declare(app)
     before = _statuses(database_url)
     assert app.count_matching("cancel", status="ENQUEUED", queue="jobs") == 5
     assert _statuses(database_url) == before  # counting changes nothing
 
     seen: list[int] = []
-    done = app.cancel_matching(status="ENQUEUED", queue="jobs", batch=2,
-                               on_batch=lambda r: seen.append(r.matched))
+    done = app.cancel_matching(
+        status="ENQUEUED", queue="jobs", batch=2, on_batch=lambda r: seen.append(r.matched)
+    )
     assert (done.matched, done.changed, done.children, done.batches) == (5, 5, 0, 3)
     assert seen == [2, 4, 5]
     after = _statuses(database_url)
@@ -73,7 +79,8 @@ def test_cancel_by_filter_counts_then_cancels_exactly_those(
 
 
 def test_cancel_by_name_takes_the_children_of_a_running_parent(
-        app: pgflow.App, database_url: str) -> None:
+    app: pgflow.App, database_url: str
+) -> None:
     _, parent, _ = _declare(app)
     handle = app.start(parent)
     wait_for(lambda: _statuses(database_url).get("kid") == "ENQUEUED", what="the child")
@@ -81,8 +88,7 @@ def test_cancel_by_name_takes_the_children_of_a_running_parent(
     assert (done.changed, done.children) == (1, 1)
     assert _statuses(database_url)["kid"] == "CANCELLED"
     # The NOTIFY wakes the parent in recv: it ends now, not after its 30 s.
-    wait_for(lambda: handle.status().status.value == "CANCELLED", timeout=10,
-             what="the parent")
+    wait_for(lambda: handle.status().status.value == "CANCELLED", timeout=10, what="the parent")
 
 
 def test_older_than_takes_only_old_ones(app: pgflow.App, database_url: str) -> None:
@@ -131,10 +137,15 @@ def cli(database_url: str) -> Any:
     runner = CliRunner()
 
     def run(*args: str, code: int = 0, input: str | None = None) -> Any:
-        result = runner.invoke(main, list(args), input=input, env={
-            "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"})
+        result = runner.invoke(
+            main,
+            list(args),
+            input=input,
+            env={"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"},
+        )
         assert result.exit_code == code, (result.output, result.exception)
         return result
+
     return run
 
 
@@ -150,13 +161,21 @@ def test_cli_cancel_and_resume_by_filter(app: pgflow.App, cli: Any, database_url
     assert "Cancel 5 workflow(s)" in refused.output
     assert _statuses(database_url) == before
 
-    done = cli("workflows", "cancel", "--status", "ENQUEUED", "--queue", "jobs", "--yes",
-               "--batch-size", "2")
+    done = cli(
+        "workflows",
+        "cancel",
+        "--status",
+        "ENQUEUED",
+        "--queue",
+        "jobs",
+        "--yes",
+        "--batch-size",
+        "2",
+    )
     assert "cancelled 5 workflow(s)" in done.output and "3 batch(es)" in done.output
     assert "cancel: 2 of about 5 done" in done.output  # the progress line
     states = _statuses(database_url)
-    assert [w for w, s in sorted(states.items()) if s == "CANCELLED"] == [
-        f"j{i}" for i in range(5)]
+    assert [w for w, s in sorted(states.items()) if s == "CANCELLED"] == [f"j{i}" for i in range(5)]
 
     resumed = cli("workflows", "resume", "--queue", "jobs", "--older-than", "0s", "--yes")
     assert "resumed 5 workflow(s)" in resumed.output

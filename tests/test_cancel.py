@@ -35,12 +35,14 @@ def _canceller(how: str, app: pgflow.App, client: pgflow.Client) -> Any:
     def cancel(workflow_id: str) -> None:
         client.cancel(workflow_id)
         time.sleep(0.3)  # the NOTIFY's way round to this process's listener
+
     return cancel
 
 
 @pytest.mark.parametrize("how", ["app", "client"])
 def test_a_workflow_cancelled_between_steps_runs_no_further_step_body(
-        app: pgflow.App, client: pgflow.Client, how: str) -> None:
+    app: pgflow.App, client: pgflow.Client, how: str
+) -> None:
     ran: list[str] = []
     between, go = threading.Event(), threading.Event()
 
@@ -76,7 +78,8 @@ def test_a_workflow_cancelled_between_steps_runs_no_further_step_body(
 
 @pytest.mark.parametrize("how", ["app", "client"])
 def test_a_step_running_when_the_cancel_comes_keeps_its_checkpoint(
-        app: pgflow.App, client: pgflow.Client, how: str) -> None:
+    app: pgflow.App, client: pgflow.Client, how: str
+) -> None:
     effects: list[str] = []
     in_step, go = threading.Event(), threading.Event()
 
@@ -115,7 +118,8 @@ def test_a_step_running_when_the_cancel_comes_keeps_its_checkpoint(
 
 @pytest.mark.parametrize("wait", ["recv", "sleep"])
 def test_a_waiting_recv_or_sleep_wakes_at_once_on_cancel(
-        app: pgflow.App, client: pgflow.Client, wait: str) -> None:
+    app: pgflow.App, client: pgflow.Client, wait: str
+) -> None:
     waiting = threading.Event()
 
     @app.workflow()

@@ -35,8 +35,7 @@ MAX_CONNECTIONS = 25  # 3 of them reserved for superusers: 22 for the role `app`
 def cluster() -> Iterator[Cluster]:
     """A server with max_connections=25; database `budget` owned by the role `app` (trusted
     on 127.0.0.1, any password accepted); the role `alice` must give her password (scram)."""
-    c = start_private_cluster(max_connections=MAX_CONNECTIONS,
-                              password_encryption="scram-sha-256")
+    c = start_private_cluster(max_connections=MAX_CONNECTIONS, password_encryption="scram-sha-256")
     try:
         with psycopg.connect(c.url, autocommit=True) as admin:
             admin.execute("CREATE ROLE app LOGIN")
@@ -59,8 +58,9 @@ def app_url(cluster: Cluster, password: str | None = None) -> str:
 
 def sessions(cluster: Cluster, name: str = APP_NAME) -> int:
     with psycopg.connect(cluster.url, autocommit=True) as conn:  # superuser: a reserved slot
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                           (name,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -70,8 +70,9 @@ def wait_done(cluster: Cluster, n: int, timeout: float) -> None:
     while time.monotonic() < end:
         # As the superuser (a reserved slot): the worker may fill the others while busy.
         with psycopg.connect(cluster.url_for("budget"), autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM pgflow.workflow_status "
-                               "WHERE status = 'SUCCESS'").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM pgflow.workflow_status WHERE status = 'SUCCESS'"
+            ).fetchone()
         if row is not None and row[0] >= n:
             return
         time.sleep(0.2)
@@ -90,8 +91,9 @@ def enqueue(cluster: Cluster) -> Iterator[Any]:
             conn.execute("TRUNCATE pgflow.workflow_status CASCADE")
         app.close_db()
         app.settings = saved.replace(database_url=app_url(cluster))
-        worker_app.plain.enqueue_many(worker_app.timed,
-                                      [(f"job-{i}", None, seconds) for i in range(n)])
+        worker_app.plain.enqueue_many(
+            worker_app.timed, [(f"job-{i}", None, seconds) for i in range(n)]
+        )
         app.close_db()
 
     yield go
@@ -109,18 +111,29 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         with psycopg.connect(self.cluster.url, autocommit=True) as conn:
             while not self.stop.wait(0.02):
-                row = conn.execute("SELECT count(*) FROM pg_stat_activity "
-                                   "WHERE application_name = %s", (APP_NAME,)).fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APP_NAME,)
+                ).fetchone()
                 self.peak = max(self.peak, int(row[0]) if row else 0)
 
 
-def test_idle_sessions_go_back_to_the_server(cluster: Cluster, enqueue: Any,
-                                             tmp_path: Path) -> None:
+def test_idle_sessions_go_back_to_the_server(
+    cluster: Cluster, enqueue: Any, tmp_path: Path
+) -> None:
     """`-P 2 -c 32` on a server of 22 ordinary slots: once the work is done, its idle
     sessions go back within the idle timeout and every other client connects again."""
     enqueue(300, 0.05)
-    w = Worker(app_url(cluster), tmp_path, "-P", "2", "-c", "32", "-Q", "plain",
-               env={"PGFLOW_POOL_IDLE_TIMEOUT": "2"})
+    w = Worker(
+        app_url(cluster),
+        tmp_path,
+        "-P",
+        "2",
+        "-c",
+        "32",
+        "-Q",
+        "plain",
+        env={"PGFLOW_POOL_IDLE_TIMEOUT": "2"},
+    )
     sampler = Sampler(cluster)
     sampler.start()
     try:
@@ -128,8 +141,10 @@ def test_idle_sessions_go_back_to_the_server(cluster: Cluster, enqueue: Any,
         done = time.monotonic()
         time.sleep(5.0)
         held = sessions(cluster)
-        print(f"\n-P 2 -c 32: peak {sampler.peak} sessions; {held} held 5 s after the work "
-              f"was done ({time.monotonic() - done:.1f} s)")
+        print(
+            f"\n-P 2 -c 32: peak {sampler.peak} sessions; {held} held 5 s after the work "
+            f"was done ({time.monotonic() - done:.1f} s)"
+        )
         # Per process: the LISTEN session and the claim loop's one (the heartbeat may
         # overlap it now and then).
         assert held <= 2 * 3, held
@@ -141,23 +156,27 @@ def test_idle_sessions_go_back_to_the_server(cluster: Cluster, enqueue: Any,
             client.close()
         queues = subprocess.run(
             [sys.executable, "-m", "pgflow.cli", "queues", "--database-url", app_url(cluster)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert queues.returncode == 0, queues.stderr
     finally:
         sampler.stop.set()
         w.kill()
 
 
-def test_pool_size_bounds_the_sessions_of_a_process(cluster: Cluster, enqueue: Any,
-                                                    tmp_path: Path) -> None:
+def test_pool_size_bounds_the_sessions_of_a_process(
+    cluster: Cluster, enqueue: Any, tmp_path: Path
+) -> None:
     """--pool-size 3 with 16 threads: the threads share 3 sessions (none ever holds two, so
     they cannot deadlock), plus the two LISTEN sessions (new work; cancels and messages for
     the running workflows): 5 in all, as the README's budget says, and all the work is done."""
     enqueue(150, 0.05)
     sampler = Sampler(cluster)
     sampler.start()
-    w = Worker(app_url(cluster), tmp_path, "-P", "1", "-c", "16", "--pool-size", "3",
-               "-Q", "plain")
+    w = Worker(app_url(cluster), tmp_path, "-P", "1", "-c", "16", "--pool-size", "3", "-Q", "plain")
     try:
         wait_done(cluster, 150, 120)
         sampler.stop.set()
@@ -196,9 +215,19 @@ def test_a_full_server_is_named_as_the_reason(cluster: Cluster) -> None:
 
         began = time.monotonic()
         cli = subprocess.run(
-            [sys.executable, "-m", "pgflow.cli", "queues",
-             "--database-url", app_url(cluster, CANARY)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "pgflow.cli",
+                "queues",
+                "--database-url",
+                app_url(cluster, CANARY),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         took = time.monotonic() - began
         print(f"pgflow queues: exit {cli.returncode} after {took:.1f}s: {cli.stderr.strip()}")
         assert cli.returncode == 1 and took < 10
@@ -214,11 +243,12 @@ def test_a_refusal_fails_at_once_with_the_servers_reason(cluster: Cluster, what:
     """A wrong password or database name is not an outage: the App's first use fails at
     once (no waiting out a retry) with the server's reason, the host, and no password."""
     if what == "wrong password":
-        url, reason = cluster.url_for("budget", "alice", "not-" + CANARY), \
-            'password authentication failed for user "alice"'
+        url, reason = (
+            cluster.url_for("budget", "alice", "not-" + CANARY),
+            'password authentication failed for user "alice"',
+        )
     else:
-        url, reason = cluster.url_for("nosuch", "app", CANARY), \
-            'database "nosuch" does not exist'
+        url, reason = cluster.url_for("nosuch", "app", CANARY), 'database "nosuch" does not exist'
     app = pgflow.App("refused", database_url=url)
     began = time.monotonic()
     with pytest.raises(pgflow.ConnectionRejected) as caught:
@@ -259,8 +289,9 @@ def test_first_use_waits_out_an_outage(tmp_path: Path) -> None:
         app = pgflow.App("outage", database_url=c.url)
         threads = [
             threading.Thread(target=first_use, args=("app", app.list_workflows)),
-            threading.Thread(target=first_use, args=(
-                "client", lambda: pgflow.Client(c.url).list_workflows())),
+            threading.Thread(
+                target=first_use, args=("client", lambda: pgflow.Client(c.url).list_workflows())
+            ),
         ]
         for t in threads:
             t.start()

@@ -29,18 +29,29 @@ from pgflow.recovery import release_executors  # noqa: E402
 from tests.inprocess import running_worker, wait_for  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"]
+BROWSER_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 README_SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-SCREENSHOTS = README_SCREENSHOTS if os.environ.get("PGFLOW_SCREENSHOTS") == "1" else \
-    Path(tempfile.mkdtemp(prefix="pgflow-screenshots-"))
+SCREENSHOTS = (
+    README_SCREENSHOTS
+    if os.environ.get("PGFLOW_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="pgflow-screenshots-"))
+)
 HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>" + "x" * 10_000
 TOKEN = "s3cret-admin-token"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                 reason="needs the Debian chromium package")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs the Debian chromium package"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +143,17 @@ def world(database_url: str) -> Iterator[dict[str, str]]:
         ids["CANCELLED"] = cancelled
         lost = crashy.enqueue(crashes).workflow_id
         app.executor.ensure_registered()
-        app.db.fetchall("claim_workflows", {
-            "queue_name": "crashy", "app_version": app.app_version,
-            "names": sorted(app.registry.workflows), "executor_id": app.executor.executor_id,
-            "limit": 10, "strict": False})
+        app.db.fetchall(
+            "claim_workflows",
+            {
+                "queue_name": "crashy",
+                "app_version": app.app_version,
+                "names": sorted(app.registry.workflows),
+                "executor_id": app.executor.executor_id,
+                "limit": 10,
+                "strict": False,
+            },
+        )
         release_executors(app, [app.executor.executor_id], charge=True, workflow_ids=[lost])
         ids["MAX_RECOVERY_ATTEMPTS_EXCEEDED"] = lost
         for status, workflow_id in ids.items():
@@ -155,7 +173,8 @@ def status_of(database_url: str, workflow_id: str) -> str:
 
 
 def test_every_page_loads_read_only_and_hostile_values_stay_text(
-        page: Any, world: dict[str, str], database_url: str) -> None:
+    page: Any, world: dict[str, str], database_url: str
+) -> None:
     with serving(create_app(database_url)) as base:
         page.goto(base + "/")
         for status in world:
@@ -168,11 +187,16 @@ def test_every_page_loads_read_only_and_hostile_values_stay_text(
 
         page.goto(base + "/workflows")
         listed = page.locator("[data-workflow-id]")
-        assert sorted(listed.evaluate_all("els => els.map(e => e.dataset.workflowId)")) == \
-            sorted(world.values())
+        assert sorted(listed.evaluate_all("els => els.map(e => e.dataset.workflowId)")) == sorted(
+            world.values()
+        )
         # read-only: no batch action, no row to tick
-        assert page.locator("button[data-action], [data-batch], "
-                            "input[type=checkbox][name=workflow_id]").count() == 0
+        assert (
+            page.locator(
+                "button[data-action], [data-batch], input[type=checkbox][name=workflow_id]"
+            ).count()
+            == 0
+        )
 
         for status, workflow_id in world.items():
             page.goto(f"{base}/workflows/{workflow_id}")
@@ -206,14 +230,21 @@ def test_every_page_loads_read_only_and_hostile_values_stay_text(
         assert "Died recently (0)" in page.inner_text("main")
 
         # A forged POST (no session, any token) is refused, and changes nothing.
-        forged = page.request.post(base + "/actions/cancel", form={
-            "workflow_id": world["PENDING"], "csrf": "forged"})
+        forged = page.request.post(
+            base + "/actions/cancel", form={"workflow_id": world["PENDING"], "csrf": "forged"}
+        )
         assert forged.status == 403
         assert page.request.post(base + "/login", form={"token": ""}).status == 403
-        for action, form in (("cancel-selected", {"workflow_id": world["PENDING"]}),
-                             ("cancel-matching", {"status": "PENDING", "seen": "1"})):
-            assert page.request.post(f"{base}/actions/{action}",
-                                     form={**form, "csrf": "forged"}).status == 403
+        for action, form in (
+            ("cancel-selected", {"workflow_id": world["PENDING"]}),
+            ("cancel-matching", {"status": "PENDING", "seen": "1"}),
+        ):
+            assert (
+                page.request.post(
+                    f"{base}/actions/{action}", form={**form, "csrf": "forged"}
+                ).status
+                == 403
+            )
         assert page.request.get(base + "/batch/cancel?status=PENDING").status == 403
         assert status_of(database_url, world["PENDING"]) == "PENDING"
         assert page.request.get(base + "/workflows/no-such-id").status == 404
@@ -223,8 +254,11 @@ def test_every_page_loads_read_only_and_hostile_values_stay_text(
 
 def test_filters(page: Any, world: dict[str, str], database_url: str) -> None:
     def listed() -> list[str]:
-        return sorted(page.locator("[data-workflow-id]").evaluate_all(
-            "els => els.map(e => e.dataset.workflowId)"))
+        return sorted(
+            page.locator("[data-workflow-id]").evaluate_all(
+                "els => els.map(e => e.dataset.workflowId)"
+            )
+        )
 
     with serving(create_app(database_url)) as base:
         page.goto(base + "/workflows")
@@ -251,8 +285,8 @@ def test_filters(page: Any, world: dict[str, str], database_url: str) -> None:
 
 
 def test_a_whole_id_finds_its_workflow_whatever_its_age(
-        page: Any, world: dict[str, str], database_url: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    page: Any, world: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pgflow.dashboard import reading
 
     # The prefix walk reaches back 2 rows: the oldest workflows lie beyond it.
@@ -263,14 +297,14 @@ def test_a_whole_id_finds_its_workflow_whatever_its_age(
         assert page.locator("[data-workflow-id]").count() == 0  # a prefix: the bounded walk
         page.goto(f"{base}/workflows?id={oldest}")
         assert page.locator("[data-workflow-id]").evaluate_all(
-            "els => els.map(e => e.dataset.workflowId)") == [oldest]
+            "els => els.map(e => e.dataset.workflowId)"
+        ) == [oldest]
         assert page.locator("tr.exact").count() == 1
         page.goto(f"{base}/workflows?id={oldest}&status=ERROR")  # other filters still hold
         assert page.locator("[data-workflow-id]").count() == 0
     with pgflow.Client(database_url) as client:
         last = world["MAX_RECOVERY_ATTEMPTS_EXCEEDED"]  # the newest: within the walk
-        newest = reading.list_page(client, reading.ListFilters(id_prefix=last),
-                                   None)
+        newest = reading.list_page(client, reading.ListFilters(id_prefix=last), None)
         # found by the walk too, and shown once
         assert newest.exact is not None and newest.exact["workflow_id"] == last
         assert [r["workflow_id"] for r in newest.rows] == []
@@ -295,12 +329,15 @@ def test_workers_page_lists_executors_that_died(page: Any, database_url: str) ->
 
 
 def test_live_refresh_pauses_while_the_tab_is_hidden(
-        page: Any, world: dict[str, str], database_url: str) -> None:
+    page: Any, world: dict[str, str], database_url: str
+) -> None:
     polls: list[str] = []
     page.on("request", lambda r: polls.append(r.url) if r.headers.get("hx-request") else None)
     # The page's visibility as the test says (headless tabs are always visible).
-    page.add_init_script("Object.defineProperty(document, 'hidden', "
-                         "{configurable: true, get: () => !!window.__hidden});")
+    page.add_init_script(
+        "Object.defineProperty(document, 'hidden', "
+        "{configurable: true, get: () => !!window.__hidden});"
+    )
     with serving(create_app(database_url, refresh_seconds=0.2)) as base:
         page.goto(base + "/")
         for _ in range(50):  # (playwright delivers events only inside its own calls)
@@ -313,8 +350,9 @@ def test_live_refresh_pauses_while_the_tab_is_hidden(
         hidden_from = len(polls)
         page.wait_for_timeout(1000)
         assert len(polls) == hidden_from  # no poll while hidden
-        page.evaluate("window.__hidden = false; "
-                      "document.dispatchEvent(new Event('visibilitychange'))")
+        page.evaluate(
+            "window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))"
+        )
         page.wait_for_timeout(150)
         assert len(polls) > hidden_from  # at once when shown again
         assert "enqueued" in page.inner_text("#live")
@@ -338,7 +376,8 @@ def test_paging_walks_the_seq_keyset(world: dict[str, str], database_url: str) -
 
 
 def test_admin_cancels_a_running_workflow_with_csrf(
-        page: Any, world: dict[str, str], database_url: str) -> None:
+    page: Any, world: dict[str, str], database_url: str
+) -> None:
     with serving(create_app(database_url, admin_token=TOKEN)) as base:
         page.goto(f"{base}/workflows/{world['PENDING']}")
         assert page.locator("button[data-action]").count() == 0  # not logged in yet
@@ -353,10 +392,18 @@ def test_admin_cancels_a_running_workflow_with_csrf(
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
         # Logged in, but a POST without the page's CSRF token is still refused.
-        assert page.request.post(base + "/actions/cancel",
-                                 form={"workflow_id": world["PENDING"]}).status == 403
-        assert page.request.post(base + "/actions/cancel", form={
-            "workflow_id": world["PENDING"], "csrf": "0" * 64}).status == 403
+        assert (
+            page.request.post(
+                base + "/actions/cancel", form={"workflow_id": world["PENDING"]}
+            ).status
+            == 403
+        )
+        assert (
+            page.request.post(
+                base + "/actions/cancel", form={"workflow_id": world["PENDING"], "csrf": "0" * 64}
+            ).status
+            == 403
+        )
         assert status_of(database_url, world["PENDING"]) == "PENDING"
 
         page.goto(f"{base}/workflows/{world['PENDING']}")
@@ -381,16 +428,19 @@ def log_in(page: Any, base: str) -> None:
 
 
 def test_admin_cancels_selected_and_all_matching(
-        page: Any, world: dict[str, str], database_url: str) -> None:
+    page: Any, world: dict[str, str], database_url: str
+) -> None:
     with pgflow.Client(database_url) as client:
         # Two more running (held at the gate, as world's PENDING one) ...
         running = [client.enqueue("jobs", "held").workflow_id for _ in range(2)]
         # ... and two more waiting on the unserved queue "idle", one waiting elsewhere.
-        waiting = [client.enqueue("idle", "greet", n, partition_key="eu").workflow_id
-                   for n in ("x", "y")]
+        waiting = [
+            client.enqueue("idle", "greet", n, partition_key="eu").workflow_id for n in ("x", "y")
+        ]
         elsewhere = client.enqueue("crashy", "greet", "z").workflow_id
-    wait_for(lambda: all(status_of(database_url, i) == "PENDING" for i in running),
-             what="the two to run")
+    wait_for(
+        lambda: all(status_of(database_url, i) == "PENDING" for i in running), what="the two to run"
+    )
     with serving(create_app(database_url, admin_token=TOKEN)) as base:
         log_in(page, base)
         page.goto(base + "/workflows?status=PENDING")
@@ -423,8 +473,10 @@ def test_admin_cancels_selected_and_all_matching(
         page.click("[data-batch=resume]")
         assert page.get_attribute("[data-count]", "data-count") == "4"
         csrf = page.get_attribute("form.batch-confirm input[name=csrf]", "value")
-        stale = page.request.post(base + "/actions/resume-matching", form={
-            "csrf": csrf, "status": "ENQUEUED", "queue": "idle", "seen": "0"})
+        stale = page.request.post(
+            base + "/actions/resume-matching",
+            form={"csrf": csrf, "status": "ENQUEUED", "queue": "idle", "seen": "0"},
+        )
         assert stale.status == 200 and "nothing was done" in stale.text()
         assert status_of(database_url, late) == "ENQUEUED"  # resume only drops a delay
         # A filter "all matching" cannot take is explained, and not offered.

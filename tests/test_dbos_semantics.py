@@ -36,8 +36,10 @@ def client(database_url: str) -> Iterator[pgflow.Client]:
 
 # -- one id, one function ----------------------------------------------------------------------
 
+
 def test_a_different_function_under_a_taken_id_is_a_conflict(
-        make_app: Any, client: pgflow.Client) -> None:
+    make_app: Any, client: pgflow.Client
+) -> None:
     app = make_app()
     q = app.queue("conflicts")
 
@@ -57,14 +59,18 @@ def test_a_different_function_under_a_taken_id_is_a_conflict(
         lambda: app.options(workflow_id="taken").call(second),
         lambda: app.options(workflow_id="taken").start(second),
         lambda: q.options(workflow_id="taken").enqueue(second),
-        lambda: client.enqueue("conflicts", "second", workflow_id="taken",
-                               app_version=app.app_version),
+        lambda: client.enqueue(
+            "conflicts", "second", workflow_id="taken", app_version=app.app_version
+        ),
     ]
     for start in starts:
         with pytest.raises(pgflow.WorkflowConflict, match=r"'first'.*'second'") as err:
             start()
         assert (err.value.workflow_id, err.value.existing_name, err.value.requested_name) == (
-            "taken", "first", "second")
+            "taken",
+            "first",
+            "second",
+        )
     assert isinstance(err.value, pgflow.PgflowError)
     # An enqueue of the same function under a taken id still stands for the existing one.
     assert q.options(workflow_id="taken").enqueue(first).result(timeout=5) == "first's result"
@@ -72,6 +78,7 @@ def test_a_different_function_under_a_taken_id_is_a_conflict(
 
 
 # -- resume ------------------------------------------------------------------------------------
+
 
 def test_resume_starts_a_delayed_workflow_now(make_app: Any, client: pgflow.Client) -> None:
     app = make_app()
@@ -90,7 +97,10 @@ def test_resume_starts_a_delayed_workflow_now(make_app: Any, client: pgflow.Clie
         assert hour.result(timeout=5) == 2
         # From a Client too (no application code): the workers claim it at once.
         assert client.resume(other.workflow_id).status().status in (
-            pgflow.Status.ENQUEUED, pgflow.Status.PENDING, pgflow.Status.SUCCESS)
+            pgflow.Status.ENQUEUED,
+            pgflow.Status.PENDING,
+            pgflow.Status.SUCCESS,
+        )
         assert other.result(timeout=5) == 3
     # A queued workflow that was never delayed is left claimable; a succeeded one is untouched.
     assert client.resume(hour.workflow_id).status().status is pgflow.Status.SUCCESS
@@ -111,14 +121,17 @@ def test_resume_adopts_an_ownerless_pending_workflow(make_app: Any, database_url
         conn.execute(
             "INSERT INTO pgflow.workflow_status (workflow_id, name, status, app_version, "
             "inputs) VALUES ('o1', 'orphan', 'PENDING', %s, %s)",
-            (version, '{"args":[],"kwargs":{}}'))
+            (version, '{"args":[],"kwargs":{}}'),
+        )
     assert app.resume("o1").result(timeout=10) == "ran"
 
 
 # -- send to an unknown id ---------------------------------------------------------------------
 
+
 def test_send_to_an_unknown_workflow_raises_everywhere_and_on_replay(
-        make_app: Any, client: pgflow.Client, database_url: str) -> None:
+    make_app: Any, client: pgflow.Client, database_url: str
+) -> None:
     import psycopg
 
     app = make_app()
@@ -151,8 +164,8 @@ def test_send_to_an_unknown_workflow_raises_everywhere_and_on_replay(
 
 # -- Deduplicated inside a workflow ------------------------------------------------------------
 
-def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(
-        make_app: Any) -> None:
+
+def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(make_app: Any) -> None:
     app = make_app()
     q = app.queue("dedup")
 
@@ -183,8 +196,8 @@ def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(
 
 # -- unlimited recovery attempts ---------------------------------------------------------------
 
-def test_max_recovery_attempts_none_means_unlimited(make_app: Any,
-                                                    client: pgflow.Client) -> None:
+
+def test_max_recovery_attempts_none_means_unlimited(make_app: Any, client: pgflow.Client) -> None:
     app = make_app(max_recovery_attempts=3)
     q = app.queue("recover")
 
@@ -205,34 +218,55 @@ def test_max_recovery_attempts_none_means_unlimited(make_app: Any,
     assert stored(q.enqueue(five)) == 5
     assert stored(app.start(unlimited)) is None
     assert stored(client.enqueue("recover", "five", app_version="v")) == 10  # its setting
-    assert stored(client.enqueue("recover", "five", app_version="v",
-                                 max_recovery_attempts=None)) is None
+    assert (
+        stored(client.enqueue("recover", "five", app_version="v", max_recovery_attempts=None))
+        is None
+    )
 
     # A crash past any count leaves an unlimited workflow to be recovered again.
     executor = app.executor
     executor.ensure_registered()
     for limit in (None, 50):
-        app.db.fetchone("insert_workflow", {
-            "workflow_id": f"crashy-{limit}", "name": "unlimited", "parent_workflow_id": None,
-            "executor_id": executor.executor_id, "app_version": "elsewhere",
-            "max_recovery_attempts": limit, "serializer": "json",
-            "inputs": '{"args":[],"kwargs":{}}', "timeout_ms": None, "deadline": None,
-            "fence": None})
+        app.db.fetchone(
+            "insert_workflow",
+            {
+                "workflow_id": f"crashy-{limit}",
+                "name": "unlimited",
+                "parent_workflow_id": None,
+                "executor_id": executor.executor_id,
+                "app_version": "elsewhere",
+                "max_recovery_attempts": limit,
+                "serializer": "json",
+                "inputs": '{"args":[],"kwargs":{}}',
+                "timeout_ms": None,
+                "deadline": None,
+                "fence": None,
+            },
+        )
     with app.db.connection() as conn:
-        conn.execute("UPDATE pgflow.workflow_status SET recovery_attempts = 50 "
-                      "WHERE workflow_id LIKE 'crashy-%'")
-    app.db.fetchall("release_executor_work", {
-        "executor_ids": [executor.executor_id], "charge": True, "channel": "x",
-        "workflow_ids": ["crashy-None", "crashy-50"]})
+        conn.execute(
+            "UPDATE pgflow.workflow_status SET recovery_attempts = 50 "
+            "WHERE workflow_id LIKE 'crashy-%'"
+        )
+    app.db.fetchall(
+        "release_executor_work",
+        {
+            "executor_ids": [executor.executor_id],
+            "charge": True,
+            "channel": "x",
+            "workflow_ids": ["crashy-None", "crashy-50"],
+        },
+    )
     assert app.retrieve("crashy-None").status().status is pgflow.Status.PENDING
-    assert app.retrieve("crashy-50").status().status is \
-        pgflow.Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
+    assert app.retrieve("crashy-50").status().status is pgflow.Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
 # -- fork and events ---------------------------------------------------------------------------
 
+
 def test_a_fork_sees_the_events_published_before_its_first_step(
-        make_app: Any, client: pgflow.Client) -> None:
+    make_app: Any, client: pgflow.Client
+) -> None:
     app = make_app()
 
     @app.step()
@@ -241,11 +275,11 @@ def test_a_fork_sees_the_events_published_before_its_first_step(
 
     @app.workflow(name="publisher")
     def publisher() -> str:
-        pgflow.set_event("stage", "one")     # step 1
-        work(2)                               # step 2
-        pgflow.set_event("stage", "three")   # step 3
-        pgflow.set_event("other", "four")    # step 4
-        work(5)                               # step 5
+        pgflow.set_event("stage", "one")  # step 1
+        work(2)  # step 2
+        pgflow.set_event("stage", "three")  # step 3
+        pgflow.set_event("other", "four")  # step 4
+        work(5)  # step 5
         return "done"
 
     assert app.options(workflow_id="pub").call(publisher) == "done"
@@ -269,8 +303,9 @@ def test_a_fork_sees_the_events_published_before_its_first_step(
 BLANKS = (" ", "   ", "\u3000", "\u00a0\u2003")
 
 
-def test_a_blank_workflow_id_is_refused_on_every_path(make_app: Any, client: pgflow.Client,
-                                                      database_url: str) -> None:
+def test_a_blank_workflow_id_is_refused_on_every_path(
+    make_app: Any, client: pgflow.Client, database_url: str
+) -> None:
     from click.testing import CliRunner
 
     from pgflow.cli import main
@@ -297,16 +332,18 @@ def test_a_blank_workflow_id_is_refused_on_every_path(make_app: Any, client: pgf
                 path()
         runner = CliRunner()
         env = {"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"}
-        for args in (["enqueue", "blank", "noop", "[]", "--workflow-id", blank,
-                      "--app-version", "v"],
-                     ["workflows", "fork", "real", "--workflow-id", blank]):
+        for args in (
+            ["enqueue", "blank", "noop", "[]", "--workflow-id", blank, "--app-version", "v"],
+            ["workflows", "fork", "real", "--workflow-id", blank],
+        ):
             done = runner.invoke(main, args, env=env)
             assert done.exit_code == 1 and "only whitespace" in done.output, done.output
     assert [w.workflow_id for w in app.list_workflows()] == ["real"]
 
 
-def test_priorities_are_checked_on_every_enqueue_path(make_app: Any, client: pgflow.Client,
-                                                      database_url: str) -> None:
+def test_priorities_are_checked_on_every_enqueue_path(
+    make_app: Any, client: pgflow.Client, database_url: str
+) -> None:
     from click.testing import CliRunner
 
     from pgflow.cli import main
@@ -318,14 +355,17 @@ def test_priorities_are_checked_on_every_enqueue_path(make_app: Any, client: pgf
     def noop() -> None: ...
 
     for bad in (-1, 2**31, True, 1.5, "1"):
-        for path in (lambda bad=bad: q.options(priority=bad),
-                     lambda bad=bad: client.enqueue("prio", "noop", priority=bad, app_version="v")):
+        for path in (
+            lambda bad=bad: q.options(priority=bad),
+            lambda bad=bad: client.enqueue("prio", "noop", priority=bad, app_version="v"),
+        ):
             with pytest.raises(pgflow.InvalidValue, match="lower runs first"):
                 path()
-    done = CliRunner().invoke(main, ["enqueue", "prio", "noop", "--priority", "-1",
-                                     "--app-version", "v"],
-                              env={"PGFLOW_DATABASE_URL": database_url,
-                                   "PGFLOW_LOG_LEVEL": "warning"})
+    done = CliRunner().invoke(
+        main,
+        ["enqueue", "prio", "noop", "--priority", "-1", "--app-version", "v"],
+        env={"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"},
+    )
     assert done.exit_code == 1 and "lower runs first" in done.output
     assert app.list_workflows() == []
     # The ends of the range are accepted; lower runs first, 0 (the default) first of all.
@@ -336,4 +376,5 @@ def test_priorities_are_checked_on_every_enqueue_path(make_app: Any, client: pgf
     assert [w.priority for w in app.list_queued("prio")] == [0, 1, 1, 5, 2**31 - 1]
     assert next(w.workflow_id for w in app.list_queued("prio")) == first.workflow_id
     assert {last.workflow_id, middle.workflow_id} <= {
-        w.workflow_id for w in app.list_queued("prio")}
+        w.workflow_id for w in app.list_queued("prio")
+    }

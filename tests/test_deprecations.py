@@ -39,6 +39,7 @@ def test_an_enqueue_priority_on_a_queue_without_the_flag_names_the_flag() -> Non
 def test_handle_get_status_and_get_result_are_deprecated_aliases(database_url: str) -> None:
     app = pgflow.App("deprecations", database_url=database_url)
     try:
+
         @app.workflow()
         def answer() -> int:
             return 42

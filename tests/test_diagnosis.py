@@ -27,18 +27,43 @@ def ago(seconds: float) -> datetime:
 
 
 WF = WorkflowFacts(
-    workflow_id="w1", name="checkout", status="ENQUEUED", queue_name="jobs", priority=0,
-    partition_key=None, app_version=None, executor_id=None, started_at=None, forked_from=None,
-    not_before=None, updated_at=ago(5), completed_at=None)
+    workflow_id="w1",
+    name="checkout",
+    status="ENQUEUED",
+    queue_name="jobs",
+    priority=0,
+    partition_key=None,
+    app_version=None,
+    executor_id=None,
+    started_at=None,
+    forked_from=None,
+    not_before=None,
+    updated_at=ago(5),
+    completed_at=None,
+)
 WORKER = ExecutorFacts(
-    executor_id="e1" * 8, hostname="web-1", pid=10, app_version="v2", kind="worker",
-    queues=("jobs",), heartbeat_at=ago(2), alive=True, knows_name=True)
+    executor_id="e1" * 8,
+    hostname="web-1",
+    pid=10,
+    app_version="v2",
+    kind="worker",
+    queues=("jobs",),
+    heartbeat_at=ago(2),
+    alive=True,
+    knows_name=True,
+)
 QUEUE = QueueFacts(name="jobs", declared=True)
 
 
 def facts(**changes: Any) -> Facts:
-    base = Facts(now=NOW, heartbeat_timeout=30.0, workflow=WF, queue=QUEUE,
-                 executors=(WORKER,), name_known=True)
+    base = Facts(
+        now=NOW,
+        heartbeat_timeout=30.0,
+        workflow=WF,
+        queue=QUEUE,
+        executors=(WORKER,),
+        name_known=True,
+    )
     return replace(base, **changes)
 
 
@@ -71,28 +96,39 @@ def test_a_dead_worker_does_not_serve_and_the_live_versions_are_named() -> None:
     elsewhere = replace(WORKER, executor_id="e3", queues=("mail",), app_version="v3")
     [r] = diagnose(facts(executors=(dead, elsewhere)))
     assert r.code == "no_worker"
-    assert r.text == ("No live worker serves queue 'jobs' (live versions elsewhere: v3): start "
-                      "one (`pgflow worker -A MODULE -Q jobs`).")
+    assert r.text == (
+        "No live worker serves queue 'jobs' (live versions elsewhere: v3): start "
+        "one (`pgflow worker -A MODULE -Q jobs`)."
+    )
     assert r.numbers == {"queue": "jobs", "live_executors": 1, "live_versions": ["v3"]}
 
 
 def test_rate_window_of_a_key_and_one_ahead() -> None:
     q = replace(QUEUE, partitioned=True, rate_limit=3, rate_per_seconds=10.0, priority_enabled=True)
-    f = facts(workflow=replace(WF, partition_key="eu"), queue=q, rate_used=3,
-              rate_next_slot=NOW + timedelta(seconds=4), higher_priority_ahead=1)
+    f = facts(
+        workflow=replace(WF, partition_key="eu"),
+        queue=q,
+        rate_used=3,
+        rate_next_slot=NOW + timedelta(seconds=4),
+        higher_priority_ahead=1,
+    )
     rate, ahead = diagnose(f)
-    assert rate.text == ("The rate limit of key 'eu' used 3 of 3 starts in the current 10s "
-                         "window; next slot at 2025-03-02 10:00:04 UTC, in 4s.")
+    assert rate.text == (
+        "The rate limit of key 'eu' used 3 of 3 starts in the current 10s "
+        "window; next slot at 2025-03-02 10:00:04 UTC, in 4s."
+    )
     assert rate.numbers["in_s"] == 4.0
-    assert ahead.text == ("1 workflow (1 of higher priority) is ahead of it in queue 'jobs' "
-                          "(key 'eu').")
+    assert ahead.text == (
+        "1 workflow (1 of higher priority) is ahead of it in queue 'jobs' (key 'eu')."
+    )
 
 
 def test_pending_sleeping_in_its_thread() -> None:
     wake = NOW + timedelta(seconds=20)
-    f = facts(workflow=replace(WF, status="PENDING", executor_id=WORKER.executor_id,
-                               started_at=ago(3)),
-              last_checkpoint=Checkpoint(4, "pgflow.sleep", ago(1), wake))
+    f = facts(
+        workflow=replace(WF, status="PENDING", executor_id=WORKER.executor_id, started_at=ago(3)),
+        last_checkpoint=Checkpoint(4, "pgflow.sleep", ago(1), wake),
+    )
     [r] = diagnose(f)
     assert r.code == "sleeping" and r.numbers["until"] == wake and r.numbers["step"] == 4
     assert ", in a durable sleep (its step 4) until 2025-03-02 10:00:20 UTC, in 20s." in r.text
@@ -117,12 +153,18 @@ def test_owner_gone_and_done() -> None:
     [r] = diagnose(facts(workflow=ended))
     assert r.text == "It is done: ERROR at 2025-03-02 09:58:30 UTC (1m30s ago); nothing blocks it."
     assert paragraph(facts(workflow=ended), [r]).startswith(
-        "Workflow w1 (checkout) is ERROR on queue 'jobs'. It is done")
+        "Workflow w1 (checkout) is ERROR on queue 'jobs'. It is done"
+    )
 
 
 def test_span() -> None:
     assert [span(s) for s in (0.25, 9.6, 65, 7322, 90000)] == [
-        "250ms", "10s", "1m05s", "2h02m", "1d01h"]
+        "250ms",
+        "10s",
+        "1m05s",
+        "2h02m",
+        "1d01h",
+    ]
 
 
 def test_a_dead_owner_while_others_live() -> None:
@@ -130,5 +172,7 @@ def test_a_dead_owner_while_others_live() -> None:
     wf = replace(WF, status="PENDING", executor_id="old", started_at=ago(50))
     [r] = diagnose(facts(workflow=wf, executors=(dead, WORKER)))
     assert r.code == "owner_dead" and r.numbers["adoption_due"] == ago(10)
-    assert r.text.endswith("adoption was due at 2025-03-02 09:59:50 UTC, 10s ago: the next "
-                           "recovery pass of a live executor hands it back to its queue.")
+    assert r.text.endswith(
+        "adoption was due at 2025-03-02 09:59:50 UTC, 10s ago: the next "
+        "recovery pass of a live executor hands it back to its queue."
+    )

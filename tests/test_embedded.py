@@ -91,9 +91,14 @@ def test_cli_manages_the_projects_server_from_a_subfolder(home: Path) -> None:
         env.update(PGFLOW_LOG_LEVEL="warning", PYTHONPATH=str(ROOT))
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "pgflow.cli", *args],
-                                  cwd=project / "sub", env=env, capture_output=True,
-                                  text=True, timeout=120)
+            return subprocess.run(
+                [sys.executable, "-m", "pgflow.cli", *args],
+                cwd=project / "sub",
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
 
         status = cli("embedded", "status", "--json")
         assert status.returncode == 0, status.stderr

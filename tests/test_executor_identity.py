@@ -54,8 +54,9 @@ def test_an_apps_executor_is_created_once_however_many_threads_ask_first() -> No
         barrier = threading.Barrier(16)
         seen: list[Executor] = []
 
-        def ask(app: pgflow.App = app, barrier: threading.Barrier = barrier,
-                seen: list[Executor] = seen) -> None:
+        def ask(
+            app: pgflow.App = app, barrier: threading.Barrier = barrier, seen: list[Executor] = seen
+        ) -> None:
             barrier.wait()
             seen.append(app.executor)
 
@@ -69,7 +70,8 @@ def test_an_apps_executor_is_created_once_however_many_threads_ask_first() -> No
 
 @pytest.mark.usefixtures("busy_switching")
 def test_many_threads_making_the_first_calls_share_one_executor(
-        make_app: Any, database_url: str) -> None:
+    make_app: Any, database_url: str
+) -> None:
     for round_ in range(5):
         _first_calls_at_once(make_app(f"ident{round_}"), database_url, n=16)
 
@@ -105,7 +107,8 @@ def _first_calls_at_once(app: pgflow.App, database_url: str, n: int) -> None:
 
 
 def test_launch_then_drain_runs_each_workflow_exactly_once(
-        make_app: Any, database_url: str) -> None:
+    make_app: Any, database_url: str
+) -> None:
     # Recovery passes every 0.1 s, so the launched App looks for dead executors all through
     # the drain.
     app = make_app(heartbeat_interval=0.1, heartbeat_timeout=5.0)
@@ -148,15 +151,18 @@ def test_launch_then_drain_runs_each_workflow_exactly_once(
     assert [h.result(timeout=10) for h in handles] == list(range(6))
     assert app.wait_idle(10)
     assert ran == {"long": 1, **{f"job{i}": 1 for i in range(6)}}
-    assert rows(database_url, "SELECT count(*) FROM pgflow.workflow_status "
-                "WHERE status <> 'SUCCESS'") == [(0,)]
+    assert rows(
+        database_url, "SELECT count(*) FROM pgflow.workflow_status WHERE status <> 'SUCCESS'"
+    ) == [(0,)]
     # The App's own executor was never reaped: it still owns its row and heartbeats.
     assert (app.executor.executor_id,) in rows(
-        database_url, "SELECT executor_id FROM pgflow.executors")
+        database_url, "SELECT executor_id FROM pgflow.executors"
+    )
 
 
 def test_inline_run_finishes_when_the_apps_executor_is_replaced(
-        make_app: Any, database_url: str) -> None:
+    make_app: Any, database_url: str
+) -> None:
     app = make_app()
     in_step, go = threading.Event(), threading.Event()
 
@@ -171,8 +177,9 @@ def test_inline_run_finishes_when_the_apps_executor_is_replaced(
         return "done"
 
     result: list[Any] = []
-    caller = threading.Thread(target=lambda: result.append(
-        app.options(workflow_id="inline").call(flow)), daemon=True)
+    caller = threading.Thread(
+        target=lambda: result.append(app.options(workflow_id="inline").call(flow)), daemon=True
+    )
     caller.start()
     assert in_step.wait(10)
     first = app.executor
@@ -184,8 +191,7 @@ def test_inline_run_finishes_when_the_apps_executor_is_replaced(
         caller.join(10)
         assert result == ["done"], "the inline call was fenced out by its own process"
         status = app.retrieve("inline").status()
-        assert (status.status, status.executor_id) == (pgflow.Status.SUCCESS,
-                                                        first.executor_id)
+        assert (status.status, status.executor_id) == (pgflow.Status.SUCCESS, first.executor_id)
     finally:
         go.set()
         first.stop(deregister=True)

@@ -96,8 +96,9 @@ def test_delayed_and_no_worker(make_app: Any) -> None:
     assert "It is delayed until " in delayed.text
     assert "in 2m00s" in delayed.text or "in 1m59s" in delayed.text
     assert "No live worker serves queue 'later'" in reason(found, "no_worker").text
-    assert found.text.startswith(f"Workflow {h.workflow_id} (blocked) is ENQUEUED on queue "
-                                 "'later'.")
+    assert found.text.startswith(
+        f"Workflow {h.workflow_id} (blocked) is ENQUEUED on queue 'later'."
+    )
 
 
 def test_concurrency_taken_by_a_running_workflow(make_app: Any) -> None:
@@ -137,8 +138,7 @@ def test_rate_window_used_up(make_app: Any) -> None:
     first_start = min(h.status().started_at for h in done)
     assert rate.numbers["next_slot"] == first_start + timedelta(seconds=90)
     assert 80 < rate.numbers["in_s"] <= 90
-    assert "The rate limit used 2 of 2 starts in the current 90s window; next slot at " \
-        in rate.text
+    assert "The rate limit used 2 of 2 starts in the current 90s window; next slot at " in rate.text
 
 
 def test_partition_key_at_its_limit(make_app: Any) -> None:
@@ -157,8 +157,10 @@ def test_partition_key_at_its_limit(make_app: Any) -> None:
     assert found.codes == ["partition_full"]
     full = reason(found, "partition_full")
     assert full.numbers["partition_key"] == "eu" and full.numbers["running"] == 1
-    assert f"Its partition key 'eu' is at its limit: 1 of 1 running, taken by {eu.workflow_id}" \
+    assert (
+        f"Its partition key 'eu' is at its limit: 1 of 1 running, taken by {eu.workflow_id}"
         in full.text
+    )
     assert "(partition key 'eu')" in found.text
 
 
@@ -191,20 +193,27 @@ def test_version_rules(make_app: Any, database_url: str) -> None:
         unknown = app.explain(h.workflow_id)
         # A row that started on v1 (it has checkpoints of v1's code) stays with v1.
         started = q.options(delay=3600).enqueue(wf)
-        sql(database_url, "UPDATE pgflow.workflow_status SET app_version = 'v1', "
+        sql(
+            database_url,
+            "UPDATE pgflow.workflow_status SET app_version = 'v1', "
             "started_at = pgflow.clock(), not_before = NULL WHERE workflow_id = %s",
-            started.workflow_id)
+            started.workflow_id,
+        )
         stranded = app.explain(started.workflow_id)
     assert unknown.codes == ["unknown_name"]
     text = reason(unknown, "unknown_name").text
-    assert text == ("None of the 1 live worker of queue 'jobs' knows workflow 'nobody.knows' "
-                    "(their versions: v2); no registered version knows it.")
+    assert text == (
+        "None of the 1 live worker of queue 'jobs' knows workflow 'nobody.knows' "
+        "(their versions: v2); no registered version knows it."
+    )
     # (the unknown name, enqueued first, is ahead of it in the queue)
     assert stranded.codes == ["wrong_version", "ahead"]
     wrong = reason(stranded, "wrong_version")
     assert wrong.numbers == {"app_version": "v1", "live_versions": ["v2"]}
-    assert "it started on version v1, and only that version may run it; the live workers " \
+    assert (
+        "it started on version v1, and only that version may run it; the live workers "
         "of the queue run v2" in wrong.text
+    )
     assert "pgflow workflows retarget --from v1 --to v2" in wrong.text
 
 
@@ -221,8 +230,10 @@ def test_higher_priority_and_earlier_ahead(make_app: Any) -> None:
     found = app.explain(target.workflow_id)
     ahead = reason(found, "ahead")
     assert ahead.numbers == {"ahead": 3, "higher_priority": 2, "earlier": 1}
-    assert ahead.text == ("3 workflows (2 of higher priority and 1 enqueued earlier) are "
-                          "ahead of it in queue 'ranked'.")
+    assert ahead.text == (
+        "3 workflows (2 of higher priority and 1 enqueued earlier) are "
+        "ahead of it in queue 'ranked'."
+    )
 
 
 def test_pending_on_a_live_executor_in_its_step(make_app: Any) -> None:
@@ -253,12 +264,18 @@ def test_pending_on_a_dead_executor(make_app: Any, database_url: str) -> None:
     q = app.queue("jobs")
     wf = blocking(app, threading.Event())
     h = q.enqueue(wf)
-    sql(database_url, "INSERT INTO pgflow.executors (executor_id, hostname, pid, app_version, "
+    sql(
+        database_url,
+        "INSERT INTO pgflow.executors (executor_id, hostname, pid, app_version, "
         "kind, queues, heartbeat_at) VALUES ('gone-1', 'far-host', 4242, 'v1', 'worker', "
-        "ARRAY['jobs'], pgflow.clock())")
-    sql(database_url, "UPDATE pgflow.workflow_status SET status = 'PENDING', "
+        "ARRAY['jobs'], pgflow.clock())",
+    )
+    sql(
+        database_url,
+        "UPDATE pgflow.workflow_status SET status = 'PENDING', "
         "executor_id = 'gone-1', started_at = pgflow.clock() WHERE workflow_id = %s",
-        h.workflow_id)
+        h.workflow_id,
+    )
     alive = app.explain(h.workflow_id)
     assert alive.codes == ["running"] and "(no step has completed yet)" in alive.text
     [(beat,)] = sql(database_url, "SELECT heartbeat_at FROM pgflow.executors")
@@ -269,8 +286,10 @@ def test_pending_on_a_dead_executor(make_app: Any, database_url: str) -> None:
     assert dead.numbers["adoption_due"] == beat + timedelta(seconds=30)
     assert 45 <= dead.numbers["heartbeat_age_s"] < 55 and dead.numbers["timeout_s"] == 30.0
     assert dead.numbers["live_executors"] == 0
-    assert "Its executor gone-1 (host far-host, pid 4242) is dead: its last heartbeat was " \
+    assert (
+        "Its executor gone-1 (host far-host, pid 4242) is dead: its last heartbeat was "
         in dead.text
+    )
     assert re.search(r"past the 30s timeout; adoption was due at .* UTC, 1[5-9]s ago", dead.text)
     assert "no live executor runs now to adopt it" in dead.text
 
@@ -296,8 +315,11 @@ def test_parked_in_a_durable_sleep(make_app: Any, database_url: str) -> None:
     assert found.codes == ["sleeping"]
     sleeping = reason(found, "sleeping")
     assert sleeping.numbers["step"] == 2 and 590 < sleeping.numbers["in_s"] <= 600
-    [(not_before,)] = sql(database_url, "SELECT not_before FROM pgflow.workflow_status "
-                          "WHERE workflow_id = %s", h.workflow_id)
+    [(not_before,)] = sql(
+        database_url,
+        "SELECT not_before FROM pgflow.workflow_status WHERE workflow_id = %s",
+        h.workflow_id,
+    )
     # The checkpointed wake-up time (the park's not_before is computed a moment later).
     assert abs((sleeping.numbers["until"] - not_before).total_seconds()) < 1
     assert "It is parked in a durable sleep (its step 2, since " in sleeping.text

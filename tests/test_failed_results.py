@@ -40,8 +40,9 @@ def test_an_error_that_cannot_be_rebuilt_raises_workflow_failed(app: pgflow.App)
     assert failed.message == "the card was declined"
     assert failed.workflow_id == handle.workflow_id
     assert "raise Unreachable" in (failed.traceback_text or "")
-    assert str(failed) == (f"workflow {handle.workflow_id} failed with {failed.error_type}: "
-                           "the card was declined")
+    assert str(failed) == (
+        f"workflow {handle.workflow_id} failed with {failed.error_type}: the card was declined"
+    )
     # The record (app.retrieve, the CLI) reads the same error, without a workflow id.
     recorded = app.retrieve(handle.workflow_id).status().error
     assert isinstance(recorded, pgflow.WorkflowFailed) and recorded.workflow_id is None
@@ -56,8 +57,7 @@ def test_an_error_that_can_be_rebuilt_is_raised_as_itself(app: pgflow.App) -> No
         app.start(declines).result(timeout=30)
 
 
-def test_a_parent_waiting_on_a_failed_child_fails_with_the_childs_error(
-        app: pgflow.App) -> None:
+def test_a_parent_waiting_on_a_failed_child_fails_with_the_childs_error(app: pgflow.App) -> None:
     class Unreachable(Exception):
         pass
 
@@ -80,10 +80,14 @@ def test_a_parent_waiting_on_a_failed_child_fails_with_the_childs_error(
 def test_workflow_failed_survives_pickle_and_recording() -> None:
     failed = pgflow.WorkflowFailed("shop.Gone", "it broke", "Traceback ...", workflow_id="w1")
     back = pickle.loads(pickle.dumps(failed))
-    assert (back.error_type, back.message, back.traceback_text, back.workflow_id, str(back)) \
-        == ("shop.Gone", "it broke", "Traceback ...", "w1", str(failed))
+    assert (back.error_type, back.message, back.traceback_text, back.workflow_id, str(back)) == (
+        "shop.Gone",
+        "it broke",
+        "Traceback ...",
+        "w1",
+        str(failed),
+    )
     again = loads_error(dumps_error(failed))
     assert isinstance(again, pgflow.WorkflowFailed)
-    assert (again.error_type, again.message, again.workflow_id) == ("shop.Gone", "it broke",
-                                                                    "w1")
+    assert (again.error_type, again.message, again.workflow_id) == ("shop.Gone", "it broke", "w1")
     assert RecordedError is pgflow.WorkflowFailed  # the older name, kept

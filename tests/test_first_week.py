@@ -27,33 +27,54 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_async_functions_are_refused_when_declared() -> None:
     app = pgflow.App("asyncs", database_url="postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(pgflow.ConfigurationError, match=r"async def.*workflow"):
+
         @app.workflow()
         async def flow() -> None: ...
+
     with pytest.raises(pgflow.ConfigurationError, match=r"async def.*step"):
+
         @app.step()
         async def step() -> None: ...
+
     with pytest.raises(pgflow.ConfigurationError, match=r"async def.*transaction"):
+
         @app.transaction()
         async def txn() -> None: ...
+
     assert not app.registry.workflows
 
 
-@pytest.mark.parametrize(("source", "line"), [
-    ("import pgflow\napp = pgflow.App('b')\n\ndef f(:\n    pass\n",
-     "cannot import tasks: SyntaxError at tasks.py:4: invalid syntax"),
-    ("import pgflow\n\nimport no_such_module_here\n",
-     "cannot import tasks: ModuleNotFoundError at tasks.py:3: "
-     "No module named 'no_such_module_here'"),
-    ("import pgflow\napp = pgflow.App('b')\nlimit = 1 / 0\n",
-     "cannot import tasks: ZeroDivisionError at tasks.py:3: division by zero"),
-], ids=["syntax", "import", "runtime"])
+@pytest.mark.parametrize(
+    ("source", "line"),
+    [
+        (
+            "import pgflow\napp = pgflow.App('b')\n\ndef f(:\n    pass\n",
+            "cannot import tasks: SyntaxError at tasks.py:4: invalid syntax",
+        ),
+        (
+            "import pgflow\n\nimport no_such_module_here\n",
+            "cannot import tasks: ModuleNotFoundError at tasks.py:3: "
+            "No module named 'no_such_module_here'",
+        ),
+        (
+            "import pgflow\napp = pgflow.App('b')\nlimit = 1 / 0\n",
+            "cannot import tasks: ZeroDivisionError at tasks.py:3: division by zero",
+        ),
+    ],
+    ids=["syntax", "import", "runtime"],
+)
 def test_a_broken_task_module_is_one_line(tmp_path: Path, source: str, line: str) -> None:
     (tmp_path / "tasks.py").write_text(source)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
     env["PGFLOW_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
-    done = subprocess.run([sys.executable, "-m", "pgflow.cli", "worker", "-A", "tasks",
-                           "--burst"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "pgflow.cli", "worker", "-A", "tasks", "--burst"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr == f"pgflow: {line}\n" and done.stdout == ""
 
@@ -78,7 +99,8 @@ def app(database_url: str) -> Iterator[pgflow.App]:
 
 
 def test_burst_reports_delayed_work_and_exits(
-        app: pgflow.App, database_url: str, tmp_path: Path) -> None:
+    app: pgflow.App, database_url: str, tmp_path: Path
+) -> None:
     logging_app.jobs.options(workflow_id="now-1").enqueue(logging_app.fine)
     logging_app.jobs.options(workflow_id="later-1", delay=600).enqueue(logging_app.fine)
     logging_app.jobs.options(workflow_id="later-2", delay=900).enqueue(logging_app.fine)
@@ -92,8 +114,15 @@ def test_burst_reports_delayed_work_and_exits(
     assert "done: 1 done, 0 failed, 2 left" in worker.stderr()
     assert worker.stderr().split("done: 1 done")[1].split("\n")[0].endswith("jobs/s")
 
-    waiting = Worker(database_url, tmp_path, "--burst", "-P", "1", "--burst-wait-delayed",
-                     app="tests.logging_app")
+    waiting = Worker(
+        database_url,
+        tmp_path,
+        "--burst",
+        "-P",
+        "1",
+        "--burst-wait-delayed",
+        app="tests.logging_app",
+    )
     with pytest.raises(subprocess.TimeoutExpired):
         waiting.proc.wait(3)  # it waits for the delayed work, as asked
     waiting.kill()
@@ -104,10 +133,12 @@ def test_an_unreachable_database_gives_the_servers_reason(pg_server_url: str) ->
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     info = conninfo_to_dict(pg_server_url)
-    url = make_conninfo(**{**info, "user": "no_such_role_here", "password": "s3cret",
-                           "dbname": "x"})
-    result = CliRunner().invoke(main, ["workflows", "list"], env={
-        "PGFLOW_DATABASE_URL": url, "PGFLOW_LOG_LEVEL": "warning"})
+    url = make_conninfo(
+        **{**info, "user": "no_such_role_here", "password": "s3cret", "dbname": "x"}
+    )
+    result = CliRunner().invoke(
+        main, ["workflows", "list"], env={"PGFLOW_DATABASE_URL": url, "PGFLOW_LOG_LEVEL": "warning"}
+    )
     assert result.exit_code == 1
     assert 'role "no_such_role_here" does not exist' in result.output
     assert "s3cret" not in result.output

@@ -49,14 +49,16 @@ from pgflow.workflows import Outcome
 MAX_RECOVERY = 2
 _schemas = itertools.count()
 
-queue_specs = st.fixed_dictionaries({
-    "concurrency": st.none() | st.integers(1, 3),
-    "worker_concurrency": st.none() | st.integers(1, 2),
-    "rate_limit": st.none() | st.builds(pgflow.Rate, st.integers(1, 4),
-                                        st.sampled_from([0.5, 1.0, 2.0])),
-    "priority_enabled": st.booleans(),
-    "partitioned": st.booleans(),
-})
+queue_specs = st.fixed_dictionaries(
+    {
+        "concurrency": st.none() | st.integers(1, 3),
+        "worker_concurrency": st.none() | st.integers(1, 2),
+        "rate_limit": st.none()
+        | st.builds(pgflow.Rate, st.integers(1, 4), st.sampled_from([0.5, 1.0, 2.0])),
+        "priority_enabled": st.booleans(),
+        "partitioned": st.booleans(),
+    }
+)
 
 
 class SimWorker:
@@ -66,13 +68,22 @@ class SimWorker:
         self.app = app
         self.threads = threads
         self.executor_id = new_executor_id()
-        self.process = WorkerProcess(app, WorkerConfig(threads=threads, queues=queues),
-                                     self.executor_id)
+        self.process = WorkerProcess(
+            app, WorkerConfig(threads=threads, queues=queues), self.executor_id
+        )
         self.held: dict[str, tuple[str, Any]] = {}  # workflow id -> (queue, fence)
-        app.db.fetchone("register_executor", {
-            "executor_id": self.executor_id, "hostname": HOSTNAME, "pid": os.getpid(),
-            "app_version": app.app_version, "kind": "worker",
-            "queues": [q.name for q in queues], "names": ["job"]})
+        app.db.fetchone(
+            "register_executor",
+            {
+                "executor_id": self.executor_id,
+                "hostname": HOSTNAME,
+                "pid": os.getpid(),
+                "app_version": app.app_version,
+                "kind": "worker",
+                "queues": [q.name for q in queues],
+                "names": ["job"],
+            },
+        )
 
     def held_in(self, queue: str) -> int:
         return sum(1 for name, _ in self.held.values() if name == queue)
@@ -106,11 +117,15 @@ class FlowMachine(RuleBasedStateMachine):
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    @initialize(specs=st.lists(queue_specs, min_size=1, max_size=3),
-                n_workers=st.integers(2, 3), threads=st.integers(1, 3))
+    @initialize(
+        specs=st.lists(queue_specs, min_size=1, max_size=3),
+        n_workers=st.integers(2, 3),
+        threads=st.integers(1, 3),
+    )
     def start(self, specs: list[dict[str, Any]], n_workers: int, threads: int) -> None:
-        app = pgflow.App("flow", database_url=self.url, schema=f"flow_{next(_schemas)}",
-                         app_version="flow-1")
+        app = pgflow.App(
+            "flow", database_url=self.url, schema=f"flow_{next(_schemas)}", app_version="flow-1"
+        )
         self.app = app
 
         @app.workflow(name="job", max_recovery_attempts=MAX_RECOVERY)
@@ -151,24 +166,39 @@ class FlowMachine(RuleBasedStateMachine):
     def enqueue(self, data: st.DataObject) -> None:
         assert self.app is not None
         q = self.queues[data.draw(st.integers(0, len(self.queues) - 1), label="queue")]
-        plan = data.draw(enqueue_plans(q, args=st.tuples(st.integers(0, 99)), min_size=1,
-                                       max_size=4, max_delay=3.0))
+        plan = data.draw(
+            enqueue_plans(
+                q, args=st.tuples(st.integers(0, 99)), min_size=1, max_size=4, max_delay=3.0
+            )
+        )
         for op in plan:
-            active = op.dedup_id is not None and self.app.db.fetchone("find_active_dedup", {
-                "queue_name": q.name, "dedup_id": op.dedup_id}) is not None
+            active = (
+                op.dedup_id is not None
+                and self.app.db.fetchone(
+                    "find_active_dedup", {"queue_name": q.name, "dedup_id": op.dedup_id}
+                )
+                is not None
+            )
             handle = op.enqueue(q, "job")
             assert (handle is None) == active, (
                 f"dedup id {op.dedup_id!r} {'was' if active else 'was not'} active, yet the "
-                f"enqueue {'went through' if handle else 'was refused'}")
+                f"enqueue {'went through' if handle else 'was refused'}"
+            )
 
     @rule(data=st.data())
     def claim(self, data: st.DataObject) -> None:
         """Two or three workers claim at the same moment, each from a queue of its choice."""
         order = data.draw(st.permutations(range(len(self.workers))))
         count = data.draw(st.integers(1, len(self.workers)))
-        picks = [(self.workers[i], self.queues[data.draw(
-                     st.integers(0, len(self.queues) - 1), label=f"queue of worker {i}")])
-                 for i in order[:count]]
+        picks = [
+            (
+                self.workers[i],
+                self.queues[
+                    data.draw(st.integers(0, len(self.queues) - 1), label=f"queue of worker {i}")
+                ],
+            )
+            for i in order[:count]
+        ]
         self.rotation += 1
         barrier = threading.Barrier(len(picks))
         results: list[list[dict[str, Any]]] = [[] for _ in picks]
@@ -181,8 +211,9 @@ class FlowMachine(RuleBasedStateMachine):
             except BaseException as exc:  # re-raised on the test's thread
                 errors.append(exc)
 
-        threads = [threading.Thread(target=claim_one, args=(i, w, q))
-                   for i, (w, q) in enumerate(picks)]
+        threads = [
+            threading.Thread(target=claim_one, args=(i, w, q)) for i, (w, q) in enumerate(picks)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -195,8 +226,11 @@ class FlowMachine(RuleBasedStateMachine):
     # Which rows a worker holds depends on how the concurrent claims raced, so the draws below
     # are positions in fixed ranges, never choices among what is held: hypothesis needs the
     # same choices to mean the same draws on every run.
-    @rule(who=st.integers(0, 5), picks=st.lists(st.integers(0, 7), min_size=1, max_size=4),
-          failed=st.lists(st.booleans(), min_size=4, max_size=4))
+    @rule(
+        who=st.integers(0, 5),
+        picks=st.lists(st.integers(0, 7), min_size=1, max_size=4),
+        failed=st.lists(st.booleans(), min_size=4, max_size=4),
+    )
     def finish(self, who: int, picks: list[int], failed: list[bool]) -> None:
         holders = [w for w in self.workers + self.zombies if w.held]
         if not holders:
@@ -204,8 +238,9 @@ class FlowMachine(RuleBasedStateMachine):
         worker = holders[who % len(holders)]
         held = sorted(worker.held)
         ids = list(dict.fromkeys(held[p % len(held)] for p in picks))
-        self._finish(worker, ids, [Status.ERROR if f else Status.SUCCESS for f in failed][
-            :len(ids)])
+        self._finish(
+            worker, ids, [Status.ERROR if f else Status.SUCCESS for f in failed][: len(ids)]
+        )
 
     @rule(data=st.data())
     def crash(self, data: st.DataObject) -> None:
@@ -223,12 +258,13 @@ class FlowMachine(RuleBasedStateMachine):
         """Time jumps past the heartbeat timeout; only some workers heartbeat in time, and one
         of them reaps the others (a machine stopped, or froze and will wake up later)."""
         assert self.app is not None
-        alive = data.draw(st.lists(st.integers(0, len(self.workers) - 1), min_size=1,
-                                   unique=True))
+        alive = data.draw(st.lists(st.integers(0, len(self.workers) - 1), min_size=1, unique=True))
         self.clock.advance(self.app.settings.heartbeat_timeout + 1)
         for i in alive:
-            assert self.app.db.fetchone("heartbeat", {
-                "executor_id": self.workers[i].executor_id}) is not None
+            assert (
+                self.app.db.fetchone("heartbeat", {"executor_id": self.workers[i].executor_id})
+                is not None
+            )
         reaped = reap_dead_executors(self.app, self.workers[alive[0]].executor_id, [])
         silent = [i for i in range(len(self.workers)) if i not in alive]
         assert set(reaped) == {self.workers[i].executor_id for i in silent}
@@ -252,8 +288,7 @@ class FlowMachine(RuleBasedStateMachine):
             rows = load_history(app, q)
             # Concurrency (global, per partition, per worker) and rate windows over the whole
             # recorded history, and dedup ids unique among active rows.
-            check_rows(q, rows, app_version=app.app_version, names={"job"},
-                       check_order=False)
+            check_rows(q, rows, app_version=app.app_version, names={"job"}, check_order=False)
             running = Counter(r.partition_key for r in rows if r.status == "PENDING")
             if q.concurrency is not None:
                 assert max(running.values(), default=0) <= q.concurrency, (q, running)
@@ -267,8 +302,11 @@ class FlowMachine(RuleBasedStateMachine):
                 if q.worker_concurrency is None:
                     continue
                 if q.partitioned:  # per worker and key
-                    mine = Counter(r.partition_key for r in rows if r.status == "PENDING"
-                                   and r.executor_id == w.executor_id)
+                    mine = Counter(
+                        r.partition_key
+                        for r in rows
+                        if r.status == "PENDING" and r.executor_id == w.executor_id
+                    )
                     assert max(mine.values(), default=0) <= q.worker_concurrency, (q, mine)
                 else:
                     assert w.held_in(q.name) <= q.worker_concurrency, (q, w.held)
@@ -287,12 +325,20 @@ class FlowMachine(RuleBasedStateMachine):
     def _finish(self, worker: SimWorker, ids: list[str], statuses: list[Status]) -> None:
         assert self.app is not None
         ser = self.app.serializer
-        outcomes = [Outcome(wid, worker.held[wid][1], status,
-                            output=serialization.dumps_value(ser, 0, max_bytes=100, what="x")
-                            if status is Status.SUCCESS else None,
-                            error=serialization.dumps_error(RuntimeError("failed"))
-                            if status is Status.ERROR else None)
-                    for wid, status in zip(ids, statuses, strict=True)]
+        outcomes = [
+            Outcome(
+                wid,
+                worker.held[wid][1],
+                status,
+                output=serialization.dumps_value(ser, 0, max_bytes=100, what="x")
+                if status is Status.SUCCESS
+                else None,
+                error=serialization.dumps_error(RuntimeError("failed"))
+                if status is Status.ERROR
+                else None,
+            )
+            for wid, status in zip(ids, statuses, strict=True)
+        ]
         written = workflows.finish(self.app, outcomes, executor_id=worker.executor_id)
         if worker in self.zombies:
             assert written == set(), f"a reaped executor wrote {written}"
@@ -313,19 +359,25 @@ class FlowMachine(RuleBasedStateMachine):
             c: HistoryRow = rows[wid]
             assert c.started_at is not None
             for a in waiting:
-                if a.partition_key != c.partition_key or (a.priority, a.seq) > (c.priority,
-                                                                                 c.seq):
+                if a.partition_key != c.partition_key or (a.priority, a.seq) > (c.priority, c.seq):
                     continue
                 if a.not_before is None or a.not_before <= c.started_at:
                     raise AssertionError(
                         f"queue {queue.name!r}: claimed {wid} (priority {c.priority}, seq "
                         f"{c.seq}) at {c.started_at} but {a.workflow_id} (priority "
-                        f"{a.priority}, seq {a.seq}) was due and is still waiting")
+                        f"{a.priority}, seq {a.seq}) was due and is still waiting"
+                    )
 
 
 @pytest.mark.slow
 def test_flow_control_state_machine(database_url: str) -> None:
     FlowMachine.url = database_url
-    run_state_machine_as_test(FlowMachine, settings=settings(
-        max_examples=30, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(
+        FlowMachine,
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )

@@ -33,13 +33,14 @@ def owner_state(url: str, workflow_id: str) -> tuple[str, str | None, bool, int]
             "SELECT w.status, w.executor_id, e.executor_id IS NOT NULL, w.recovery_attempts "
             "FROM pgflow.workflow_status w "
             "LEFT JOIN pgflow.executors e ON e.executor_id = w.executor_id "
-            "WHERE w.workflow_id = %s", (workflow_id,)).fetchone()
+            "WHERE w.workflow_id = %s",
+            (workflow_id,),
+        ).fetchone()
     assert row is not None
     return row[0], row[1], row[2], row[3]
 
 
-def _declare(app: pgflow.App, interrupt: list[BaseException | None],
-             calls: list[str]) -> Any:
+def _declare(app: pgflow.App, interrupt: list[BaseException | None], calls: list[str]) -> Any:
     @app.step(name="intr.charge", retries=3, interval=0.01)
     def charge() -> str:
         calls.append("charge")
@@ -59,7 +60,8 @@ def _declare(app: pgflow.App, interrupt: list[BaseException | None],
 @pytest.mark.parametrize("how", ["call", "start"])
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
 def test_an_interrupted_run_is_recovered_after_shutdown(
-        make_app: Any, database_url: str, how: str, interrupt: type[BaseException]) -> None:
+    make_app: Any, database_url: str, how: str, interrupt: type[BaseException]
+) -> None:
     calls: list[str] = []
     first = make_app("first")
     flow = _declare(first, [interrupt()], calls)
@@ -84,7 +86,8 @@ def test_an_interrupted_run_is_recovered_after_shutdown(
 
 
 def test_deregistering_an_executor_releases_its_work_uncharged(
-        make_app: Any, database_url: str) -> None:
+    make_app: Any, database_url: str
+) -> None:
     app = make_app("drained")
     jobs = app.queue("jobs")
 
@@ -95,9 +98,17 @@ def test_deregistering_an_executor_releases_its_work_uncharged(
     handle = jobs.enqueue(job)
     executor = app.executor
     executor.ensure_registered()
-    claimed = app.db.fetchall("claim_workflows", {
-        "queue_name": "jobs", "app_version": app.app_version, "names": ["intr.job"],
-        "executor_id": executor.executor_id, "limit": 10, "strict": False})
+    claimed = app.db.fetchall(
+        "claim_workflows",
+        {
+            "queue_name": "jobs",
+            "app_version": app.app_version,
+            "names": ["intr.job"],
+            "executor_id": executor.executor_id,
+            "limit": 10,
+            "strict": False,
+        },
+    )
     assert [r["workflow_id"] for r in claimed] == [handle.workflow_id]
     # The executor goes away while it holds the workflow (a drain, a shutdown).
     executor.stop(deregister=True)

@@ -31,27 +31,34 @@ class Role:
 
     def url(self, database_url: str) -> str:
         """The same server and database, connecting as this role."""
-        return psycopg.conninfo.make_conninfo(database_url, user=self.name,
-                                              password=self.password)
+        return psycopg.conninfo.make_conninfo(database_url, user=self.name, password=self.password)
 
 
 @pytest.fixture
 def role(pg_server_url: str) -> Iterator[Role]:
     r = Role(pg_server_url)
     with admin(pg_server_url) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                             "PASSWORD {}").format(sql.Identifier(r.name),
-                                                   sql.Literal(r.password)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(r.name), sql.Literal(r.password)
+            )
+        )
     yield r
     for url in r.granted_in:  # test databases are dropped after this fixture's teardown
         with admin(url) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = %s", (r.name,))
-            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER; DROP OWNED BY {}")
-                         .format(sql.Identifier(r.name), sql.Identifier(r.name)))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (r.name,),
+            )
+            conn.execute(
+                sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER; DROP OWNED BY {}").format(
+                    sql.Identifier(r.name), sql.Identifier(r.name)
+                )
+            )
     with admin(pg_server_url) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE usename = %s", (r.name,))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (r.name,)
+        )
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(r.name)))
 
 
@@ -65,9 +72,12 @@ def grant_runtime(database_url: str, role: Role) -> None:
         owner_db.close()
     with admin(database_url) as conn:
         conn.execute("CREATE TABLE public.tickets (id serial PRIMARY KEY, holder text)")
-        conn.execute(sql.SQL("GRANT SELECT, INSERT ON public.tickets TO {}; "
-                             "GRANT USAGE ON SEQUENCE public.tickets_id_seq TO {}")
-                     .format(sql.Identifier(role.name), sql.Identifier(role.name)))
+        conn.execute(
+            sql.SQL(
+                "GRANT SELECT, INSERT ON public.tickets TO {}; "
+                "GRANT USAGE ON SEQUENCE public.tickets_id_seq TO {}"
+            ).format(sql.Identifier(role.name), sql.Identifier(role.name))
+        )
 
 
 def test_runtime_role_runs_workflows_and_enqueues(database_url: str, role: Role) -> None:
@@ -101,7 +111,10 @@ def test_runtime_role_runs_workflows_and_enqueues(database_url: str, role: Role)
         result = app.options(workflow_id="buy-1").call(buy, "ada", 3)
         assert result == {"ticket": 1, "cents": 750, "mail": "buy-1-2"}
         assert [(s.output, s.child_workflow_id) for s in app.steps("buy-1")] == [
-            (1, None), (None, "buy-1-2"), (750, None)]
+            (1, None),
+            (None, "buy-1-2"),
+            (750, None),
+        ]
         mail = app.retrieve("buy-1-2").status()
         assert mail.status is pgflow.Status.ENQUEUED and mail.queue_name == "mail"
         with pytest.raises(pgflow.Deduplicated):
@@ -112,8 +125,10 @@ def test_runtime_role_runs_workflows_and_enqueues(database_url: str, role: Role)
         with psycopg.connect(role.url(database_url), autocommit=True) as conn:
             current = conn.execute("SELECT current_user").fetchone()
             assert current is not None and current[0] == role.name
-            rows = conn.execute("SELECT DISTINCT executor_id FROM pgflow.workflow_status "
-                                "WHERE workflow_id = 'buy-1'").fetchall()
+            rows = conn.execute(
+                "SELECT DISTINCT executor_id FROM pgflow.workflow_status "
+                "WHERE workflow_id = 'buy-1'"
+            ).fetchall()
             assert rows == [(app.executor.executor_id,)]
     finally:
         app.shutdown(timeout=5)
@@ -141,6 +156,7 @@ def test_role_without_grants_is_told_how_to_fix_it(database_url: str, role: Role
     role.granted_in.append(database_url)
     app = pgflow.App("lp", database_url=role.url(database_url))
     try:
+
         @app.workflow()
         def flow() -> int:
             return 1
@@ -151,11 +167,11 @@ def test_role_without_grants_is_told_how_to_fix_it(database_url: str, role: Role
         app.shutdown(timeout=5)
 
 
-def test_unmigrated_schema_says_run_pgflow_migrate(fresh_database_url: str,
-                                                    role: Role) -> None:
+def test_unmigrated_schema_says_run_pgflow_migrate(fresh_database_url: str, role: Role) -> None:
     role.granted_in.append(fresh_database_url)
     app = pgflow.App("lp", database_url=role.url(fresh_database_url))
     try:
+
         @app.workflow()
         def flow() -> int:
             return 1

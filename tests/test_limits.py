@@ -55,8 +55,9 @@ def flows(app: pgflow.App) -> dict[str, Any]:
     }
 
 
-def refused(words: str | tuple[str, ...], call: Callable[..., Any], *args: Any,
-            **kwargs: Any) -> str:
+def refused(
+    words: str | tuple[str, ...], call: Callable[..., Any], *args: Any, **kwargs: Any
+) -> str:
     """``call(*args, **kwargs)`` raises InvalidValue whose message holds every word."""
     if isinstance(words, str):
         words = (words,)
@@ -104,7 +105,8 @@ def test_the_boundaries_are_accepted() -> None:
 
 
 def test_every_enqueue_and_start_path_refuses_bad_values(
-        app: pgflow.App, flows: dict[str, Any], database_url: str) -> None:
+    app: pgflow.App, flows: dict[str, Any], database_url: str
+) -> None:
     echo, plain, prio, parts = flows["echo"], flows["plain"], flows["prio"], flows["parts"]
     v = {"app_version": "limits-v1"}
     with pgflow.Client(database_url) as client:
@@ -129,19 +131,29 @@ def test_every_enqueue_and_start_path_refuses_bad_values(
                     app.workflow(name=bad)(lambda: None)
             refused("workflow_id", client.enqueue, "plain", "echo", 1, workflow_id=bad, **v)
             refused("dedup_id", client.enqueue, "plain", "echo", 1, dedup_id=bad, **v)
-            refused("partition_key", client.enqueue, "parts", "echo", 1, partition_key=bad,
-                    **v)
+            refused("partition_key", client.enqueue, "parts", "echo", 1, partition_key=bad, **v)
             refused("workflow name", client.enqueue, "plain", bad, 1, **v)
         for bad_count in (-1, 2**31, 1.5):
-            refused("max_recovery_attempts", client.enqueue, "plain", "echo", 1,
-                    max_recovery_attempts=bad_count, **v)
+            refused(
+                "max_recovery_attempts",
+                client.enqueue,
+                "plain",
+                "echo",
+                1,
+                max_recovery_attempts=bad_count,
+                **v,
+            )
         refused("app_version", client.enqueue, "plain", "echo", 1, app_version="v\x00")
     with pytest.raises(pgflow.InvalidValue):
         app.workflow(name="too-many", max_recovery_attempts=2**31)(lambda: None)
     with pytest.raises(pgflow.InvalidValue):
         app.step(name="a\x00b")(lambda: None)
-    for setting in ({"max_payload_bytes": 2**40}, {"max_payload_bytes": 0},
-                    {"max_recovery_attempts": 2**31}, {"app_version": "x" * 201}):
+    for setting in (
+        {"max_payload_bytes": 2**40},
+        {"max_payload_bytes": 0},
+        {"max_recovery_attempts": 2**31},
+        {"app_version": "x" * 201},
+    ):
         with pytest.raises(pgflow.InvalidValue):
             pgflow.App("bad", database_url=database_url, **setting)
     for rate in ((1, 1e300), (2**31, 1.0), (1, math.nan), (1, 0)):
@@ -155,15 +167,36 @@ def test_every_enqueue_and_start_path_refuses_bad_values(
     assert rows(database_url) == 0
 
 
-def test_cli_enqueue_refuses_with_one_line(app: pgflow.App, flows: dict[str, Any],
-                                           database_url: str) -> None:
+def test_cli_enqueue_refuses_with_one_line(
+    app: pgflow.App, flows: dict[str, Any], database_url: str
+) -> None:
     env = {**os.environ, "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"}
-    for flag, value in (("--timeout", "1e14"), ("--delay", "nan"), ("--priority", "-5"),
-                        ("--workflow-id", " ")):
+    for flag, value in (
+        ("--timeout", "1e14"),
+        ("--delay", "nan"),
+        ("--priority", "-5"),
+        ("--workflow-id", " "),
+    ):
         out = subprocess.run(
-            [sys.executable, "-m", "pgflow.cli", "enqueue", "prio", "echo", "[1]", flag, value,
-             "--app-version", "limits-v1"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "pgflow.cli",
+                "enqueue",
+                "prio",
+                "echo",
+                "[1]",
+                flag,
+                value,
+                "--app-version",
+                "limits-v1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 1, out
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert flag.strip("-").replace("-", "_") in out.stderr, out.stderr
@@ -173,14 +206,20 @@ def test_cli_enqueue_refuses_with_one_line(app: pgflow.App, flows: dict[str, Any
 # -- the largest accepted values are stored, claimed and run ---------------------------------
 
 
-def test_largest_accepted_values_are_claimed_and_run(app: pgflow.App, flows: dict[str, Any],
-                                                     database_url: str) -> None:
+def test_largest_accepted_values_are_claimed_and_run(
+    app: pgflow.App, flows: dict[str, Any], database_url: str
+) -> None:
     echo, prio, parts = flows["echo"], flows["prio"], flows["parts"]
     big = [
-        prio.options(workflow_id="w" * 1000, dedup_id="é" * 500, priority=2**31 - 1,
-                     timeout=limits.MAX_SECONDS / 2).enqueue(echo, 1),
-        parts.options(partition_key="🎉" * 250, dedup_id="d" * 1000,
-                      timeout=limits.MAX_SECONDS).enqueue(echo, 2),
+        prio.options(
+            workflow_id="w" * 1000,
+            dedup_id="é" * 500,
+            priority=2**31 - 1,
+            timeout=limits.MAX_SECONDS / 2,
+        ).enqueue(echo, 1),
+        parts.options(
+            partition_key="🎉" * 250, dedup_id="d" * 1000, timeout=limits.MAX_SECONDS
+        ).enqueue(echo, 2),
         prio.options(priority=0, timeout=0.0).enqueue(echo, 3),
     ]
     big += prio.options(timeout=limits.MAX_SECONDS).enqueue_many(echo, [(4,), (5,)])

@@ -92,10 +92,16 @@ def test_library_lines_go_to_stderr_before_any_configuration(tmp_path: Any) -> N
         "    if len(tries) == 1:\n"
         "        raise ValueError('once')\n"
         "    return 'ok'\n"
-        "print(flaky())\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env={k: v for k, v in os.environ.items()
-                                                     if not k.startswith("PGFLOW_")})
+        "print(flaky())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
     assert "step_retrying" in done.stderr

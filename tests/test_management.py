@@ -54,6 +54,7 @@ def shared_app(database_url: str) -> Iterator[pgflow.App]:
 
 # -- cancel ------------------------------------------------------------------------------------
 
+
 def test_cancel_a_running_workflow_and_its_children(make_app: Any) -> None:
     app = make_app()
     q = app.queue("kids")
@@ -93,7 +94,8 @@ def test_cancel_a_running_workflow_and_its_children(make_app: Any) -> None:
     cancelled = time.monotonic()
     assert app.cancel("parent").status is pgflow.Status.CANCELLED
     assert {k.status for k in app.list_workflows(parent_workflow_id="parent")} == {
-        pgflow.Status.CANCELLED}
+        pgflow.Status.CANCELLED
+    }
     # The child waiting in recv is woken by the cancel and ends at once.
     with pytest.raises(pgflow.WorkflowCancelled):
         app.retrieve(kids[0].workflow_id).result(timeout=5)
@@ -112,6 +114,7 @@ def test_cancel_a_running_workflow_and_its_children(make_app: Any) -> None:
 
 
 # -- resume ------------------------------------------------------------------------------------
+
 
 def test_resume_an_errored_workflow_from_its_last_completed_step(make_app: Any) -> None:
     app = make_app()
@@ -142,7 +145,10 @@ def test_resume_an_errored_workflow_from_its_last_completed_step(make_app: Any) 
     assert calls == {"first": 1, "flaky": 2}  # the completed step was not run again
     status = app.retrieve("job").status()
     assert (status.status, status.recovery_attempts, status.error) == (
-        pgflow.Status.SUCCESS, 0, None)
+        pgflow.Status.SUCCESS,
+        0,
+        None,
+    )
     # Resuming a succeeded workflow returns its handle and changes nothing (as in DBOS).
     assert app.resume("job").result(timeout=1) == 3
     assert calls == {"first": 1, "flaky": 2}
@@ -151,7 +157,8 @@ def test_resume_an_errored_workflow_from_its_last_completed_step(make_app: Any) 
 
 
 def test_resume_a_cancelled_queued_workflow_puts_it_back_on_its_queue(
-        make_app: Any, client: pgflow.Client) -> None:
+    make_app: Any, client: pgflow.Client
+) -> None:
     app = make_app()
     q = app.queue("later")
 
@@ -166,14 +173,18 @@ def test_resume_a_cancelled_queued_workflow_puts_it_back_on_its_queue(
     resumed = client.resume(handle.workflow_id)
     after = resumed.status()
     assert (after.status, after.queue_name, after.recovery_attempts) == (
-        pgflow.Status.ENQUEUED, "later", 0)
+        pgflow.Status.ENQUEUED,
+        "later",
+        0,
+    )
     assert [w.workflow_id for w in client.list_queued("later")] == [handle.workflow_id]
     with running_worker(app):
         assert resumed.result(timeout=10) == 2
 
 
-def test_resume_after_max_recovery_attempts_resets_the_count(make_app: Any,
-                                                             database_url: str) -> None:
+def test_resume_after_max_recovery_attempts_resets_the_count(
+    make_app: Any, database_url: str
+) -> None:
     app = make_app()
 
     @app.workflow(max_recovery_attempts=0)
@@ -187,13 +198,18 @@ def test_resume_after_max_recovery_attempts_resets_the_count(make_app: Any,
             "INSERT INTO pgflow.workflow_status (workflow_id, name, status, app_version, "
             "inputs, recovery_attempts, max_recovery_attempts) VALUES ('f', %s, "
             "'MAX_RECOVERY_ATTEMPTS_EXCEEDED', %s, %s, 1, 0)",
-            (fragile.__pgflow_workflow__.name, app.app_version,  # type: ignore[attr-defined]
-             '{"args":[],"kwargs":{}}'))
+            (
+                fragile.__pgflow_workflow__.name,
+                app.app_version,  # type: ignore[attr-defined]
+                '{"args":[],"kwargs":{}}',
+            ),
+        )
     assert app.resume("f").result(timeout=10) == "fine now"
     assert app.retrieve("f").status().recovery_attempts == 0
 
 
 # -- fork --------------------------------------------------------------------------------------
+
 
 def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
     app = make_app()
@@ -222,8 +238,9 @@ def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
     queued = q.enqueue(four_steps, 1)
     with running_worker(app):
         queued.result(timeout=10)
-    onto = app.fork(queued.workflow_id, from_step=2, new_workflow_id="forked",
-                    app_version=app.app_version)
+    onto = app.fork(
+        queued.workflow_id, from_step=2, new_workflow_id="forked", app_version=app.app_version
+    )
     assert onto.workflow_id == "forked"
     assert onto.status().queue_name == "forks"
     with running_worker(app):
@@ -237,6 +254,7 @@ def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
 
 
 # -- listing -----------------------------------------------------------------------------------
+
 
 def test_list_queued_and_list_workflows(make_app: Any, client: pgflow.Client) -> None:
     app = make_app()
@@ -253,7 +271,10 @@ def test_list_queued_and_list_workflows(make_app: Any, client: pgflow.Client) ->
     assert done == 4
     assert [w.workflow_id for w in app.list_queued("a")] == [high.workflow_id, low.workflow_id]
     assert {w.workflow_id for w in client.list_queued()} == {
-        high.workflow_id, low.workflow_id, other.workflow_id}
+        high.workflow_id,
+        low.workflow_id,
+        other.workflow_id,
+    }
     assert [w.workflow_id for w in client.list_workflows(status="SUCCESS")] == ["inline"]
     assert [w.workflow_id for w in client.list_workflows(queue="b")] == [other.workflow_id]
     newest = client.list_workflows(newest_first=True, limit=2)
@@ -264,8 +285,10 @@ def test_list_queued_and_list_workflows(make_app: Any, client: pgflow.Client) ->
 
 # -- the Client --------------------------------------------------------------------------------
 
+
 def test_client_enqueues_from_a_process_that_never_imported_the_app(
-        shared_app: pgflow.App, database_url: str) -> None:
+    shared_app: pgflow.App, database_url: str
+) -> None:
     app = shared_app
     script = (
         "import sys, pgflow\n"
@@ -273,10 +296,17 @@ def test_client_enqueues_from_a_process_that_never_imported_the_app(
         "h = c.enqueue('jobs', 'double', 21, dedup_id='once')\n"
         "print(h.workflow_id)\n"
         "print(h.result(timeout=20))\n"
-        "assert not [m for m in sys.modules if m.startswith('tests')], 'imported the app'\n")
+        "assert not [m for m in sys.modules if m.startswith('tests')], 'imported the app'\n"
+    )
     with running_worker(app):
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60, env={**os.environ})
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ},
+        )
     assert done.returncode == 0, done.stderr
     workflow_id, result = done.stdout.split()
     assert result == "42"
@@ -285,7 +315,8 @@ def test_client_enqueues_from_a_process_that_never_imported_the_app(
 
 
 def test_client_enqueues_before_any_worker_ran(
-        client: pgflow.Client, shared_app: pgflow.App) -> None:
+    client: pgflow.Client, shared_app: pgflow.App
+) -> None:
     """As in DBOS: no worker needs to be alive; the row carries no version until a worker
     that knows the name starts it. A version no worker ever ran is refused when strict."""
     with pytest.raises(pgflow.UnknownWorkflow, match="app_version 'nope'"):
@@ -307,7 +338,8 @@ def test_client_enqueues_before_any_worker_ran(
 
 
 def test_client_checks_options_against_the_declared_queue(
-        client: pgflow.Client, shared_app: pgflow.App) -> None:
+    client: pgflow.Client, shared_app: pgflow.App
+) -> None:
     with running_worker(shared_app):
         wait_for(lambda: client.queue_report()[0], what="the worker to declare its queue")
         with pytest.raises(pgflow.ConfigurationError, match="priority"):
@@ -324,7 +356,8 @@ def test_client_refuses_an_unmigrated_schema(database_url: str) -> None:
 
 
 def test_the_readmes_pruning_statement_deletes_old_workflows_with_their_steps(
-        make_app: Any) -> None:
+    make_app: Any,
+) -> None:
     app = make_app("prune")
 
     @app.step()
@@ -340,11 +373,15 @@ def test_the_readmes_pruning_statement_deletes_old_workflows_with_their_steps(
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     prune = readme.split("**Pruning.**", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
     with app.db.connection() as conn:
-        conn.execute("UPDATE pgflow.workflow_status SET completed_at = now() - interval '31 days'"
-                     " WHERE workflow_id = %s", (old.workflow_id,))
+        conn.execute(
+            "UPDATE pgflow.workflow_status SET completed_at = now() - interval '31 days'"
+            " WHERE workflow_id = %s",
+            (old.workflow_id,),
+        )
         conn.execute(prune)
         left = conn.execute("SELECT workflow_id FROM pgflow.workflow_status").fetchall()
-        steps = conn.execute("SELECT workflow_id, count(*) AS n FROM pgflow.operation_outputs"
-                             " GROUP BY workflow_id").fetchall()
+        steps = conn.execute(
+            "SELECT workflow_id, count(*) AS n FROM pgflow.operation_outputs GROUP BY workflow_id"
+        ).fetchall()
     assert [r["workflow_id"] for r in left] == [new.workflow_id]
     assert [(r["workflow_id"], r["n"]) for r in steps] == [(new.workflow_id, 2)]

@@ -34,8 +34,12 @@ def rows(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
 def store_message(url: str, destination_id: str, topic: str, message: str) -> None:
     """A message already stored for ``destination_id`` (send() refuses an id no workflow
     has yet, and these tests need the message there before the workflow starts)."""
-    rows(url, "INSERT INTO pgflow.notifications (destination_id, topic, message) "
-              "VALUES (%s, %s, %s) RETURNING message_id", (destination_id, topic, message))
+    rows(
+        url,
+        "INSERT INTO pgflow.notifications (destination_id, topic, message) "
+        "VALUES (%s, %s, %s) RETURNING message_id",
+        (destination_id, topic, message),
+    )
 
 
 @pytest.fixture
@@ -66,15 +70,19 @@ def shared_app(database_url: str) -> Iterator[pgflow.App]:
 
 def run_child(url: str, crash: str, workflow: str, *args: Any, workflow_id: str) -> int:
     """Run one workflow of tests.msg_app in a child process that dies at ``crash``."""
-    code = (f"from tests import msg_app; msg_app.run_in_child({url!r}, {workflow!r}, "
-            f"*{args!r}, workflow_id={workflow_id!r})")
+    code = (
+        f"from tests import msg_app; msg_app.run_in_child({url!r}, {workflow!r}, "
+        f"*{args!r}, workflow_id={workflow_id!r})"
+    )
     env = {**os.environ, "MSG_APP_CRASH": crash, "PGFLOW_LOG_LEVEL": "warning"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, timeout=60,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, timeout=60, capture_output=True, text=True
+    )
     return done.returncode
 
 
 # -- send / recv -------------------------------------------------------------------------------
+
 
 def test_messages_sent_before_and_during_recv_arrive_at_once(make_app: Any) -> None:
     app = make_app()
@@ -97,8 +105,7 @@ def test_messages_sent_before_and_during_recv_arrive_at_once(make_app: Any) -> N
     # Woken by NOTIFY: far sooner than the 30 s timeout or the 5 s safety re-check.
     assert time.monotonic() - sent < 1.0
     assert rows(app.db.url, "SELECT * FROM pgflow.notifications") == []
-    assert [s.name for s in app.steps(wf_id)] == [
-        "pgflow.recv", "pgflow.set_event", "pgflow.recv"]
+    assert [s.name for s in app.steps(wf_id)] == ["pgflow.recv", "pgflow.set_event", "pgflow.recv"]
 
 
 def test_topics_are_separate_and_fifo(make_app: Any) -> None:
@@ -106,8 +113,12 @@ def test_topics_are_separate_and_fifo(make_app: Any) -> None:
 
     @app.workflow()
     def by_topic() -> list[Any]:
-        return [pgflow.recv("b", timeout=5), pgflow.recv("a", timeout=5),
-                pgflow.recv("a", timeout=5), pgflow.recv(timeout=5)]
+        return [
+            pgflow.recv("b", timeout=5),
+            pgflow.recv("a", timeout=5),
+            pgflow.recv("a", timeout=5),
+            pgflow.recv(timeout=5),
+        ]
 
     handle = app.options(workflow_id="topics").start(by_topic)
     for topic, message in (("a", 1), ("b", 2), ("a", 3), (None, 4)):
@@ -150,8 +161,9 @@ def test_recv_outside_a_workflow_says_what_to_do() -> None:
         pgflow.send("x", 1)
 
 
-def test_recv_aborted_before_commit_leaves_the_message(make_app: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recv_aborted_before_commit_leaves_the_message(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In-process: the checkpoint write fails after the DELETE; the transaction rolls back."""
     app = make_app()
 
@@ -166,29 +178,34 @@ def test_recv_aborted_before_commit_leaves_the_message(make_app: Any,
     monkeypatch.setattr(pgflow.steps, "record_in_transaction", broken)
     with pytest.raises(RuntimeError):
         app.options(workflow_id="taker").call(taker)
-    assert [r["message"] for r in rows(app.db.url, "SELECT * FROM pgflow.notifications")] \
-        == ['"keep me"']
+    assert [r["message"] for r in rows(app.db.url, "SELECT * FROM pgflow.notifications")] == [
+        '"keep me"'
+    ]
 
 
 @pytest.mark.chaos
 def test_recv_is_exactly_once_across_a_kill_before_and_after_commit(
-        shared_app: pgflow.App, database_url: str) -> None:
+    shared_app: pgflow.App, database_url: str
+) -> None:
     app = shared_app
     # Killed after the DELETE, before its commit: the message is still there, no checkpoint.
     store_message(database_url, "wf-a", "t", '"m1"')  # stored before the workflow exists
-    assert run_child(database_url, "before_commit", "receive_one", "t",
-                     workflow_id="wf-a") == 9
-    assert [r["message"] for r in rows(database_url, "SELECT * FROM pgflow.notifications")] \
-        == ['"m1"']
+    assert run_child(database_url, "before_commit", "receive_one", "t", workflow_id="wf-a") == 9
+    assert [r["message"] for r in rows(database_url, "SELECT * FROM pgflow.notifications")] == [
+        '"m1"'
+    ]
     assert rows(database_url, "SELECT * FROM pgflow.operation_outputs") == []
 
     # Killed after the commit: the message is gone and the checkpoint holds it.
     store_message(database_url, "wf-b", "t", '"m2"')
     assert run_child(database_url, "after_recv", "receive_one", "t", workflow_id="wf-b") == 9
-    assert [r["destination_id"] for r in rows(
-        database_url, "SELECT * FROM pgflow.notifications")] == ["wf-a"]
-    [checkpoint] = rows(database_url, "SELECT * FROM pgflow.operation_outputs "
-                                      "WHERE workflow_id = 'wf-b' AND step_id = 1")
+    assert [
+        r["destination_id"] for r in rows(database_url, "SELECT * FROM pgflow.notifications")
+    ] == ["wf-a"]
+    [checkpoint] = rows(
+        database_url,
+        "SELECT * FROM pgflow.operation_outputs WHERE workflow_id = 'wf-b' AND step_id = 1",
+    )
     assert checkpoint["output"] == '"m2"'
 
     # A message sent now must not be taken by wf-b's replay, which returns its checkpoint.
@@ -197,11 +214,13 @@ def test_recv_is_exactly_once_across_a_kill_before_and_after_commit(
     assert app.recover_now() == 2
     assert app.retrieve("wf-a").result(timeout=10) == "m1"
     assert app.retrieve("wf-b").result(timeout=10) == "m2"
-    assert [r["message"] for r in rows(database_url, "SELECT * FROM pgflow.notifications")] \
-        == ['"late"']
+    assert [r["message"] for r in rows(database_url, "SELECT * FROM pgflow.notifications")] == [
+        '"late"'
+    ]
 
 
 # -- events ------------------------------------------------------------------------------------
+
 
 def test_events_inside_and_outside(make_app: Any, database_url: str) -> None:
     app = make_app()
@@ -221,8 +240,10 @@ def test_events_inside_and_outside(make_app: Any, database_url: str) -> None:
 
     @app.workflow()
     def reader(publisher_id: str) -> list[Any]:
-        return [pgflow.get_event(publisher_id, "detail", timeout=10),
-                pgflow.get_event(publisher_id, "missing", timeout=0.1)]
+        return [
+            pgflow.get_event(publisher_id, "detail", timeout=10),
+            pgflow.get_event(publisher_id, "missing", timeout=0.1),
+        ]
 
     handle = app.options(workflow_id="pub").start(publisher)
     assert app.get_event("pub", "stage", timeout=10) == "started"
@@ -247,9 +268,11 @@ def test_events_inside_and_outside(make_app: Any, database_url: str) -> None:
 
 # -- sleep -------------------------------------------------------------------------------------
 
+
 @pytest.mark.chaos
-def test_sleep_resumed_after_a_crash_sleeps_only_what_is_left(shared_app: pgflow.App,
-                                                              database_url: str) -> None:
+def test_sleep_resumed_after_a_crash_sleeps_only_what_is_left(
+    shared_app: pgflow.App, database_url: str
+) -> None:
     app = shared_app
     assert run_child(database_url, "in_sleep", "nap", 2.4, workflow_id="napper") == 9
     [checkpoint] = rows(database_url, "SELECT * FROM pgflow.operation_outputs")
@@ -261,8 +284,9 @@ def test_sleep_resumed_after_a_crash_sleeps_only_what_is_left(shared_app: pgflow
     assert 0 <= time.time() - wake_at < 0.6  # woke at the recorded time, not 2.4 s later
 
 
-def test_long_sleep_of_a_queued_workflow_gives_its_thread_back(make_app: Any,
-                                                              database_url: str) -> None:
+def test_long_sleep_of_a_queued_workflow_gives_its_thread_back(
+    make_app: Any, database_url: str
+) -> None:
     app = make_app(sleep_threshold=0.3)
     q = app.queue("naps", concurrency=1)
     runs: list[str] = []
@@ -284,8 +308,10 @@ def test_long_sleep_of_a_queued_workflow_gives_its_thread_back(make_app: Any,
 
     with running_worker(app, threads=1):
         long = q.options(workflow_id="long").enqueue(sleeper)
-        parked = wait_for(lambda: (s := long.status()).status is pgflow.Status.ENQUEUED
-                          and s.attempt == 1 and s, what="the sleeper to park")
+        parked = wait_for(
+            lambda: (s := long.status()).status is pgflow.Status.ENQUEUED and s.attempt == 1 and s,
+            what="the sleeper to park",
+        )
         assert parked.executor_id is None
         # Its thread and its concurrency slot serve other work meanwhile.
         assert q.enqueue(quick).result(timeout=5) == "quick"
@@ -316,6 +342,7 @@ def test_cancel_wakes_a_sleeping_workflow(make_app: Any) -> None:
 
 
 # -- deadlines ---------------------------------------------------------------------------------
+
 
 def test_children_inherit_the_parents_deadline(make_app: Any) -> None:
     app = make_app()

@@ -51,8 +51,9 @@ def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return found
 
 
-def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float | None:
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return found.get((name, frozenset(labels.items())))
 
 
@@ -70,8 +71,9 @@ def worker(tmp_path: Path) -> Iterator[Any]:
     started: list[Worker] = []
 
     def start(url: str, port: int, *args: str) -> Worker:
-        w = Worker(url, tmp_path, "--metrics-port", str(port), *FAST, *args,
-                   app="tests.metrics_app")
+        w = Worker(
+            url, tmp_path, "--metrics-port", str(port), *FAST, *args, app="tests.metrics_app"
+        )
         started.append(w)
         return w
 
@@ -86,39 +88,97 @@ def health(port: int, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_worker_metrics_add_up_every_process(app: pgflow.App, database_url: str,
-                                             worker: Any) -> None:
+def test_worker_metrics_add_up_every_process(
+    app: pgflow.App, database_url: str, worker: Any
+) -> None:
     for n in range(3):
         metrics_app.jobs.enqueue(metrics_app.adds, n)
     metrics_app.jobs.enqueue(metrics_app.fails)
     metrics_app.jobs.enqueue(metrics_app.flaky)
     port = free_port()
     w = worker(database_url, port, "-P", "2", "-c", "2", "-Q", "jobs")
-    wait_for("five workflows done", lambda: sum(
-        r["status"] in ("SUCCESS", "ERROR") for r in statuses(database_url).values()) == 5, 30)
+    wait_for(
+        "five workflows done",
+        lambda: (
+            sum(r["status"] in ("SUCCESS", "ERROR") for r in statuses(database_url).values()) == 5
+        ),
+        30,
+    )
 
     def counted() -> Any:
         found = samples(port)
-        done = value(found, "pgflow_workflows_completed_total", queue="jobs", workflow=ADDS,
-                     status="SUCCESS")
+        done = value(
+            found, "pgflow_workflows_completed_total", queue="jobs", workflow=ADDS, status="SUCCESS"
+        )
         return found if done == 3 else None
 
     found = wait_for("the completions in the scrape", counted, 10, interval=0.2)
     assert value(found, "pgflow_claims_total", queue="jobs") == 5
-    assert value(found, "pgflow_workflows_completed_total", queue="jobs", workflow=FAILS,
-                 status="ERROR") == 1
-    assert value(found, "pgflow_workflows_completed_total", queue="jobs", workflow=FLAKY,
-                 status="SUCCESS") == 1
-    assert value(found, "pgflow_workflow_duration_seconds_count", queue="jobs", workflow=ADDS,
-                 status="SUCCESS") == 3
-    assert value(found, "pgflow_workflow_duration_seconds_bucket", queue="jobs",
-                 workflow=ADDS, status="SUCCESS", le="+Inf") == 3
-    assert (value(found, "pgflow_workflow_duration_seconds_sum", queue="jobs", workflow=ADDS,
-                  status="SUCCESS") or 0) > 0
-    assert value(found, "pgflow_step_duration_seconds_count", step="tests.metrics_app.add",
-                 status="success") == 3
-    assert value(found, "pgflow_step_duration_seconds_count",
-                 step="tests.metrics_app.explode", status="error") == 1
+    assert (
+        value(
+            found, "pgflow_workflows_completed_total", queue="jobs", workflow=FAILS, status="ERROR"
+        )
+        == 1
+    )
+    assert (
+        value(
+            found,
+            "pgflow_workflows_completed_total",
+            queue="jobs",
+            workflow=FLAKY,
+            status="SUCCESS",
+        )
+        == 1
+    )
+    assert (
+        value(
+            found,
+            "pgflow_workflow_duration_seconds_count",
+            queue="jobs",
+            workflow=ADDS,
+            status="SUCCESS",
+        )
+        == 3
+    )
+    assert (
+        value(
+            found,
+            "pgflow_workflow_duration_seconds_bucket",
+            queue="jobs",
+            workflow=ADDS,
+            status="SUCCESS",
+            le="+Inf",
+        )
+        == 3
+    )
+    assert (
+        value(
+            found,
+            "pgflow_workflow_duration_seconds_sum",
+            queue="jobs",
+            workflow=ADDS,
+            status="SUCCESS",
+        )
+        or 0
+    ) > 0
+    assert (
+        value(
+            found,
+            "pgflow_step_duration_seconds_count",
+            step="tests.metrics_app.add",
+            status="success",
+        )
+        == 3
+    )
+    assert (
+        value(
+            found,
+            "pgflow_step_duration_seconds_count",
+            step="tests.metrics_app.explode",
+            status="error",
+        )
+        == 1
+    )
     assert value(found, "pgflow_step_retries_total", step="tests.metrics_app.flaky_step") == 1
     assert value(found, "pgflow_step_retries_total", step="tests.metrics_app.explode") is None
     # Read from the database at scrape time.
@@ -163,8 +223,12 @@ def test_readiness_follows_the_database(worker: Any, tmp_path: Path) -> None:
         assert health(port, "/healthz/live")[0] == 200  # an outage is not a reason to restart
         assert value(samples(port), "pgflow_database_up") == 0
         # Away until the worker process has seen the outage (not just one lost session).
-        wait_for("the worker to see the outage", lambda: w.events("database_unreachable"), 60,
-                 interval=0.2)
+        wait_for(
+            "the worker to see the outage",
+            lambda: w.events("database_unreachable"),
+            60,
+            interval=0.2,
+        )
         cluster.start()
         wait_for("ready again", lambda: _status(port) == 200, 30, interval=0.2)
 
@@ -190,8 +254,9 @@ def _status(port: int) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.chaos
-def test_a_killed_process_is_counted_as_a_recovery(app: pgflow.App, database_url: str,
-                                                    worker: Any, tmp_path: Path) -> None:
+def test_a_killed_process_is_counted_as_a_recovery(
+    app: pgflow.App, database_url: str, worker: Any, tmp_path: Path
+) -> None:
     h = metrics_app.jobs.enqueue(metrics_app.crashes_once, str(tmp_path / "crashed"))
     port = free_port()
     w = worker(database_url, port, "-P", "1", "-c", "1", "-Q", "jobs")
@@ -199,8 +264,13 @@ def test_a_killed_process_is_counted_as_a_recovery(app: pgflow.App, database_url
 
     def counted() -> Any:
         found = samples(port)
-        done = value(found, "pgflow_workflows_completed_total", queue="jobs",
-                     workflow="tests.metrics_app.crashes_once", status="SUCCESS")
+        done = value(
+            found,
+            "pgflow_workflows_completed_total",
+            queue="jobs",
+            workflow="tests.metrics_app.crashes_once",
+            status="SUCCESS",
+        )
         return found if done == 1 else None
 
     found = wait_for("the second run counted", counted, 10, interval=0.2)
@@ -228,8 +298,13 @@ def test_a_refused_final_write_is_counted(app: pgflow.App) -> None:
         return REGISTRY.get_sample_value("pgflow_fenced_writes_total", {"kind": "final"}) or 0.0
 
     before = refused()
-    gone = Outcome("no-such-workflow", uuid.uuid4(), Status.SUCCESS, executor_id="nobody",
-                   name="tests.metrics_app.adds")
+    gone = Outcome(
+        "no-such-workflow",
+        uuid.uuid4(),
+        Status.SUCCESS,
+        executor_id="nobody",
+        name="tests.metrics_app.adds",
+    )
     assert finish(app, [gone]) == set()
     assert refused() == before + 1
 
@@ -238,8 +313,15 @@ def test_health_verdicts() -> None:
     from pgflow.health import DatabaseCheck
     from pgflow.worker.metrics_port import ProcessFacts, judge
 
-    fine = ProcessFacts(expected=2, running=2, ready=2, silent_max_s=0.5, child_timeout=60.0,
-                        loop_age_s=0.1, draining=False)
+    fine = ProcessFacts(
+        expected=2,
+        running=2,
+        ready=2,
+        silent_max_s=0.5,
+        child_timeout=60.0,
+        loop_age_s=0.1,
+        draining=False,
+    )
     up, down = DatabaseCheck(True, 0.01), DatabaseCheck(False, 2.0, "connection refused")
     assert judge(fine, up)[:2] == (True, True)
     assert judge(fine, down)[:2] == (True, False)  # an outage: alive, not ready
@@ -263,8 +345,11 @@ def test_queue_gauges_from_a_client(app: pgflow.App, database_url: str) -> None:
         body, content_type = metrics.exposition(None, metrics.collect_queue_metrics(client))
     assert content_type.startswith("text/plain")
     text = body.decode()
-    found = {(s.name, frozenset(s.labels.items())): s.value
-             for f in text_string_to_metric_families(text) for s in f.samples}
+    found = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
     assert value(found, "pgflow_queue_enqueued", queue="held") == 2
     assert value(found, "pgflow_queue_paused", queue="held") == 1
     assert value(found, "pgflow_queue_running", queue="held") == 0
@@ -290,13 +375,13 @@ metrics.database_reconnected()
 assert not metrics.available()
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_a_killed_supervisors_folder_is_removed_by_the_next(database_url: str,
-                                                            worker: Any) -> None:
+def test_a_killed_supervisors_folder_is_removed_by_the_next(database_url: str, worker: Any) -> None:
     port = free_port()
     first = worker(database_url, port, "-P", "1", "-c", "1")
     wait_for("listening", lambda: _status(port) == 200, 30, interval=0.1)
@@ -317,8 +402,15 @@ def test_metrics_port_refused_when_taken(database_url: str, tmp_path: Path) -> N
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        w = Worker(database_url, tmp_path, "--metrics-port", str(port), "--burst",
-                   app="tests.metrics_app", env={"PGFLOW_METRICS_HOST": "127.0.0.1"})
+        w = Worker(
+            database_url,
+            tmp_path,
+            "--metrics-port",
+            str(port),
+            "--burst",
+            app="tests.metrics_app",
+            env={"PGFLOW_METRICS_HOST": "127.0.0.1"},
+        )
         code = w.wait(60)
     assert code == 1
     assert f"127.0.0.1:{port}" in w.stderr() and "--metrics-port" in w.stderr()

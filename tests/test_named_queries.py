@@ -52,8 +52,7 @@ def _named_uses(tree: ast.AST, mapping_names: set[str]) -> Iterator[tuple[str, s
                         yield text, how, node.lineno
         elif isinstance(node, ast.Subscript):
             value = node.value
-            name = value.attr if isinstance(value, ast.Attribute) else \
-                getattr(value, "id", None)
+            name = value.attr if isinstance(value, ast.Attribute) else getattr(value, "id", None)
             if name in mapping_names:
                 for text in _literals(node.slice):
                     if IDENTIFIER.match(text):
@@ -87,7 +86,8 @@ def test_every_statement_is_used() -> None:
     unused = sorted(defined - in_package - set(TEST_ONLY))
     assert not unused, (
         f"named statements nothing in pgflow/ runs: {unused}; delete them from sql/queries, "
-        "or list them in TEST_ONLY with the test that needs them")
+        "or list them in TEST_ONLY with the test that needs them"
+    )
 
 
 def all_uses() -> dict[str, list[tuple[str, str]]]:
@@ -108,9 +108,11 @@ def test_test_only_statements_are_test_only() -> None:
 
 def test_every_name_used_exists() -> None:
     defined = set(_raw_queries())
-    missing = {name: [where for _, where in uses]
-               for name, uses in all_uses().items()
-               if name not in defined}
+    missing = {
+        name: [where for _, where in uses]
+        for name, uses in all_uses().items()
+        if name not in defined
+    }
     # Tests' own SQL runs through the same methods: anything shaped like a name and called
     # like one must be a statement.
     assert not missing, f"statement names used but not in sql/queries: {missing}"
@@ -128,13 +130,15 @@ def test_identifier_statements_are_filled_at_the_call() -> None:
         for how, where in uses:
             if needs != (how == "identifiers"):
                 wrong.append(f"{name} at {where}")
-    assert not wrong, ("statements called the wrong way (identifier places need "
-                       f"with_identifiers, others must not use it): {wrong}")
+    assert not wrong, (
+        "statements called the wrong way (identifier places need "
+        f"with_identifiers, others must not use it): {wrong}"
+    )
 
 
 def test_the_scan_sees_each_kind_of_call() -> None:
     """The scanner itself: every shape of call pgflow uses is found."""
-    source = '''
+    source = """
 db.fetchone("a", {"x": 1})
 db.fetchall("b")
 db.run("c", params)
@@ -143,8 +147,16 @@ conn.execute(q["f"])
 db.queries.with_identifiers("g", role=r)
 db.fetchall("h" if newest else "i")
 db.retrying(lambda: db.fetchone("j", {"k": 3}))
-'''
+"""
     found = {(name, how) for name, how, _ in _named_uses(ast.parse(source), {"q"})}
-    assert found == {("a", "plain"), ("b", "plain"), ("c", "plain"), ("d", "plain"),
-                     ("f", "plain"), ("g", "identifiers"), ("h", "plain"), ("i", "plain"),
-                     ("j", "plain")}
+    assert found == {
+        ("a", "plain"),
+        ("b", "plain"),
+        ("c", "plain"),
+        ("d", "plain"),
+        ("f", "plain"),
+        ("g", "identifiers"),
+        ("h", "plain"),
+        ("i", "plain"),
+        ("j", "plain"),
+    }

@@ -19,8 +19,7 @@ def app(database_url: str) -> Iterator[pgflow.App]:
     app.shutdown(timeout=5)
 
 
-def test_pgflow_sessions_plan_with_indexes_and_user_sql_gets_the_default(
-        app: pgflow.App) -> None:
+def test_pgflow_sessions_plan_with_indexes_and_user_sql_gets_the_default(app: pgflow.App) -> None:
     seen: dict[str, str] = {}
 
     @app.transaction()
@@ -40,7 +39,8 @@ def test_pgflow_sessions_plan_with_indexes_and_user_sql_gets_the_default(
 
 
 def test_a_step_prepared_on_a_tiny_table_still_uses_an_index_after_growth(
-        app: pgflow.App, database_url: str) -> None:
+    app: pgflow.App, database_url: str
+) -> None:
     @app.step()
     def one(i: int) -> int:
         return i
@@ -58,8 +58,10 @@ def test_a_step_prepared_on_a_tiny_table_still_uses_an_index_after_growth(
         admin.execute("ANALYZE pgflow.workflow_status")  # the statistics of a tiny table
         for i in range(1, 9):
             assert _run_on(app, conn, lambda i=i: steps(i)) == 2 * i
-        admin.execute("INSERT INTO pgflow.workflow_status (workflow_id, name, status, inputs)"
-                      " SELECT 'g' || g, 'x', 'SUCCESS', '[]' FROM generate_series(1, 30000) g")
+        admin.execute(
+            "INSERT INTO pgflow.workflow_status (workflow_id, name, status, inputs)"
+            " SELECT 'g' || g, 'x', 'SUCCESS', '[]' FROM generate_series(1, 30000) g"
+        )
         try:
             conn.execute("LOAD 'auto_explain'")
         except psycopg.Error as exc:
@@ -97,15 +99,21 @@ def test_reports_over_the_whole_table_may_scan_it(app: pgflow.App) -> None:
     """Counts and reports (marked `-- plan: scans`) run with sequential scans allowed, in a
     transaction of their own, and the session keeps pgflow's setting afterwards."""
     db = app.db
-    assert {"work_left", "queue_progress", "stranded_work",
-            "testing_queue_history"} <= db.queries.scanning
+    assert {
+        "work_left",
+        "queue_progress",
+        "stranded_work",
+        "testing_queue_history",
+    } <= db.queries.scanning
     # The queue reports count through the ENQUEUED and PENDING partial indexes instead (and
     # a scanning statement also gets JIT, which compiled for half a second per report).
     assert not {"claim_workflows", "queue_overview", "queue_partitions"} & db.queries.scanning
     with db.connection() as conn:
-        conn.execute("INSERT INTO pgflow.workflow_status (workflow_id, name, status, queue_name,"
-                     " inputs, completed_at) SELECT 'r' || g, 'x', 'SUCCESS', 'q', '[]', now()"
-                     " FROM generate_series(1, 2000) g")
+        conn.execute(
+            "INSERT INTO pgflow.workflow_status (workflow_id, name, status, queue_name,"
+            " inputs, completed_at) SELECT 'r' || g, 'x', 'SUCCESS', 'q', '[]', now()"
+            " FROM generate_series(1, 2000) g"
+        )
         conn.execute("ANALYZE pgflow.workflow_status")
     row = db.fetchone("queue_progress", {"queues": ["q"], "since": "2000-01-01"})
     assert row is not None and row["done"] == 2000 and row["left_"] == 0
@@ -128,8 +136,9 @@ def test_session_options_keep_the_urls_own(database_url: str, monkeypatch: Any) 
     db = Database(f"{database_url}{sep}options=-c%20statement_timeout%3D12345", "pgflow")
     try:
         with db.connection() as conn:
-            assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] \
-                == "12345ms"
+            assert (
+                conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "12345ms"
+            )
             assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
     finally:
         db.close()

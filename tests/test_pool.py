@@ -85,8 +85,9 @@ def test_a_session_returned_inside_a_transaction_is_rolled_back(db: Database) ->
 
 def _sessions(url: str, name: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                           (name,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -134,8 +135,10 @@ def test_threads_sharing_a_small_pool_never_wait_for_a_second_session(database_u
     def write() -> int:
         both_inside.wait()
         with psycopg.connect(database_url, autocommit=True) as other:  # finished elsewhere
-            other.execute("UPDATE pgflow.workflow_status SET status = 'SUCCESS' "
-                          "WHERE workflow_id = %s", (pgflow.workflow_id(),))
+            other.execute(
+                "UPDATE pgflow.workflow_status SET status = 'SUCCESS' WHERE workflow_id = %s",
+                (pgflow.workflow_id(),),
+            )
         return 1
 
     @app.workflow()

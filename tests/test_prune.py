@@ -16,9 +16,13 @@ from pgflow.cli import main
 from pgflow.errors import ConfigurationError
 from tests.inprocess import running_worker, wait_for
 
-TABLES = {"workflow_status": "workflow_id", "operation_outputs": "workflow_id",
-          "notifications": "destination_id", "workflow_events": "workflow_id",
-          "workflow_event_history": "workflow_id"}
+TABLES = {
+    "workflow_status": "workflow_id",
+    "operation_outputs": "workflow_id",
+    "notifications": "destination_id",
+    "workflow_events": "workflow_id",
+    "workflow_event_history": "workflow_id",
+}
 OLD = ["old1", "old2", "olderr", "fam", "fam-1", "fam-2"]
 KEPT = ["queued", "wp", "wp-1", "recent"]
 
@@ -64,13 +68,17 @@ def _make(database_url: str, **settings: Any) -> pgflow.App:
     app.options(workflow_id="recent").call(chatty, 5)
     for target in ("old1", "recent", "queued"):
         app.send(target, "hello")
-    wait_for(lambda: _rows(database_url).get("wp-1", {}).get("workflow_status"),
-             what="the running parent's child")
+    wait_for(
+        lambda: _rows(database_url).get("wp-1", {}).get("workflow_status"),
+        what="the running parent's child",
+    )
     # Everything but "recent" was created and ended 40 days ago.
     with psycopg.connect(database_url) as conn:
-        conn.execute("UPDATE pgflow.workflow_status SET created_at = now() - interval "
-                     "'40 days', completed_at = CASE WHEN completed_at IS NULL THEN NULL "
-                     "ELSE now() - interval '40 days' END WHERE workflow_id <> 'recent'")
+        conn.execute(
+            "UPDATE pgflow.workflow_status SET created_at = now() - interval "
+            "'40 days', completed_at = CASE WHEN completed_at IS NULL THEN NULL "
+            "ELSE now() - interval '40 days' END WHERE workflow_id <> 'recent'"
+        )
     return app
 
 
@@ -79,8 +87,9 @@ def _rows(database_url: str) -> dict[str, dict[str, int]]:
     found: dict[str, dict[str, int]] = {}
     with psycopg.connect(database_url) as conn:
         for table, column in TABLES.items():
-            for wf, n in conn.execute(f"SELECT {column}, count(*) FROM pgflow.{table} "
-                                      f"GROUP BY 1").fetchall():
+            for wf, n in conn.execute(
+                f"SELECT {column}, count(*) FROM pgflow.{table} GROUP BY 1"
+            ).fetchall():
                 found.setdefault(wf, {})[table] = n
     return found
 
@@ -94,10 +103,16 @@ def app(database_url: str) -> Iterator[pgflow.App]:
 
 
 def test_prune_deletes_old_finished_workflows_with_all_their_rows(
-        app: pgflow.App, database_url: str) -> None:
+    app: pgflow.App, database_url: str
+) -> None:
     before = _rows(database_url)
-    assert before["old1"] == {"workflow_status": 1, "operation_outputs": 3, "notifications": 1,
-                              "workflow_events": 1, "workflow_event_history": 2}
+    assert before["old1"] == {
+        "workflow_status": 1,
+        "operation_outputs": 3,
+        "notifications": 1,
+        "workflow_events": 1,
+        "workflow_event_history": 2,
+    }
     assert app.count_prunable("30d") == len(OLD)
     assert _rows(database_url) == before
 
@@ -126,8 +141,11 @@ def test_cli_prune(app: pgflow.App, database_url: str) -> None:
     runner = CliRunner()
 
     def cli(*args: str, code: int = 0) -> Any:
-        result = runner.invoke(main, list(args), env={
-            "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"})
+        result = runner.invoke(
+            main,
+            list(args),
+            env={"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"},
+        )
         assert result.exit_code == code, (result.output, result.exception)
         return result.output
 
@@ -136,25 +154,31 @@ def test_cli_prune(app: pgflow.App, database_url: str) -> None:
     assert f"{len(OLD)} workflow(s) ended more than 30d ago would be deleted" in dry
     assert _rows(database_url) == before
     assert "not a duration" in cli("prune", "--older-than", "30 days", code=2)
-    out = cli("prune", "--older-than", "30d", "--status", "SUCCESS,ERROR", "--yes",
-              "--batch-size", "4")
+    out = cli(
+        "prune", "--older-than", "30d", "--status", "SUCCESS,ERROR", "--yes", "--batch-size", "4"
+    )
     assert f"deleted {len(OLD)} workflow(s)" in out and "2 batch(es)" in out
     assert "prune: 4 of about 6 deleted" in out
     assert not set(OLD) & set(_rows(database_url))
     assert "0 workflow(s) ended more than 30d ago: nothing to delete" in cli(
-        "prune", "--older-than", "30d")
+        "prune", "--older-than", "30d"
+    )
 
 
-def test_a_worker_applies_the_retention_setting(database_url: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_applies_the_retention_setting(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pgflow.worker import process
 
     monkeypatch.setattr(process, "RETENTION_EVERY", 0.2)
     app = _make(database_url, retention="30d")
     try:
         with running_worker(app, "jobs"):
-            wait_for(lambda: not set(OLD) & set(_rows(database_url)), timeout=15,
-                     what="the automatic prune")
+            wait_for(
+                lambda: not set(OLD) & set(_rows(database_url)),
+                timeout=15,
+                what="the automatic prune",
+            )
         left = _rows(database_url)
         assert set(KEPT) <= set(left)
     finally:

@@ -67,7 +67,8 @@ def test_a_paused_queue_is_not_claimed_until_resumed(app: pgflow.App, database_u
 
 
 def test_pause_survives_a_worker_restart_and_the_cli_shows_it(
-        database_url: str, tmp_path: Path) -> None:
+    database_url: str, tmp_path: Path
+) -> None:
     runner = CliRunner()
     env = {"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"}
 
@@ -86,24 +87,55 @@ def test_pause_survives_a_worker_restart_and_the_cli_shows_it(
     assert "jobs (paused)" in table and "pgflow queues resume jobs" in table
     # A worker started now (a restart) finds the queue paused: its burst ends, saying why.
     burst = subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", "worker", "-A", "tests.mgmt_app", "--burst",
-         "-P", "1", "-c", "2", "--log-format", "json"],
-        cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin", "PGFLOW_LOG_LEVEL": "info"},
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pgflow.cli",
+            "worker",
+            "-A",
+            "tests.mgmt_app",
+            "--burst",
+            "-P",
+            "1",
+            "-c",
+            "2",
+            "--log-format",
+            "json",
+        ],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin", "PGFLOW_LOG_LEVEL": "info"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert burst.returncode == 0, burst.stderr
     out = burst.stdout + burst.stderr
     assert "left: queue jobs is paused (`pgflow queues resume jobs`)" in out, out
-    banner = [json.loads(line) for line in burst.stderr.splitlines()
-              if '"worker_starting"' in line]
+    banner = [json.loads(line) for line in burst.stderr.splitlines() if '"worker_starting"' in line]
     assert banner and banner[0]["paused"] == "jobs"
     with pgflow.Client(database_url) as client:
         assert client.retrieve(h.workflow_id).status().status is pgflow.Status.ENQUEUED
     assert "queue jobs resumed" in cli("queues", "resume", "jobs").output
     again = subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", "worker", "-A", "tests.mgmt_app", "--burst",
-         "-P", "1", "-c", "2"],
-        cwd=ROOT, env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pgflow.cli",
+            "worker",
+            "-A",
+            "tests.mgmt_app",
+            "--burst",
+            "-P",
+            "1",
+            "-c",
+            "2",
+        ],
+        cwd=ROOT,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stderr
     with pgflow.Client(database_url) as client:
         assert client.retrieve(h.workflow_id).result(timeout=5) == 42

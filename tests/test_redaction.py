@@ -15,33 +15,40 @@ from pgflow.redaction import redact, redact_value
 S = "s3cr3tPW"
 
 
-@pytest.mark.parametrize("text", [
-    f"postgresql://app:{S}@db:5432/shop",
-    f"postgres://:{S}@db/shop",
-    f"see 'postgresql://app:{S}@db/x' now",
-    f"postgresql://app:p@{S}@db/x",                       # an @ in the password
-    f"host=db password={S} user=app",
-    f"host=db password = '{S} with spaces' user=app",
-    f"PGPASSWORD={S} psql",
-    f"{{'user': 'app', 'password': '{S}'}}",
-    json.dumps({"user": "app", "password": S}),
-    f"Password={S};Host=db",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"postgresql://app:{S}@db:5432/shop",
+        f"postgres://:{S}@db/shop",
+        f"see 'postgresql://app:{S}@db/x' now",
+        f"postgresql://app:p@{S}@db/x",  # an @ in the password
+        f"host=db password={S} user=app",
+        f"host=db password = '{S} with spaces' user=app",
+        f"PGPASSWORD={S} psql",
+        f"{{'user': 'app', 'password': '{S}'}}",
+        json.dumps({"user": "app", "password": S}),
+        f"Password={S};Host=db",
+    ],
+)
 def test_every_form_of_password_is_masked(text: str) -> None:
     out = redact(text)
     assert S not in out and "***" in out, out
 
 
 def test_text_without_a_password_is_unchanged() -> None:
-    for text in ("plain text", "http://example.com/a:b", "a@b.c", "user=app host=db",
-                 "the password is checked"):
+    for text in (
+        "plain text",
+        "http://example.com/a:b",
+        "a@b.c",
+        "user=app host=db",
+        "the password is checked",
+    ):
         assert redact(text) == text
 
 
 def test_redact_value_masks_secret_keys_at_any_depth() -> None:
     value = {"a": [f"x://u:{S}@h", {"Password": S, "token": None}], "n": 3}
-    assert redact_value(value) == {"a": ["x://u:***@h", {"Password": "***", "token": None}],
-                                   "n": 3}
+    assert redact_value(value) == {"a": ["x://u:***@h", {"Password": "***", "token": None}], "n": 3}
 
 
 class Leaky(Exception):

@@ -79,8 +79,9 @@ def build_app(world: World, name: str) -> pgflow.App:
     def book(tag: str, op: int, x: int) -> int:
         world.enter(tag, op, "book")
         cur = pgflow.db()
-        cur.execute("INSERT INTO public.bookings (tag, op, amount) VALUES (%s, %s, %s)",
-                    (tag, op, x + op))
+        cur.execute(
+            "INSERT INTO public.bookings (tag, op, amount) VALUES (%s, %s, %s)", (tag, op, x + op)
+        )
         return x + op
 
     @app.step(name="child_step")
@@ -139,8 +140,9 @@ def step_log(app: pgflow.App, workflow_id: str) -> list[Any]:
 
 def bookings(url: str, tag: str) -> list[tuple[int, int]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute("SELECT op, amount FROM public.bookings WHERE tag = %s ORDER BY op",
-                            (tag,)).fetchall()
+        rows = conn.execute(
+            "SELECT op, amount FROM public.bookings WHERE tag = %s ORDER BY op", (tag,)
+        ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
@@ -151,8 +153,9 @@ def counts_of(world: World, tag: str) -> dict[tuple[int, str], int]:
 @pytest.fixture
 def world(database_url: str) -> World:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.bookings (tag text, op int, amount int, "
-                     "PRIMARY KEY (tag, op))")
+        conn.execute(
+            "CREATE TABLE public.bookings (tag text, op int, amount int, PRIMARY KEY (tag, op))"
+        )
     return World(database_url)
 
 
@@ -162,13 +165,19 @@ def world(database_url: str) -> World:
 @example(ops=[["plain", None], ["child", None], ["flaky", 1]], x=5, crash=1)
 @example(ops=[["doomed", None], ["plain", None]], x=0, crash=0)
 @example(ops=[["book", None], ["plain", None], ["doomed", None]], x=7, crash=0)
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow])
-@given(ops=st.lists(OPERATIONS, min_size=1, max_size=6), x=st.integers(-50, 50),
-       crash=st.integers(0, 5))
-def test_recovered_run_matches_uninterrupted_run(world: World, ops: list[list[Any]], x: int,
-                                                 crash: int) -> None:
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    ops=st.lists(OPERATIONS, min_size=1, max_size=6),
+    x=st.integers(-50, 50),
+    crash=st.integers(0, 5),
+)
+def test_recovered_run_matches_uninterrupted_run(
+    world: World, ops: list[list[Any]], x: int, crash: int
+) -> None:
     n = next(_EXAMPLE)
     crash_op = crash % len(ops)
     event(f"crash inside a {ops[crash_op][0]} operation")
@@ -195,10 +204,14 @@ def test_recovered_run_matches_uninterrupted_run(world: World, ops: list[list[An
         # 3. The crash unwound the run (and the child's, for a child op): each handed its
         # workflow back as it went, charged, so the process's executor holds nothing more; a
         # fresh App (a new executor) recovers them.
-        expect = {crash_id} | ({f"{crash_id}-{crash_op + 1}"} if ops[crash_op][0] == "child"
-                               else set())
-        handed_back = {w.workflow_id: w.recovery_attempts
-                       for w in first.list_workflows(status="PENDING") if w.executor_id is None}
+        expect = {crash_id} | (
+            {f"{crash_id}-{crash_op + 1}"} if ops[crash_op][0] == "child" else set()
+        )
+        handed_back = {
+            w.workflow_id: w.recovery_attempts
+            for w in first.list_workflows(status="PENDING")
+            if w.executor_id is None
+        }
         assert handed_back == dict.fromkeys(expect, 1)
         assert release_executors(first, [first.executor.executor_id], charge=True) == []
         second = build_app(world, "second")
@@ -232,4 +245,3 @@ def test_recovered_run_matches_uninterrupted_run(world: World, ops: list[list[An
         first.shutdown(timeout=10)
         if second is not None:
             second.shutdown(timeout=10)
-

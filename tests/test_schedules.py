@@ -23,23 +23,30 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 # -- pure --------------------------------------------------------------------------------------
 
+
 def test_due_ticks_latest_only_or_all() -> None:
     after = T0 + timedelta(minutes=2)
     now = T0 + timedelta(minutes=17, seconds=30)
     assert due_ticks("*/5 * * * *", after, now, catch_up=False) == [T0 + timedelta(minutes=15)]
     assert due_ticks("*/5 * * * *", after, now, catch_up=True) == [
-        T0 + timedelta(minutes=m) for m in (5, 10, 15)]
+        T0 + timedelta(minutes=m) for m in (5, 10, 15)
+    ]
     # A tick exactly at `now` is due; one exactly at `after` was done already.
     assert due_ticks("*/5 * * * *", T0, T0 + timedelta(minutes=5), catch_up=False) == [
-        T0 + timedelta(minutes=5)]
+        T0 + timedelta(minutes=5)
+    ]
     assert due_ticks("*/5 * * * *", T0, T0 + timedelta(minutes=4), catch_up=True) == []
     assert due_ticks("* * * * *", T0, T0 + timedelta(hours=1), catch_up=True, limit=7) == [
-        T0 + timedelta(minutes=m) for m in range(1, 8)]
+        T0 + timedelta(minutes=m) for m in range(1, 8)
+    ]
 
 
 @settings(max_examples=100, deadline=None)
-@given(after=st.integers(0, 10_000), span=st.integers(0, 2_000),
-       every=st.sampled_from([1, 2, 5, 7, 15, 30]))
+@given(
+    after=st.integers(0, 10_000),
+    span=st.integers(0, 2_000),
+    every=st.sampled_from([1, 2, 5, 7, 15, 30]),
+)
 def test_due_ticks_properties(after: int, span: int, every: int) -> None:
     cron = f"*/{every} * * * *"
     start = T0 + timedelta(seconds=after * 7)
@@ -56,9 +63,11 @@ def test_six_fields_read_seconds_first() -> None:
     # As DBOS and Quartz read them: "*/10 * * * * *" is every ten seconds (croniter's own
     # default, seconds last, made it every second of every tenth minute).
     assert due_ticks("*/10 * * * * *", T0, T0 + timedelta(seconds=35), catch_up=True) == [
-        T0 + timedelta(seconds=s) for s in (10, 20, 30)]
+        T0 + timedelta(seconds=s) for s in (10, 20, 30)
+    ]
     assert due_ticks("30 */2 * * * *", T0, T0 + timedelta(minutes=5), catch_up=True) == [
-        T0 + timedelta(minutes=m, seconds=30) for m in (0, 2, 4)]
+        T0 + timedelta(minutes=m, seconds=30) for m in (0, 2, 4)
+    ]
     with pytest.raises(pgflow.ConfigurationError, match="seconds first"):
         schedules.validate_cron("* * * * * 70")
     with pytest.raises(pgflow.ConfigurationError, match="seconds first"):
@@ -67,14 +76,19 @@ def test_six_fields_read_seconds_first() -> None:
 
 def test_tick_ids_are_stable_utc_text() -> None:
     local = T0.astimezone(timezone(timedelta(hours=2)))
-    assert tick_id("report", local) == tick_id("report", T0) == \
-        "sched:report:2030-01-01T12:00:00+00:00"
+    assert (
+        tick_id("report", local)
+        == tick_id("report", T0)
+        == "sched:report:2030-01-01T12:00:00+00:00"
+    )
 
 
 # -- against the database ----------------------------------------------------------------------
 
-def build_app(url: str, runs: list[datetime] | None = None, catch_up: bool = False,
-              cron: str = "* * * * *") -> pgflow.App:
+
+def build_app(
+    url: str, runs: list[datetime] | None = None, catch_up: bool = False, cron: str = "* * * * *"
+) -> pgflow.App:
     """One "machine": an App with the same scheduled workflow as every other one."""
     app = pgflow.App("sched", database_url=url, app_version="sched-v1")
 
@@ -140,7 +154,8 @@ def test_missed_ticks_catch_up_or_only_the_latest(apps: Any) -> None:
     latest_only = apps()
     schedules.tick(latest_only, now=T0)
     assert schedules.tick(latest_only, now=T0 + timedelta(minutes=10, seconds=5)) == [
-        tick_id("report", T0 + timedelta(minutes=10))]
+        tick_id("report", T0 + timedelta(minutes=10))
+    ]
     assert schedules.tick(latest_only, now=T0 + timedelta(minutes=10, seconds=50)) == []
 
 
@@ -158,7 +173,8 @@ def test_a_schedule_never_runs_ticks_from_before_it_was_first_seen(apps: Any) ->
     app = apps(catch_up=True)
     assert schedules.tick(app, now=T0 + timedelta(seconds=59)) == []  # registered here
     assert schedules.tick(app, now=T0 + timedelta(minutes=1)) == [
-        tick_id("report", T0 + timedelta(minutes=1))]
+        tick_id("report", T0 + timedelta(minutes=1))
+    ]
 
 
 def test_the_worker_drives_schedules(apps: Any) -> None:
@@ -177,6 +193,7 @@ def test_scheduled_checks_its_arguments(database_url: str) -> None:
     with pytest.raises(pgflow.ConfigurationError, match="cron"):
         app.scheduled("every minute")
     with pytest.raises(pgflow.ConfigurationError, match="one argument"):
+
         @app.scheduled("* * * * *")
         def no_args() -> None: ...
 

@@ -58,8 +58,9 @@ def test_registered_dataclasses_and_models_round_trip() -> None:
     codec = typed(Item, Order, Receipt)
     order = Order(7, [Item("a", Decimal("1.50")), Item("b", Decimal("2"))], AT, note="gift")
     order.total = 350
-    back = round_trip(codec, {"order": order, "receipts": [Receipt(order_id=7, paid_at=AT,
-                                                                   lines=["a", "b"])]})
+    back = round_trip(
+        codec, {"order": order, "receipts": [Receipt(order_id=7, paid_at=AT, lines=["a", "b"])]}
+    )
     assert back["order"] == order and back["order"].total == 350
     assert type(back["order"].items[0]) is Item and back["order"].items[0].price == Decimal("1.50")
     assert back["receipts"][0] == Receipt(order_id=7, paid_at=AT, lines=["a", "b"])
@@ -69,8 +70,9 @@ def test_registered_dataclasses_and_models_round_trip() -> None:
 
 def test_unregistered_classes_are_refused_with_the_fix() -> None:
     with pytest.raises(pgflow.SerializationError, match=r"app\.register_type"):
-        dumps_value(typed(Order), Order(1, [Item("a", Decimal(1))], AT), max_bytes=1 << 20,
-                    what="v")  # Item is not registered
+        dumps_value(
+            typed(Order), Order(1, [Item("a", Decimal(1))], AT), max_bytes=1 << 20, what="v"
+        )  # Item is not registered
     with pytest.raises(pgflow.SerializationError, match=r"app\.register_type"):
         dumps_value(JSON, Item("a", Decimal(1)), max_bytes=1 << 20, what="v")
     with pytest.raises(pgflow.ConfigurationError, match="dataclass or a pydantic"):
@@ -83,7 +85,10 @@ def test_a_name_in_a_row_is_never_imported() -> None:
         loads_value(typed(Order), "json", text)
     # Without an app (a Client, the CLI): its fields, and its name.
     assert loads_value(JSON, "json", text) == {
-        "__type__": "tests.test_serialization_types.Item", "sku": "a", "price": Decimal(1)}
+        "__type__": "tests.test_serialization_types.Item",
+        "sku": "a",
+        "price": Decimal(1),
+    }
 
 
 @pytest.fixture
@@ -113,16 +118,20 @@ def test_a_workflow_takes_and_returns_registered_types(app: pgflow.App) -> None:
     [step] = app.steps(handle.workflow_id)
     assert step.output == Decimal("1.25")
     with pgflow.Client(app.settings.database_url) as client:
-        assert client.retrieve(handle.workflow_id).status().output["__type__"] == \
-            "tests.test_serialization_types.Receipt"
+        assert (
+            client.retrieve(handle.workflow_id).status().output["__type__"]
+            == "tests.test_serialization_types.Receipt"
+        )
 
 
 def test_pickle_stays_opt_in_and_needs_no_registration(database_url: str) -> None:
     app = pgflow.App("pickled", database_url=database_url, serializer="pickle", types=[Item])
     try:
         assert app.serializer.name == "pickle"
-        assert loads_value(app.serializer, "pickle", dumps_value(
-            app.serializer, Order(1, [], AT), max_bytes=1 << 20, what="v")) == \
-            Order(1, [], AT)
+        assert loads_value(
+            app.serializer,
+            "pickle",
+            dumps_value(app.serializer, Order(1, [], AT), max_bytes=1 << 20, what="v"),
+        ) == Order(1, [], AT)
     finally:
         app.shutdown(timeout=5)

@@ -31,21 +31,42 @@ workers = test_worker.workers
 
 
 def test_a_frozen_child_is_killed_and_its_work_finishes_elsewhere(
-        app: pgflow.App, database_url: str, workers: Any) -> None:
+    app: pgflow.App, database_url: str, workers: Any
+) -> None:
     """SIGSTOP freezes the child exactly as a stuck process would be: no turn of its main
     loop, no heartbeat thread, nothing. Its heartbeat timeout (120 s here) is far away: only the
     supervisor's --child-timeout can explain a prompt recovery."""
     handles = [worker_app.plain.enqueue(worker_app.timed, "frozen", None, 1.0) for _ in range(4)]
-    w = workers("-P", "1", "-c", "2", "--burst", "--child-timeout", "2",
-                "--heartbeat-timeout", "120", "--poll-interval", "0.5")
-    busy = wait_for("a span in flight", lambda: query(
-        database_url, "SELECT pid FROM public.spans WHERE ended IS NULL LIMIT 1"), 30)
+    w = workers(
+        "-P",
+        "1",
+        "-c",
+        "2",
+        "--burst",
+        "--child-timeout",
+        "2",
+        "--heartbeat-timeout",
+        "120",
+        "--poll-interval",
+        "0.5",
+    )
+    busy = wait_for(
+        "a span in flight",
+        lambda: query(database_url, "SELECT pid FROM public.spans WHERE ended IS NULL LIMIT 1"),
+        30,
+    )
     victim = busy[0]["pid"]
     assert parent_of(victim) == w.pid
     executor = worker_pids(database_url)[victim]
-    owned = {r["workflow_id"] for r in query(
-        database_url, "SELECT workflow_id FROM pgflow.workflow_status "
-        "WHERE executor_id = %s AND status = 'PENDING'", (executor,))}
+    owned = {
+        r["workflow_id"]
+        for r in query(
+            database_url,
+            "SELECT workflow_id FROM pgflow.workflow_status "
+            "WHERE executor_id = %s AND status = 'PENDING'",
+            (executor,),
+        )
+    }
     assert owned
     os.kill(victim, signal.SIGSTOP)
     stopped = time.monotonic()
@@ -63,8 +84,12 @@ def test_a_frozen_child_is_killed_and_its_work_finishes_elsewhere(
     rows = assert_all_success(database_url, 4)
     assert {i for i, r in rows.items() if r["recovery_attempts"] == 1} == owned
     assert all(r["recovery_attempts"] == 0 for i, r in rows.items() if i not in owned)
-    finishers = {r["workflow_id"]: r["pid"] for r in query(
-        database_url, "SELECT workflow_id, pid FROM public.spans WHERE ended IS NOT NULL")}
+    finishers = {
+        r["workflow_id"]: r["pid"]
+        for r in query(
+            database_url, "SELECT workflow_id, pid FROM public.spans WHERE ended IS NOT NULL"
+        )
+    }
     assert all(finishers[i] != victim for i in owned)
     assert all(h.status().status is pgflow.Status.SUCCESS for h in handles)
 
@@ -80,8 +105,7 @@ def test_a_busy_child_is_not_silent(app: pgflow.App, database_url: str, workers:
     assert len(w.events("worker_process_started")) == 1
 
 
-def test_children_failing_at_every_start_halt_the_worker(database_url: str,
-                                                         workers: Any) -> None:
+def test_children_failing_at_every_start_halt_the_worker(database_url: str, workers: Any) -> None:
     """The task module imports in the supervisor and raises in every child (each imports it
     afresh): the worker exits with the documented code within a bounded time, saying why in
     one line, instead of respawning forever."""
@@ -101,33 +125,61 @@ def test_children_failing_at_every_start_halt_the_worker(database_url: str,
     # The child's own error, in the loader's one line (file and line named).
     assert "RuntimeError at tests/boot_fail_app.py:" in halted["error"], halted
     assert "boot_fail_app cannot start in a forked worker process" in halted["error"], halted
-    assert f"{BOOT_FAILURES_BEFORE_HALT} worker processes in a row failed to start" in \
-        halted["reason"]
+    assert (
+        f"{BOOT_FAILURES_BEFORE_HALT} worker processes in a row failed to start" in halted["reason"]
+    )
     assert not w.events("worker_stopped")
 
 
 def test_sighup_replaces_the_children_with_new_code_without_losing_work(
-        database_url: str, workers: Any, tmp_path: Path) -> None:
+    database_url: str, workers: Any, tmp_path: Path
+) -> None:
     code_file = tmp_path / "code.txt"
     code_file.write_text("v1")
     client = pgflow.Client(database_url)
     try:
-        first = [client.enqueue(
-            "jobs", "tests.reload_app.which_code", 1.5, app_version="reload-v1") for _ in range(4)]
-        w = workers("-P", "2", "-c", "2", "--grace", "10", *FAST, app="tests.reload_app",
-                    env={"RELOAD_APP_FILE": str(code_file)})
-        old = wait_for("two worker processes", lambda: len(worker_pids(database_url)) == 2
-                       and set(worker_pids(database_url)), 30)
-        wait_for("work in flight", lambda: query(
-            database_url, "SELECT 1 FROM pgflow.workflow_status WHERE status = 'PENDING'"), 30)
+        first = [
+            client.enqueue("jobs", "tests.reload_app.which_code", 1.5, app_version="reload-v1")
+            for _ in range(4)
+        ]
+        w = workers(
+            "-P",
+            "2",
+            "-c",
+            "2",
+            "--grace",
+            "10",
+            *FAST,
+            app="tests.reload_app",
+            env={"RELOAD_APP_FILE": str(code_file)},
+        )
+        old = wait_for(
+            "two worker processes",
+            lambda: len(worker_pids(database_url)) == 2 and set(worker_pids(database_url)),
+            30,
+        )
+        wait_for(
+            "work in flight",
+            lambda: query(
+                database_url, "SELECT 1 FROM pgflow.workflow_status WHERE status = 'PENDING'"
+            ),
+            30,
+        )
 
         code_file.write_text("v2")
         os.kill(w.pid, signal.SIGHUP)
-        second = [client.enqueue(
-            "jobs", "tests.reload_app.which_code", 0.1, app_version="reload-v1") for _ in range(4)]
-        new = wait_for("two new worker processes", lambda: len(
-            set(worker_pids(database_url)) - old) == 2 and set(worker_pids(database_url)) - old,
-            30)
+        second = [
+            client.enqueue("jobs", "tests.reload_app.which_code", 0.1, app_version="reload-v1")
+            for _ in range(4)
+        ]
+        new = wait_for(
+            "two new worker processes",
+            lambda: (
+                len(set(worker_pids(database_url)) - old) == 2
+                and set(worker_pids(database_url)) - old
+            ),
+            30,
+        )
         wait_for("the old children gone", lambda: all(process_gone(p) for p in old), 30)
         assert all(parent_of(p) == w.pid for p in new)
 
@@ -150,12 +202,20 @@ def test_sighup_replaces_the_children_with_new_code_without_losing_work(
         client.close()
 
 
-def test_children_hanging_in_start_up_are_killed_and_halt_the_worker(database_url: str,
-                                                                      workers: Any) -> None:
+def test_children_hanging_in_start_up_are_killed_and_halt_the_worker(
+    database_url: str, workers: Any
+) -> None:
     """A child that never becomes ready is silent from its fork: killed after --child-timeout
     and counted as a start-up failure."""
-    w = workers("-P", "2", "--child-timeout", "1", *FAST, app="tests.boot_fail_app",
-                env={"BOOT_FAIL_APP_MODE": "hang"})
+    w = workers(
+        "-P",
+        "2",
+        "--child-timeout",
+        "1",
+        *FAST,
+        app="tests.boot_fail_app",
+        env={"BOOT_FAIL_APP_MODE": "hang"},
+    )
     started = time.monotonic()
     code = w.wait(60)
     took = time.monotonic() - started

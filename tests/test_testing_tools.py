@@ -47,8 +47,9 @@ def test_clock_moves_database_time_for_its_app_only(database_url: str) -> None:
         app.shutdown()
 
 
-def test_an_unmoved_clock_costs_no_statement_at_checkout(database_url: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unmoved_clock_costs_no_statement_at_checkout(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = Database(database_url, "pgflow")
 
     def refuse(*args: object) -> None:
@@ -121,13 +122,29 @@ def test_drain_recovers_work_of_an_executor_that_stopped_heartbeating(database_u
             jobs.enqueue(job, i)
         # A worker on another machine claimed both, then the machine stopped.
         gone = new_executor_id()
-        app.db.fetchone("register_executor", {
-            "executor_id": gone, "hostname": "elsewhere", "pid": 1,
-            "app_version": app.app_version, "kind": "worker", "queues": ["jobs"], "names": []})
-        claimed = app.db.fetchall("claim_workflows", {
-            "queue_name": "jobs", "app_version": app.app_version,
-            "names": sorted(app.registry.workflows), "executor_id": gone, "limit": 2,
-            "strict": False})
+        app.db.fetchone(
+            "register_executor",
+            {
+                "executor_id": gone,
+                "hostname": "elsewhere",
+                "pid": 1,
+                "app_version": app.app_version,
+                "kind": "worker",
+                "queues": ["jobs"],
+                "names": [],
+            },
+        )
+        claimed = app.db.fetchall(
+            "claim_workflows",
+            {
+                "queue_name": "jobs",
+                "app_version": app.app_version,
+                "names": sorted(app.registry.workflows),
+                "executor_id": gone,
+                "limit": 2,
+                "strict": False,
+            },
+        )
         assert len(claimed) == 2
         summary = drain(app, clock=Clock(app), timeout=30)
         assert summary.done == 2 and summary.left == 0

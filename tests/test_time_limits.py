@@ -145,7 +145,8 @@ def test_time_limit_applies_to_a_plain_call_too(app: pgflow.App) -> None:
 
 
 def test_fast_step_with_a_limit_returns_its_value_and_raises_its_own_errors(
-        app: pgflow.App) -> None:
+    app: pgflow.App,
+) -> None:
     class Declined(Exception):
         pass
 
@@ -167,6 +168,7 @@ def test_fast_step_with_a_limit_returns_its_value_and_raises_its_own_errors(
 @pytest.mark.parametrize("limit", [0, 0.0, -1, math.nan, math.inf, -math.inf, True, "3"])
 def test_impossible_time_limits_are_refused_when_declared(app: pgflow.App, limit: Any) -> None:
     with pytest.raises(pgflow.InvalidValue, match="time_limit"):
+
         @app.step(time_limit=limit)
         def never() -> None:
             pass
@@ -188,7 +190,8 @@ def note_attempts(url: str) -> list[int]:
 
 
 def test_transaction_statement_past_the_limit_is_cancelled_and_retried(
-        app: pgflow.App, notes: str) -> None:
+    app: pgflow.App, notes: str
+) -> None:
     """Attempt 1 writes, then a statement sleeps past the limit: the server cancels it, the
     attempt's write rolls back, and attempt 2 (fast) commits with the checkpoint."""
     starts: list[float] = []
@@ -217,7 +220,8 @@ def test_transaction_statement_past_the_limit_is_cancelled_and_retried(
 
 
 def test_transaction_over_its_limit_in_all_rolls_back_and_fails(
-        app: pgflow.App, notes: str) -> None:
+    app: pgflow.App, notes: str
+) -> None:
     """Each statement under the limit, the attempt over it: rolled back, the workflow ERROR
     with StepTimeLimitExceeded; a statement cancelled by the limit gives the same error,
     with the server's QueryCanceled as its cause."""

@@ -17,10 +17,17 @@ SAMPLE = ROOT / "tests" / "typing_sample.py"
 
 
 def test_mypy_checks_workflow_calls_and_results() -> None:
-    out, err, status = api.run([
-        "--strict", "--warn-unused-ignores", "--no-error-summary", "--show-error-codes",
-        "--config-file", str(ROOT / "pyproject.toml"),
-        "--cache-dir", str(ROOT / ".mypy_cache"),
-        str(SAMPLE)])
+    out, err, status = api.run(
+        [
+            "--strict",
+            "--warn-unused-ignores",
+            "--no-error-summary",
+            "--show-error-codes",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            str(SAMPLE),
+        ]
+    )
     assert status == 0, f"mypy on {SAMPLE.name}:\n{out}{err}"
-

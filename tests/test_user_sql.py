@@ -28,8 +28,10 @@ def app(database_url: str) -> Iterator[pgflow.App]:
 @pytest.fixture
 def orders(database_url: str) -> str:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.orders (id serial PRIMARY KEY, ref text NOT NULL "
-                     "UNIQUE, note text)")
+        conn.execute(
+            "CREATE TABLE public.orders (id serial PRIMARY KEY, ref text NOT NULL "
+            "UNIQUE, note text)"
+        )
         conn.execute("INSERT INTO public.orders (ref) VALUES ('taken')")
     return database_url
 
@@ -42,10 +44,13 @@ def rows(url: str) -> list[str]:
 def recorded(url: str, workflow_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The raw recorded error of a workflow and of its steps (JSON as stored)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        wf = conn.execute("SELECT error FROM pgflow.workflow_status WHERE workflow_id = %s",
-                          (workflow_id,)).fetchone()
-        steps = conn.execute("SELECT error FROM pgflow.operation_outputs "
-                             "WHERE workflow_id = %s ORDER BY step_id", (workflow_id,)).fetchall()
+        wf = conn.execute(
+            "SELECT error FROM pgflow.workflow_status WHERE workflow_id = %s", (workflow_id,)
+        ).fetchone()
+        steps = conn.execute(
+            "SELECT error FROM pgflow.operation_outputs WHERE workflow_id = %s ORDER BY step_id",
+            (workflow_id,),
+        ).fetchall()
     assert wf is not None
     return (json.loads(wf[0]) if wf[0] else {}), [json.loads(s[0]) for s in steps if s[0]]
 
@@ -77,8 +82,9 @@ def test_unique_violation_is_catchable_in_the_workflow(app: pgflow.App, orders: 
     assert app.options(workflow_id="dup").call(flow) == "duplicate 23505"
 
 
-def test_undefined_table_is_the_users_error_not_schema_not_migrated(app: pgflow.App,
-                                                                     orders: str) -> None:
+def test_undefined_table_is_the_users_error_not_schema_not_migrated(
+    app: pgflow.App, orders: str
+) -> None:
     @app.transaction()
     def lookup() -> Any:
         return pgflow.db().execute("SELECT * FROM public.no_such_table").fetchall()
@@ -105,8 +111,7 @@ def test_undefined_table_is_the_users_error_not_schema_not_migrated(app: pgflow.
         lookup()
 
 
-def test_user_error_is_retried_by_the_step_policy_as_itself(app: pgflow.App,
-                                                            orders: str) -> None:
+def test_user_error_is_retried_by_the_step_policy_as_itself(app: pgflow.App, orders: str) -> None:
     calls = []
 
     @app.transaction(retries=2, interval=0.0)
@@ -119,21 +124,25 @@ def test_user_error_is_retried_by_the_step_policy_as_itself(app: pgflow.App,
     assert len(calls) == 3
 
 
-@pytest.mark.parametrize("statement", [
-    "COMMIT",
-    "commit work",
-    "END",
-    "ROLLBACK",
-    "abort",
-    "BEGIN",
-    "START TRANSACTION",
-    "PREPARE TRANSACTION 'pgflow-test'",
-    "INSERT INTO public.orders (ref) VALUES ('second'); COMMIT",
-    sql.SQL("COMMIT"),
-    b"COMMIT",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COMMIT",
+        "commit work",
+        "END",
+        "ROLLBACK",
+        "abort",
+        "BEGIN",
+        "START TRANSACTION",
+        "PREPARE TRANSACTION 'pgflow-test'",
+        "INSERT INTO public.orders (ref) VALUES ('second'); COMMIT",
+        sql.SQL("COMMIT"),
+        b"COMMIT",
+    ],
+)
 def test_transaction_control_in_the_body_is_refused_and_nothing_commits(
-        app: pgflow.App, orders: str, statement: Any) -> None:
+    app: pgflow.App, orders: str, statement: Any
+) -> None:
     @app.transaction()
     def reserve() -> str:
         pgflow.db().execute("INSERT INTO public.orders (ref) VALUES ('first')")
@@ -158,10 +167,10 @@ def test_transaction_control_in_the_body_is_refused_and_nothing_commits(
     assert rows(orders) == ["taken"]
 
 
-def test_commit_through_the_raw_connection_fails_the_step(app: pgflow.App,
-                                                          orders: str) -> None:
+def test_commit_through_the_raw_connection_fails_the_step(app: pgflow.App, orders: str) -> None:
     """Going around the guard (the cursor's connection) cannot be stopped before the server
     commits, but the step fails loudly and records no output."""
+
     @app.transaction()
     def sneaky() -> str:
         cur = pgflow.db()
@@ -180,8 +189,9 @@ def test_commit_through_the_raw_connection_fails_the_step(app: pgflow.App,
     assert step.output is None and isinstance(step.error, pgflow.TransactionControlError)
 
 
-def test_savepoints_are_allowed_and_a_swallowed_error_is_explained(app: pgflow.App,
-                                                                   orders: str) -> None:
+def test_savepoints_are_allowed_and_a_swallowed_error_is_explained(
+    app: pgflow.App, orders: str
+) -> None:
     @app.transaction()
     def careful() -> str:
         cur = pgflow.db()
@@ -219,8 +229,7 @@ def test_savepoints_are_allowed_and_a_swallowed_error_is_explained(app: pgflow.A
     assert rows(orders) == ["taken", "kept"]
 
 
-def test_lost_connection_in_the_body_is_retried_by_pgflow(app: pgflow.App,
-                                                          orders: str) -> None:
+def test_lost_connection_in_the_body_is_retried_by_pgflow(app: pgflow.App, orders: str) -> None:
     """The body's session is killed mid-body: not the user's error; pgflow retries the whole
     transaction on a new connection (the first attempt rolled back)."""
     bodies = []
@@ -243,33 +252,40 @@ def test_lost_connection_in_the_body_is_retried_by_pgflow(app: pgflow.App,
     assert [s.output for s in app.steps("lost")] == [2]
 
 
-@pytest.mark.parametrize(("text", "found"), [
-    ("commit", "COMMIT"),
-    ("  /* a /* nested */ comment */ COMMIT;", "COMMIT"),
-    ("END TRANSACTION", "END"),
-    ("rollback", "ROLLBACK"),
-    ("ROLLBACK AND CHAIN", "ROLLBACK"),
-    ("ABORT WORK", "ABORT"),
-    ("BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN"),
-    ("START TRANSACTION", "START"),
-    ("PREPARE TRANSACTION 'x'", "PREPARE TRANSACTION"),
-    ("SELECT 1; COMMIT", "COMMIT"),
-    ("SELECT E'it\\'s; COMMIT'; ROLLBACK", "ROLLBACK"),
-    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 "
-     "END; END; COMMIT", "COMMIT"),
-    ("ROLLBACK TO SAVEPOINT a", None),
-    ("rollback work to a", None),
-    ("SAVEPOINT a; RELEASE SAVEPOINT a", None),
-    ("PREPARE q AS SELECT 1", None),
-    ("SELECT 'COMMIT'", None),
-    ('SELECT "commit" FROM t', None),
-    ("-- COMMIT\nSELECT 1", None),
-    ("DO $$BEGIN PERFORM 1; END$$", None),
-    ("DO $body$ BEGIN COMMIT; END $body$", None),
-    ("SELECT $1::int; SELECT 2", None),
-    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", None),
-    ("INSERT INTO t (note) VALUES ('a;b''c'); UPDATE t SET x = 1", None),
-])
-def test_transaction_control_is_found_outside_quotes_and_comments(text: str,
-                                                                  found: str | None) -> None:
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("commit", "COMMIT"),
+        ("  /* a /* nested */ comment */ COMMIT;", "COMMIT"),
+        ("END TRANSACTION", "END"),
+        ("rollback", "ROLLBACK"),
+        ("ROLLBACK AND CHAIN", "ROLLBACK"),
+        ("ABORT WORK", "ABORT"),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN"),
+        ("START TRANSACTION", "START"),
+        ("PREPARE TRANSACTION 'x'", "PREPARE TRANSACTION"),
+        ("SELECT 1; COMMIT", "COMMIT"),
+        ("SELECT E'it\\'s; COMMIT'; ROLLBACK", "ROLLBACK"),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC "
+            "SELECT CASE WHEN true THEN 1 END; END; COMMIT",
+            "COMMIT",
+        ),
+        ("ROLLBACK TO SAVEPOINT a", None),
+        ("rollback work to a", None),
+        ("SAVEPOINT a; RELEASE SAVEPOINT a", None),
+        ("PREPARE q AS SELECT 1", None),
+        ("SELECT 'COMMIT'", None),
+        ('SELECT "commit" FROM t', None),
+        ("-- COMMIT\nSELECT 1", None),
+        ("DO $$BEGIN PERFORM 1; END$$", None),
+        ("DO $body$ BEGIN COMMIT; END $body$", None),
+        ("SELECT $1::int; SELECT 2", None),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", None),
+        ("INSERT INTO t (note) VALUES ('a;b''c'); UPDATE t SET x = 1", None),
+    ],
+)
+def test_transaction_control_is_found_outside_quotes_and_comments(
+    text: str, found: str | None
+) -> None:
     assert transaction_control(text) == found

@@ -75,7 +75,8 @@ def test_strict_versions_keeps_rows_to_their_own_version(make_app: Any) -> None:
 
 
 def test_started_work_runs_only_on_its_version_until_retargeted(
-        make_app: Any, database_url: str) -> None:
+    make_app: Any, database_url: str
+) -> None:
     """A workflow parked in a durable sleep has checkpoints: version 2 does not take it; the
     report names the retarget command; once retargeted, version 2 replays it and finishes."""
     old = make_app("v1", sleep_threshold=0.5)
@@ -152,15 +153,49 @@ def test_the_burst_summary_says_why_work_is_left(database_url: str) -> None:
     with pgflow.Client(database_url) as client:
         client.enqueue("jobs", "double", 3)
     env = {"PGFLOW_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
-    first = subprocess.run([sys.executable, "-m", "pgflow.cli", "worker", "-A",
-                            "tests.mgmt_app", "--burst", "-P", "1", "-c", "2"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgflow.cli",
+            "worker",
+            "-A",
+            "tests.mgmt_app",
+            "--burst",
+            "-P",
+            "1",
+            "-c",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
     with pgflow.Client(database_url) as client:
         client.enqueue("jobs", "tasks.nope", 1)
-    second = subprocess.run([sys.executable, "-m", "pgflow.cli", "worker", "-A",
-                             "tests.mgmt_app", "--burst", "-P", "1", "-c", "2"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgflow.cli",
+            "worker",
+            "-A",
+            "tests.mgmt_app",
+            "--burst",
+            "-P",
+            "1",
+            "-c",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert second.returncode == 0, second.stderr
     out = second.stdout + second.stderr
     assert "1 left" in out

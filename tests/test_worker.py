@@ -603,7 +603,8 @@ def test_abandoned_step_bodies_piling_up_replace_the_process(
     assert backstop["n"] == 2 and backstop["overdue"] == 0
     assert [e["exit_code"] for e in w.events("worker_process_exited")] == [4]
     assert len(w.events("worker_process_started")) == 2
-    runs = query(database_url, "SELECT step, count(*) AS n FROM public.step_runs "
-                               "GROUP BY step ORDER BY step")
+    runs = query(
+        database_url, "SELECT step, count(*) AS n FROM public.step_runs GROUP BY step ORDER BY step"
+    )
     assert {r["step"]: r["n"] for r in runs} == {"hangs_on0": 1, "hangs_on1": 1, "nap": 2}
     assert h.status().recovery_attempts == 0

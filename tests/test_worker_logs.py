@@ -27,14 +27,18 @@ def app(database_url: str) -> Iterator[pgflow.App]:
 
 
 def show(database_url: str, workflow_id: str, *args: str) -> str:
-    result = CliRunner().invoke(main, ["workflows", "show", workflow_id, *args], env={
-        "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"})
+    result = CliRunner().invoke(
+        main,
+        ["workflows", "show", workflow_id, *args],
+        env={"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"},
+    )
     assert result.exit_code == 0, result.output
     return result.output
 
 
 def test_workflow_lines_retries_and_tracebacks(
-        app: pgflow.App, database_url: str, tmp_path: Path) -> None:
+    app: pgflow.App, database_url: str, tmp_path: Path
+) -> None:
     jobs = logging_app.jobs
     jobs.options(workflow_id="fine-1").enqueue(logging_app.fine)
     jobs.options(workflow_id="flaky-1").enqueue(logging_app.flaky)
@@ -58,15 +62,17 @@ def test_workflow_lines_retries_and_tracebacks(
     assert "hunter2" not in json.dumps(failed) and "ValueError" in failed["error"]
 
     retries = worker.events("step_retrying")
-    assert [(e["attempt"], e["max_attempts"], e["next_delay_s"]) for e in retries] == \
-        [(1, 4, 0.05), (2, 4, 0.1)]
+    assert [(e["attempt"], e["max_attempts"], e["next_delay_s"]) for e in retries] == [
+        (1, 4, 0.05),
+        (2, 4, 0.1),
+    ]
     assert retries[0]["level"] == "warning" and retries[0]["workflow_id"] == "flaky-1"
     assert retries[0]["step"] == "tests.logging_app.flaky_step"
     assert retries[1]["error"] == "ConnectionError: flaky attempt 2"
     assert retries[0]["error_at"].endswith("logging_app.py:20")
 
     shown = show(database_url, "broken-1")
-    assert "traceback:" in shown and 'in broken' in shown and "hunter2" not in shown
+    assert "traceback:" in shown and "in broken" in shown and "hunter2" not in shown
     detail = json.loads(show(database_url, "broken-1", "--json"))
     assert "Traceback" in detail["workflow"]["error"]["traceback"]
 
@@ -79,12 +85,14 @@ def test_workflow_lines_retries_and_tracebacks(
 
 
 def test_quiet_keeps_only_failures_and_retries(
-        app: pgflow.App, database_url: str, tmp_path: Path) -> None:
+    app: pgflow.App, database_url: str, tmp_path: Path
+) -> None:
     logging_app.jobs.options(workflow_id="fine-2").enqueue(logging_app.fine)
     logging_app.jobs.options(workflow_id="flaky-2").enqueue(logging_app.flaky)
     logging_app.jobs.options(workflow_id="broken-2").enqueue(logging_app.broken)
-    worker = Worker(database_url, tmp_path, "--burst", "-P", "1", "--quiet",
-                    app="tests.logging_app")
+    worker = Worker(
+        database_url, tmp_path, "--burst", "-P", "1", "--quiet", app="tests.logging_app"
+    )
     assert worker.wait(60) == 0, worker.stderr()[-3000:]
     levels = {e["level"] for e in worker.events()}
     assert levels <= {"warning", "error"}, worker.stderr()[-3000:]

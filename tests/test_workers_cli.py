@@ -30,10 +30,14 @@ def cli(database_url: str) -> Any:
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> Any:
-        result = runner.invoke(main, list(args), env={
-            "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"})
+        result = runner.invoke(
+            main,
+            list(args),
+            env={"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"},
+        )
         assert result.exit_code == code, (result.output, result.exception)
         return result
+
     return run
 
 
@@ -53,17 +57,23 @@ def stale_executor(url: str, workflow_id: str) -> None:
     """An executor on another machine whose heartbeat stopped a minute ago, holding a
     workflow (not reaped yet: a live executor reaps only after heartbeating for a timeout)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO pgflow.executors (executor_id, hostname, pid, app_version, "
-                     "kind, queues, started_at, heartbeat_at) VALUES ('stale-1', 'far-host', "
-                     "4242, 'ops-0', 'worker', ARRAY['jobs'], pgflow.clock() - interval '1 hour', "
-                     "pgflow.clock() - interval '60 seconds')")
-        conn.execute("UPDATE pgflow.workflow_status SET status = 'PENDING', "
-                     "executor_id = 'stale-1', started_at = pgflow.clock() - interval '70 s' "
-                     "WHERE workflow_id = %s", (workflow_id,))
+        conn.execute(
+            "INSERT INTO pgflow.executors (executor_id, hostname, pid, app_version, "
+            "kind, queues, started_at, heartbeat_at) VALUES ('stale-1', 'far-host', "
+            "4242, 'ops-0', 'worker', ARRAY['jobs'], pgflow.clock() - interval '1 hour', "
+            "pgflow.clock() - interval '60 seconds')"
+        )
+        conn.execute(
+            "UPDATE pgflow.workflow_status SET status = 'PENDING', "
+            "executor_id = 'stale-1', started_at = pgflow.clock() - interval '70 s' "
+            "WHERE workflow_id = %s",
+            (workflow_id,),
+        )
 
 
 def test_workers_lists_live_and_stale_executors_with_their_work(
-        app: pgflow.App, cli: Any, database_url: str) -> None:
+    app: pgflow.App, cli: Any, database_url: str
+) -> None:
     jobs = app.queue("jobs", concurrency=1)
     gate = threading.Event()
     wf = held(app, gate)
@@ -74,23 +84,41 @@ def test_workers_lists_live_and_stale_executors_with_their_work(
         wait_for(lambda: h.status().status is pgflow.Status.PENDING, what="the workflow to run")
 
         found = app.workers()
-        assert [(w.executor_id, w.alive) for w in found] == [(worker.executor_id, True),
-                                                              ("stale-1", False)]
+        assert [(w.executor_id, w.alive) for w in found] == [
+            (worker.executor_id, True),
+            ("stale-1", False),
+        ]
         live, stale = found
         assert (live.kind, live.queues, live.app_version, live.pid) == (
-            "worker", ["jobs"], "ops-1", os.getpid())
+            "worker",
+            ["jobs"],
+            "ops-1",
+            os.getpid(),
+        )
         assert 0 <= live.heartbeat_age_s < 10
         [running] = live.workflows
         assert (running.workflow_id, running.name, running.queue_name) == (
-            h.workflow_id, "held", "jobs")
+            h.workflow_id,
+            "held",
+            "jobs",
+        )
         assert running.running_s is not None and 0 <= running.running_s < 10
         assert 60 <= stale.heartbeat_age_s < 70 and stale.hostname == "far-host"
         assert [a.workflow_id for a in stale.workflows] == [orphan.workflow_id]
 
         table = cli("workers").output
         lines = table.splitlines()
-        assert lines[0].split() == ["EXECUTOR", "HOST", "PID", "VERSION", "KIND", "QUEUES",
-                                    "HEARTBEAT", "STARTED", "RUNNING"]
+        assert lines[0].split() == [
+            "EXECUTOR",
+            "HOST",
+            "PID",
+            "VERSION",
+            "KIND",
+            "QUEUES",
+            "HEARTBEAT",
+            "STARTED",
+            "RUNNING",
+        ]
         assert lines[1].startswith(worker.executor_id) and " jobs " in lines[1]
         assert "running now:" in table and h.workflow_id in table
         assert "stale heartbeat (dead, not reaped yet):" in table and "stale-1" in table
@@ -110,31 +138,44 @@ def test_workers_lists_live_and_stale_executors_with_their_work(
 
 
 def test_reaped_executors_are_listed_as_died_recently_and_the_record_is_bounded(
-        app: pgflow.App, cli: Any, database_url: str) -> None:
+    app: pgflow.App, cli: Any, database_url: str
+) -> None:
     from pgflow.recovery import KEEP_DEATHS, reap_dead_executors
 
     wf = held(app, threading.Event())
     orphan = app.queue("other").options(delay=3600).enqueue(wf)
     stale_executor(database_url, orphan.workflow_id)
     with psycopg.connect(database_url, autocommit=True) as conn:  # older deaths on record
-        conn.execute("INSERT INTO pgflow.executor_deaths SELECT 'old-' || i, 'h', i, NULL, "
-                     "'worker', pgflow.clock() - interval '2 days', pgflow.clock() - "
-                     "interval '2 days', 'x', 0 FROM generate_series(1, 3) AS i")
-        conn.execute("INSERT INTO pgflow.executor_deaths SELECT 'recent-' || i, 'h', i, NULL, "
-                     "'worker', pgflow.clock() - interval '2 hours', pgflow.clock() - "
-                     "i * interval '1 second' - interval '1 hour', 'x', 0 "
-                     "FROM generate_series(1, %s) AS i", (KEEP_DEATHS,))
+        conn.execute(
+            "INSERT INTO pgflow.executor_deaths SELECT 'old-' || i, 'h', i, NULL, "
+            "'worker', pgflow.clock() - interval '2 days', pgflow.clock() - "
+            "interval '2 days', 'x', 0 FROM generate_series(1, 3) AS i"
+        )
+        conn.execute(
+            "INSERT INTO pgflow.executor_deaths SELECT 'recent-' || i, 'h', i, NULL, "
+            "'worker', pgflow.clock() - interval '2 hours', pgflow.clock() - "
+            "i * interval '1 second' - interval '1 hour', 'x', 0 "
+            "FROM generate_series(1, %s) AS i",
+            (KEEP_DEATHS,),
+        )
     assert reap_dead_executors(app, "reaper-1", ["stale-1"]) == ["stale-1"]
 
     dead = app.dead_workers(limit=1000)
     # the newest kept, none past a day: the new death and the newest KEEP_DEATHS - 1 others
     assert len(dead) == KEEP_DEATHS
     assert {d.executor_id for d in dead} == {"stale-1"} | {
-        f"recent-{i}" for i in range(1, KEEP_DEATHS)}
+        f"recent-{i}" for i in range(1, KEEP_DEATHS)
+    }
     first = dead[0]
-    assert (first.executor_id, first.hostname, first.pid, first.app_version, first.kind,
-            first.reaped_by, first.released) == ("stale-1", "far-host", 4242, "ops-0",
-                                                  "worker", "reaper-1", 1)
+    assert (
+        first.executor_id,
+        first.hostname,
+        first.pid,
+        first.app_version,
+        first.kind,
+        first.reaped_by,
+        first.released,
+    ) == ("stale-1", "far-host", 4242, "ops-0", "worker", "reaper-1", 1)
     assert 0 <= first.died_ago_s < 10
     assert orphan.status().status is pgflow.Status.ENQUEUED  # handed back to its queue
 
@@ -146,8 +187,7 @@ def test_reaped_executors_are_listed_as_died_recently_and_the_record_is_bounded(
     assert listed[0]["executor_id"] == "stale-1" and listed[0]["released"] == 1
 
 
-def test_explain_cli_says_why_in_a_paragraph_or_json(
-        app: pgflow.App, cli: Any) -> None:
+def test_explain_cli_says_why_in_a_paragraph_or_json(app: pgflow.App, cli: Any) -> None:
     jobs = app.queue("jobs", concurrency=1)
     gate = threading.Event()
     wf = held(app, gate)

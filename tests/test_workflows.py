@@ -35,8 +35,7 @@ class Basket:
         self.items, self.total = items, total
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Basket) and (self.items, self.total) == (other.items,
-                                                                          other.total)
+        return isinstance(other, Basket) and (self.items, self.total) == (other.items, other.total)
 
 
 def count(url: str, query: str, params: tuple[Any, ...] = ()) -> int:
@@ -57,8 +56,9 @@ def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> 
 
 def status_of(url: str, workflow_id: str) -> str | None:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT status FROM pgflow.workflow_status WHERE workflow_id = %s",
-                           (workflow_id,)).fetchone()
+        row = conn.execute(
+            "SELECT status FROM pgflow.workflow_status WHERE workflow_id = %s", (workflow_id,)
+        ).fetchone()
     return None if row is None else str(row[0])
 
 
@@ -86,8 +86,9 @@ def app(make_app: Any) -> pgflow.App:
 def orders(database_url: str) -> str:
     """A user table in schema public; returns the database URL."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.orders (id serial PRIMARY KEY, ref text NOT NULL, "
-                     "note text)")
+        conn.execute(
+            "CREATE TABLE public.orders (id serial PRIMARY KEY, ref text NOT NULL, note text)"
+        )
     return database_url
 
 
@@ -249,8 +250,10 @@ def test_transaction_retry_rolls_back_the_failed_attempt(app: pgflow.App, orders
     @app.transaction(retries=1, interval=0.0)
     def reserve(ref: str) -> str:
         attempts.append(ref)
-        pgflow.db().execute("INSERT INTO public.orders (ref, note) VALUES (%s, %s)",
-                            (ref, f"attempt {len(attempts)}"))
+        pgflow.db().execute(
+            "INSERT INTO public.orders (ref, note) VALUES (%s, %s)",
+            (ref, f"attempt {len(attempts)}"),
+        )
         if len(attempts) == 1:
             raise ConnectionError("lost after the insert")
         return "reserved"
@@ -285,8 +288,7 @@ def test_failing_transaction_rolls_back_its_write(app: pgflow.App, orders: str) 
     assert isinstance(step.error, PaymentDeclined)
 
 
-def test_fenced_transaction_rolls_back_with_its_checkpoint(app: pgflow.App,
-                                                           orders: str) -> None:
+def test_fenced_transaction_rolls_back_with_its_checkpoint(app: pgflow.App, orders: str) -> None:
     """A transaction whose workflow is taken away mid-body commits neither body nor
     checkpoint; the adopter runs it once."""
     bodies = []
@@ -297,8 +299,9 @@ def test_fenced_transaction_rolls_back_with_its_checkpoint(app: pgflow.App,
         pgflow.db().execute("INSERT INTO public.orders (ref) VALUES (%s)", (ref,))
         if len(bodies) == 1:
             # Meanwhile this process is declared dead and its work handed back.
-            released = release_executors(app, [app.executor.executor_id], charge=True,
-                                         workflow_ids=[pgflow.workflow_id()])
+            released = release_executors(
+                app, [app.executor.executor_id], charge=True, workflow_ids=[pgflow.workflow_id()]
+            )
             assert [r["workflow_id"] for r in released] == [pgflow.workflow_id()]
         return "reserved"
 
@@ -452,8 +455,9 @@ def test_list_workflows_filters(app: pgflow.App) -> None:
 # -- serialization -----------------------------------------------------------------------------
 
 
-def test_unserializable_argument_is_refused_before_any_write(app: pgflow.App,
-                                                             database_url: str) -> None:
+def test_unserializable_argument_is_refused_before_any_write(
+    app: pgflow.App, database_url: str
+) -> None:
     q = app.queue("jobs")
 
     @app.workflow()
@@ -513,12 +517,18 @@ def test_json_round_trips_rich_types(app: pgflow.App) -> None:
         return value
 
     @app.workflow()
-    def flow(when: datetime, amount: Decimal, uid: uuid.UUID, blob: bytes,
-             pair: tuple[Any, ...]) -> dict[str, Any]:
+    def flow(
+        when: datetime, amount: Decimal, uid: uuid.UUID, blob: bytes, pair: tuple[Any, ...]
+    ) -> dict[str, Any]:
         assert type(when) is datetime and type(amount) is Decimal and type(uid) is uuid.UUID
         assert type(blob) is bytes and type(pair) is tuple
-        return {"when": echo(when), "amount": echo(amount), "uid": echo(uid),
-                "blob": echo(blob), "pair": echo(pair)}
+        return {
+            "when": echo(when),
+            "amount": echo(amount),
+            "uid": echo(uid),
+            "blob": echo(blob),
+            "pair": echo(pair),
+        }
 
     expected = {"when": when, "amount": amount, "uid": uid, "blob": blob, "pair": pair}
     h = app.options(workflow_id="rich").start(flow, when, amount, uid, blob=blob, pair=pair)
@@ -528,8 +538,7 @@ def test_json_round_trips_rich_types(app: pgflow.App) -> None:
     assert result["when"].utcoffset() == timedelta(hours=2)
     assert type(result["pair"]) is tuple and type(result["pair"][1]) is tuple
     st = h.status()
-    assert st.inputs == {"args": [when, amount, uid],
-                         "kwargs": {"blob": blob, "pair": pair}}
+    assert st.inputs == {"args": [when, amount, uid], "kwargs": {"blob": blob, "pair": pair}}
     assert st.output == expected
     assert [s.output for s in app.steps("rich")] == [when, amount, uid, blob, pair]
 
@@ -695,10 +704,17 @@ def test_replay_with_a_different_child_raises_nondeterminism(app: pgflow.App) ->
 def _claim(app: pgflow.App, queue: str) -> list[str]:
     """Claim a queue's ENQUEUED rows as this app's executor, the way a worker does."""
     app.executor.ensure_registered()
-    rows = app.db.fetchall("claim_workflows", {
-        "queue_name": queue, "app_version": app.app_version,
-        "names": sorted(app.registry.workflows), "executor_id": app.executor.executor_id,
-        "limit": 10, "strict": False})
+    rows = app.db.fetchall(
+        "claim_workflows",
+        {
+            "queue_name": queue,
+            "app_version": app.app_version,
+            "names": sorted(app.registry.workflows),
+            "executor_id": app.executor.executor_id,
+            "limit": 10,
+            "strict": False,
+        },
+    )
     return [r["workflow_id"] for r in rows]
 
 
@@ -754,12 +770,19 @@ def test_queued_workflow_over_its_recovery_limit(app: pgflow.App, database_url: 
     fresh = jobs.options(dedup_id="job-1").enqueue(job, 3)
     assert fresh.workflow_id != child_id
     assert fresh.status().status is pgflow.Status.ENQUEUED
-    assert count(database_url, "SELECT count(*) FROM pgflow.workflow_status "
-                 "WHERE dedup_id = 'job-1' AND status IN ('ENQUEUED', 'PENDING')") == 1
+    assert (
+        count(
+            database_url,
+            "SELECT count(*) FROM pgflow.workflow_status "
+            "WHERE dedup_id = 'job-1' AND status IN ('ENQUEUED', 'PENDING')",
+        )
+        == 1
+    )
 
 
 def test_reaped_workflow_over_its_recovery_limit_fences_its_old_owner(
-        make_app: Any, database_url: str) -> None:
+    make_app: Any, database_url: str
+) -> None:
     """Reaping an executor twice (adopted in between) ends a max_recovery_attempts=1
     workflow; the original, frozen run wakes up and writes nothing."""
     gate = threading.Event()
@@ -787,8 +810,14 @@ def test_reaped_workflow_over_its_recovery_limit_fences_its_old_owner(
         gate.set()
 
 
-def _over_the_limit(first: pgflow.App, adopter: pgflow.App, h: Any, gate: threading.Event,
-                    entered: threading.Event, database_url: str) -> None:
+def _over_the_limit(
+    first: pgflow.App,
+    adopter: pgflow.App,
+    h: Any,
+    gate: threading.Event,
+    entered: threading.Event,
+    database_url: str,
+) -> None:
     assert entered.wait(10)
 
     reaped = reap_dead_executors(adopter, "tester", [first.executor.executor_id])
@@ -868,10 +897,9 @@ def test_stale_run_abandons_even_under_the_same_executor_id(app: pgflow.App) -> 
     h = app.options(workflow_id="stale").start(flow)
     try:
         assert first_in.wait(10)
-        release_executors(app, [app.executor.executor_id], charge=True,
-                          workflow_ids=["stale"])
+        release_executors(app, [app.executor.executor_id], charge=True, workflow_ids=["stale"])
         assert app.recover_now() == 1  # same App, same executor id, attempt bumped
-        assert second_in.wait(10)      # the adopted run recorded s1 and is inside s2
+        assert second_in.wait(10)  # the adopted run recorded s1 and is inside s2
         owner = h.status()
         assert owner.executor_id == app.executor.executor_id
 

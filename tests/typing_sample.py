@@ -31,7 +31,8 @@ def right_calls() -> None:
     h = payments.enqueue(checkout, 7, "4242")
     done: bool = h.result(timeout=1.0)
     by_kw = payments.options(priority=1, dedup_id="order-7").enqueue(
-        checkout, ticket_id=7, card="4242")
+        checkout, ticket_id=7, card="4242"
+    )
     done = by_kw.result()
     status: pgflow.WorkflowStatus = h.status()
     workflow_id: str = h.workflow_id
@@ -50,8 +51,11 @@ def right_calls() -> None:
     anything = app.start("checkout", "no", "check").result()
     anything = app.options().call("checkout", 7)
     anything = app.retrieve("checkout-7").result()
-    anything = pgflow.Client("postgresql://localhost/shop").enqueue(
-        "payments", "checkout", 7, "4242").result()
+    anything = (
+        pgflow.Client("postgresql://localhost/shop")
+        .enqueue("payments", "checkout", 7, "4242")
+        .result()
+    )
     print(done, status, workflow_id, receipt, anything)
 
 

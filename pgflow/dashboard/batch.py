@@ -27,24 +27,31 @@ def matching(action: bulk.Action, filters: ListFilters) -> bulk.Match:
     """The bulk filter of "``action`` all matching" the list's ``filters``: its statuses (only
     those the action applies to), queue and name; no filter at all takes every workflow the
     action applies to. Other filters have no bulk equivalent and are refused."""
-    others = {"id": filters.id_prefix, "dedup id": filters.dedup_id,
-              "partition key": filters.partition_key, "created from": filters.created_after,
-              "created before": filters.created_before}
+    others = {
+        "id": filters.id_prefix,
+        "dedup id": filters.dedup_id,
+        "partition key": filters.partition_key,
+        "created from": filters.created_after,
+        "created before": filters.created_before,
+    }
     given = [label for label, value in others.items() if value is not None]
     if given:
         raise ConfigurationError(
             f"{action} all matching takes the status, name and queue filters only; clear "
-            f"{', '.join(given)}, or tick the rows and {action} the selected ones")
+            f"{', '.join(given)}, or tick the rows and {action} the selected ones"
+        )
     statuses: list[str] | None = None
     if filters.statuses:
         statuses = [s for s in filters.statuses if s in bulk.ALLOWED[action]]
         if not statuses:
             raise ConfigurationError(
                 f"{action} applies to {', '.join(bulk.ALLOWED[action])} workflows; the "
-                f"filter shows only {', '.join(filters.statuses)}")
+                f"filter shows only {', '.join(filters.statuses)}"
+            )
     everything = statuses is None and filters.name is None and filters.queue_name is None
-    return bulk.match(action, status=statuses, queue=filters.queue_name, name=filters.name,
-                      everything=everything)
+    return bulk.match(
+        action, status=statuses, queue=filters.queue_name, name=filters.name, everything=everything
+    )
 
 
 def describe(m: bulk.Match) -> str:
@@ -67,11 +74,12 @@ class Outcome:
         r = self.result
         text = f"{PAST[self.action]} {r.changed} of {r.matched}"
         if r.children:
-            text += f", and {r.children} child workflow{'s' if r.children != 1 else ''} " \
-                    "with them"
+            text += f", and {r.children} child workflow{'s' if r.children != 1 else ''} with them"
         if r.unchanged:
-            text += f"; {r.unchanged} left as {'it was' if r.unchanged == 1 else 'they were'}" \
-                    " (ended, running, or a dedup id taken)"
+            text += (
+                f"; {r.unchanged} left as {'it was' if r.unchanged == 1 else 'they were'}"
+                " (ended, running, or a dedup id taken)"
+            )
         return text
 
 
@@ -82,8 +90,10 @@ def act_on_selected(client: Client, form_action: str, ids: list[str]) -> Outcome
     if not ids:
         raise ConfigurationError("no workflow selected: tick the rows to act on first")
     if len(ids) > MAX_SELECTED:
-        raise ConfigurationError(f"{len(ids)} workflows selected; at most {MAX_SELECTED} at "
-                                 "once (use \"all matching\" for more)")
+        raise ConfigurationError(
+            f"{len(ids)} workflows selected; at most {MAX_SELECTED} at "
+            'once (use "all matching" for more)'
+        )
     act = bulk.cancel_ids if action == "cancel" else bulk.resume_ids
     return Outcome(action, act(client.db, ids))
 

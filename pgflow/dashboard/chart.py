@@ -28,15 +28,19 @@ def throughput_svg(succeeded: list[int], failed: list[int]) -> Markup:
     plot_w = WIDTH - MARGIN_LEFT
     plot_h = HEIGHT - MARGIN_BOTTOM - MARGIN_TOP
     bar_w = plot_w / max(minutes, 1)
-    parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-label="workflows ended per minute, last hour" '
-             f'xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="workflows ended per minute, last hour" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+    ]
     base_y = MARGIN_TOP + plot_h
     for value, label_y in ((peak, MARGIN_TOP), (0, base_y)):
-        parts.append(f'<line x1="{MARGIN_LEFT}" x2="{WIDTH}" y1="{label_y}" y2="{label_y}" '
-                     'class="grid"/>')
-        parts.append(f'<text x="{MARGIN_LEFT - 4}" y="{label_y + 4}" text-anchor="end">'
-                     f'{value}</text>')
+        parts.append(
+            f'<line x1="{MARGIN_LEFT}" x2="{WIDTH}" y1="{label_y}" y2="{label_y}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{MARGIN_LEFT - 4}" y="{label_y + 4}" text-anchor="end">{value}</text>'
+        )
     for i in range(minutes):
         x = MARGIN_LEFT + (minutes - 1 - i) * bar_w
         ok_h = plot_h * succeeded[i] / peak
@@ -44,11 +48,15 @@ def throughput_svg(succeeded: list[int], failed: list[int]) -> Markup:
         title = escape(f"{i} min ago: {succeeded[i]} succeeded, {failed[i]} failed")
         parts.append(f"<g><title>{title}</title>")
         if ok_h:
-            parts.append(f'<rect class="ok" x="{x + 1:.1f}" y="{base_y - ok_h:.1f}" '
-                         f'width="{bar_w - 2:.1f}" height="{ok_h:.1f}"/>')
+            parts.append(
+                f'<rect class="ok" x="{x + 1:.1f}" y="{base_y - ok_h:.1f}" '
+                f'width="{bar_w - 2:.1f}" height="{ok_h:.1f}"/>'
+            )
         if bad_h:
-            parts.append(f'<rect class="bad" x="{x + 1:.1f}" y="{base_y - ok_h - bad_h:.1f}" '
-                         f'width="{bar_w - 2:.1f}" height="{bad_h:.1f}"/>')
+            parts.append(
+                f'<rect class="bad" x="{x + 1:.1f}" y="{base_y - ok_h - bad_h:.1f}" '
+                f'width="{bar_w - 2:.1f}" height="{bad_h:.1f}"/>'
+            )
         parts.append("</g>")
     for ago in (60, 45, 30, 15, 0):
         x = MARGIN_LEFT + (minutes - ago) * bar_w if ago else WIDTH - 2

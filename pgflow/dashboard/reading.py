@@ -94,8 +94,9 @@ def throughput(client: Client) -> Throughput:
     return Throughput(succeeded, failed, partial, sampled)
 
 
-def list_page(client: Client, filters: ListFilters, before: int | None,
-              limit: int = PAGE_SIZE) -> ListPage:
+def list_page(
+    client: Client, filters: ListFilters, before: int | None, limit: int = PAGE_SIZE
+) -> ListPage:
     """One page of the list, newest first, below the cursor ``before``. A filter walks at most
     SCAN_BUDGET rows; an id filter that is a whole id also finds that workflow by its primary
     key, however old (on the first page, as ``exact``, and not again among ``rows``)."""
@@ -106,8 +107,7 @@ def list_page(client: Client, filters: ListFilters, before: int | None,
     exact = None
     if filters.id_prefix is not None and before is None:
         exact = db.fetchone("dashboard_workflow_by_id", params)
-    shown = rows if exact is None else \
-        [r for r in rows if r["workflow_id"] != exact["workflow_id"]]
+    shown = rows if exact is None else [r for r in rows if r["workflow_id"] != exact["workflow_id"]]
     if len(rows) == limit:
         return ListPage(shown, rows[-1]["seq"], None, exact)
     if not filters.any:
@@ -121,8 +121,7 @@ def events(client: Client, workflow_id: str) -> list[dict[str, Any]]:
     found = []
     for r in client.db.fetchall("dashboard_events", {"workflow_id": workflow_id}):
         try:
-            value = serialization.loads_value(client.serializer, r["serializer"],
-                                              r["value"])
+            value = serialization.loads_value(client.serializer, r["serializer"], r["value"])
         except Exception as exc:
             value = f"<not decodable: {exc}>"
         found.append({"key": r["key"], "value": value, "updated_at": r["updated_at"]})

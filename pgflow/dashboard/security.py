@@ -21,8 +21,7 @@ SESSION_SECONDS = 12 * 3600
 class Sessions:
     def __init__(self, admin_token: str) -> None:
         self._token = admin_token.encode()
-        self._key = hmac.new(self._token, b"pgflow-dashboard-session-v1",
-                             hashlib.sha256).digest()
+        self._key = hmac.new(self._token, b"pgflow-dashboard-session-v1", hashlib.sha256).digest()
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()

@@ -83,8 +83,7 @@ def embedded_status(home: str | os.PathLike[str]) -> EmbeddedStatus:
         info = PostmasterInfo.read_from_pgdata(pgdata)
         if info is None or not info.is_running():
             return EmbeddedStatus(pgdata.parent, True, None, None)
-        return EmbeddedStatus(pgdata.parent, True, info.pid,
-                              str(info.get_uri(database="postgres")))
+        return EmbeddedStatus(pgdata.parent, True, info.pid, str(info.get_uri(database="postgres")))
     except (DatabaseUnavailable, OSError, ValueError, AssertionError, RuntimeError):
         return EmbeddedStatus(pgdata.parent, True, None, None)
 

@@ -29,8 +29,10 @@ ID_CONSTRAINT = "workflow_status_pkey"
 
 def is_id_taken(exc: BaseException) -> bool:
     """Is ``exc`` an INSERT finding a workflow id already in workflow_status?"""
-    return isinstance(exc, pgerrors.UniqueViolation) and \
-        getattr(exc.diag, "constraint_name", None) == ID_CONSTRAINT
+    return (
+        isinstance(exc, pgerrors.UniqueViolation)
+        and getattr(exc.diag, "constraint_name", None) == ID_CONSTRAINT
+    )
 
 
 def describe_target(url: str) -> str:
@@ -59,7 +61,9 @@ _REJECTIONS = re.compile(
     r"password authentication failed|authentication failed for user|no pg_hba\.conf entry"
     r"|database \"[^\"]*\" does not exist|role \"[^\"]*\" does not exist"
     r"|is not permitted to log in|no password supplied|password is required"
-    r"|certificate authentication failed", re.IGNORECASE)
+    r"|certificate authentication failed",
+    re.IGNORECASE,
+)
 _FULL = re.compile(r"too many clients|connection slots are reserved", re.IGNORECASE)
 
 
@@ -87,24 +91,29 @@ def is_rejection(exc: BaseException) -> bool:
 def connection_advice(exc: BaseException) -> str:
     """What to do about a connection failure, by its reason."""
     if _FULL.search(str(exc)):
-        return ("the server is at max_connections: lower the sessions of pgflow's processes "
-                "(--pool-size, PGFLOW_POOL_SIZE; see the README's connection budget) or raise "
-                "the server's max_connections")
+        return (
+            "the server is at max_connections: lower the sessions of pgflow's processes "
+            "(--pool-size, PGFLOW_POOL_SIZE; see the README's connection budget) or raise "
+            "the server's max_connections"
+        )
     return "check that it is running and that the URL is right"
 
 
-def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplicated | \
-        ConfigurationError:
+def translate(
+    exc: psycopg.Error, target: str = ""
+) -> DatabaseError | Deduplicated | ConfigurationError:
     """The pgflow error for a psycopg error."""
     where = f" at {target}" if target else ""
     message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     if type(exc) is psycopg.DataError and "NUL" in str(exc):
         # Raised by the driver before sending: a text value PostgreSQL cannot hold.
         return ConfigurationError(
-            "a name or id contains a NUL character, which PostgreSQL text cannot hold; "
-            "remove it")
-    if isinstance(exc, pgerrors.UniqueViolation) and \
-            getattr(exc.diag, "constraint_name", None) == DEDUP_CONSTRAINT:
+            "a name or id contains a NUL character, which PostgreSQL text cannot hold; remove it"
+        )
+    if (
+        isinstance(exc, pgerrors.UniqueViolation)
+        and getattr(exc.diag, "constraint_name", None) == DEDUP_CONSTRAINT
+    ):
         return Deduplicated("", "", None)
     if isinstance(exc, (pgerrors.UndefinedTable, pgerrors.InvalidSchemaName)):
         return SchemaNotMigrated(
@@ -117,8 +126,8 @@ def translate(exc: psycopg.Error, target: str = "") -> DatabaseError | Deduplica
         )
     if is_connection_error(exc):
         return DatabaseUnavailable(
-            f"cannot reach the database{where}: {connection_reason(exc)}; "
-            f"{connection_advice(exc)}")
+            f"cannot reach the database{where}: {connection_reason(exc)}; {connection_advice(exc)}"
+        )
     return DatabaseError(f"database error{where}: {message}")
 
 

@@ -61,8 +61,7 @@ class Notifications:
             return
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pgflow-notify",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="pgflow-notify", daemon=True)
                 self._thread.start()
         # The first look must happen after LISTEN, or a NOTIFY sent just before is missed.
         self.connected.wait(self.db.connect_timeout)

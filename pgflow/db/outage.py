@@ -37,8 +37,7 @@ class Reachability:
     succeeds it was one lost session, and nothing is logged.
     """
 
-    def __init__(self, probe: Callable[[], None], on_back: Callable[[], None],
-                 target: str) -> None:
+    def __init__(self, probe: Callable[[], None], on_back: Callable[[], None], target: str) -> None:
         self._probe = probe
         self._on_back = on_back
         self._target = target
@@ -71,8 +70,7 @@ class Reachability:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
-                    self._cond.wait(PROBE_INTERVAL if left is None else min(left,
-                                                                            PROBE_INTERVAL))
+                    self._cond.wait(PROBE_INTERVAL if left is None else min(left, PROBE_INTERVAL))
                 if not self.suspect:
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
@@ -111,8 +109,11 @@ class Reachability:
             metrics.database_away(self.back_at - max(since, self._counted_until))
             metrics.database_reconnected()
             self._on_back()
-            log.warning("database_reconnected", target=self._target,
-                        seconds=round(time.monotonic() - since, 1))
+            log.warning(
+                "database_reconnected",
+                target=self._target,
+                seconds=round(time.monotonic() - since, 1),
+            )
 
     def _still_away(self, reason: str) -> None:
         now = time.monotonic()
@@ -130,8 +131,16 @@ class Reachability:
             self.reason = reason or self.reason
         metrics.database_away(away)
         if first:
-            log.warning("database_unreachable", target=self._target, reason=self.reason,
-                        action="work is paused and resumes when the server answers again")
+            log.warning(
+                "database_unreachable",
+                target=self._target,
+                reason=self.reason,
+                action="work is paused and resumes when the server answers again",
+            )
         elif report:
-            log.warning("database_still_unreachable", target=self._target,
-                        seconds=round(now - (since or now)), reason=self.reason)
+            log.warning(
+                "database_still_unreachable",
+                target=self._target,
+                seconds=round(now - (since or now)),
+                reason=self.reason,
+            )

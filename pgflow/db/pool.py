@@ -208,7 +208,8 @@ class Database:
         self.idle_timeout = idle_timeout
         self.attempts = ConnectAttempts()
         self._session_class: type[_Connection] = type(
-            "_Connection", (_Connection,), {"attempts": self.attempts})
+            "_Connection", (_Connection,), {"attempts": self.attempts}
+        )
         self._pool: ConnectionPool[_Connection] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -260,8 +261,10 @@ class Database:
 
     def _probe(self) -> None:
         """Connect once and hang up (raises when the server does not answer)."""
-        kwargs = {**self._connect_kwargs(), "connect_timeout": min(5, self._connect_kwargs()[
-            "connect_timeout"])}
+        kwargs = {
+            **self._connect_kwargs(),
+            "connect_timeout": min(5, self._connect_kwargs()["connect_timeout"]),
+        }
         # Through the session class: a refusal is recorded as the reason to report.
         self._session_class.connect(self.url, **kwargs).close()
 
@@ -273,8 +276,9 @@ class Database:
         with self._lock:
             old, self._pool = self._pool, None
         if old is not None and self._pid == os.getpid():
-            threading.Thread(target=old.close, kwargs={"timeout": 5.0}, daemon=True,
-                             name="pgflow-pool-close").start()
+            threading.Thread(
+                target=old.close, kwargs={"timeout": 5.0}, daemon=True, name="pgflow-pool-close"
+            ).start()
 
     def lost(self, reason: str) -> None:
         """A session outside the pool (LISTEN) lost the server: probe before the next use."""
@@ -326,11 +330,13 @@ class Database:
             return ConnectionRejected(
                 f"the database at {self.target} refused the connection: "
                 f"{connection_reason(exc)}; fix the URL (user, password, database name) or "
-                "the server's pg_hba.conf")
+                "the server's pg_hba.conf"
+            )
         if is_connection_error(exc):
             return DatabaseUnavailable(
                 f"cannot reach the database at {self.target}: {connection_reason(exc)}; "
-                f"{connection_advice(exc)}")
+                f"{connection_advice(exc)}"
+            )
         return translate(exc, self.target)
 
     # -- the database clock --------------------------------------------------------------------
@@ -456,12 +462,14 @@ class Database:
                 return DatabaseUnavailable(
                     f"no connection to the database at {self.target} within "
                     f"{self.connect_timeout:.0f}s: {connection_reason(failure)}; "
-                    f"{connection_advice(failure)}")
+                    f"{connection_advice(failure)}"
+                )
             return error
         return DatabaseUnavailable(
             f"all {self.max_size} pooled connections of this process to {self.target} stayed "
             f"busy for {self.connect_timeout:.0f}s; raise the pool size (PGFLOW_POOL_SIZE, "
-            "--pool-size) or run fewer threads")
+            "--pool-size) or run fewer threads"
+        )
 
     def close(self) -> None:
         if self._pool is not None and self._pid == os.getpid():
@@ -536,4 +544,5 @@ class Database:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise DatabaseUnavailable(
                         f"cannot reach the database at {self.target} ({self._reach.reason}); "
-                        "check that it is running and that the URL is right")
+                        "check that it is running and that the URL is right"
+                    )

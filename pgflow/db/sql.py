@@ -91,8 +91,7 @@ class Queries:
     @functools.cached_property
     def scanning(self) -> frozenset[str]:
         """Names of the statements marked ``-- plan: scans``."""
-        return frozenset(name for name, body in _raw_queries().items()
-                         if _SCANS_LINE.search(body))
+        return frozenset(name for name, body in _raw_queries().items() if _SCANS_LINE.search(body))
 
     def with_identifiers(self, name: str, **identifiers: str) -> str:
         """A statement with extra identifier places filled (e.g. ``{role}`` of a GRANT)."""

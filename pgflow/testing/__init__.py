@@ -40,9 +40,23 @@ from .history import (
 from .plans import EnqueueOp, enqueue_all, enqueue_ops, enqueue_plans
 
 __all__ = [
-    "Clock", "DrainSummary", "EnqueueOp", "HistoryRow", "Span", "Spans", "check_history",
-    "check_rows", "database", "drain", "enqueue_all", "enqueue_ops", "enqueue_plans",
-    "first_excess", "load_history", "server_url", "use_database",
+    "Clock",
+    "DrainSummary",
+    "EnqueueOp",
+    "HistoryRow",
+    "Span",
+    "Spans",
+    "check_history",
+    "check_rows",
+    "database",
+    "drain",
+    "enqueue_all",
+    "enqueue_ops",
+    "enqueue_plans",
+    "first_excess",
+    "load_history",
+    "server_url",
+    "use_database",
 ]
 
 try:

@@ -40,7 +40,8 @@ def server_url(url: str | None = None) -> str:
     from ..db.embedded import start_embedded
 
     home = os.environ.get("PGFLOW_TEST_HOME") or str(
-        Path(tempfile.gettempdir()) / "pgflow-test-embedded")
+        Path(tempfile.gettempdir()) / "pgflow-test-embedded"
+    )
     return start_embedded(home)
 
 
@@ -67,7 +68,7 @@ def _drop_leftovers(admin: Database, conn: psycopg.Connection[Any]) -> None:
     """Drop databases of test runs on this machine that died before dropping theirs."""
     for row in conn.execute(admin.queries["testing_databases"]).fetchall():
         name = row["datname"]
-        pid = name[len(PREFIX):].split("_")[0]
+        pid = name[len(PREFIX) :].split("_")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             _drop(admin, conn, name)
 
@@ -130,6 +131,7 @@ try:
 except ImportError:  # pragma: no cover - pytest is optional for pgflow.testing
     pass
 else:
+
     @pytest.fixture
     def pgflow_database() -> Iterator[str]:
         """pytest fixture: the URL of a fresh migrated database, dropped after the test.

@@ -37,8 +37,14 @@ class DrainSummary:
     advanced: float
 
 
-def drain(app: App, queues: Iterable[Queue | str] | None = None, *, threads: int = 4,
-          timeout: float = 60.0, clock: Clock | None = None) -> DrainSummary:
+def drain(
+    app: App,
+    queues: Iterable[Queue | str] | None = None,
+    *,
+    threads: int = 4,
+    timeout: float = 60.0,
+    clock: Clock | None = None,
+) -> DrainSummary:
     """Run a pgflow worker (the real claim loop, ``threads`` threads) in this process until
     ``queues`` (default: all the app declares) hold nothing ENQUEUED or PENDING it could run.
 
@@ -55,8 +61,9 @@ def drain(app: App, queues: Iterable[Queue | str] | None = None, *, threads: int
     """
     names = [q if isinstance(q, str) else q.name for q in (queues or list(app.queues))]
     served = [app.queues[n] for n in names]
-    config = WorkerConfig(threads=threads, queues=served, burst=True, grace=5.0,
-                          poll_interval=0.02, in_process=True)
+    config = WorkerConfig(
+        threads=threads, queues=served, burst=True, grace=5.0, poll_interval=0.02, in_process=True
+    )
     since = Clock(app).now()
     moved = [0.0]
     worker: WorkerProcess | None = None
@@ -73,8 +80,9 @@ def drain(app: App, queues: Iterable[Queue | str] | None = None, *, threads: int
             app.db.fetchone("heartbeat", {"executor_id": worker.executor_id})
         return True
 
-    worker = WorkerProcess(app, config, new_executor_id(),
-                           on_idle=on_idle if clock is not None else None)
+    worker = WorkerProcess(
+        app, config, new_executor_id(), on_idle=on_idle if clock is not None else None
+    )
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -92,35 +100,42 @@ def drain(app: App, queues: Iterable[Queue | str] | None = None, *, threads: int
         timer.cancel()
     row = app.db.fetchone("queue_progress", {"queues": names, "since": since})
     assert row is not None
-    summary = DrainSummary(done=row["done"], failed=row["failed"], left=row["left_"],
-                           advanced=moved[0])
+    summary = DrainSummary(
+        done=row["done"], failed=row["failed"], left=row["left_"], advanced=moved[0]
+    )
     if timed_out.is_set():
         raise TimeoutError(
             f"drain gave up after {timeout:g}s with {summary.left} workflow(s) still ENQUEUED "
             f"or PENDING on {', '.join(names)} ({summary.done} done, {summary.failed} failed); "
             "are their workflows registered in this app, of this app version, and not waiting "
-            "on something outside the queue?")
+            "on something outside the queue?"
+        )
     if code != EXIT_OK:
-        raise AssertionError(f"the drain's worker stopped early (exit code {code}); see the "
-                             "log for why")
-    log.debug("drain_finished", done=summary.done, failed=summary.failed,
-              advanced=summary.advanced)
+        raise AssertionError(
+            f"the drain's worker stopped early (exit code {code}); see the log for why"
+        )
+    log.debug("drain_finished", done=summary.done, failed=summary.failed, advanced=summary.advanced)
     return summary
 
 
 def _next_wait(app: App, queues: list[Queue]) -> float | None:
     """Seconds to move the clock for queued work to become startable; 0: recover now without
     moving it (ownerless work to adopt, or already due); None: nothing time would change."""
-    row = app.db.fetchone("testing_next_start", {
-        "queues": [q.name for q in queues],
-        "per_s": [q.rate_limit.per if q.rate_limit else None for q in queues],
-        "app_version": app.app_version})
+    row = app.db.fetchone(
+        "testing_next_start",
+        {
+            "queues": [q.name for q in queues],
+            "per_s": [q.rate_limit.per if q.rate_limit else None for q in queues],
+            "app_version": app.app_version,
+        },
+    )
     assert row is not None
     now: datetime = row["now"]
     if row["orphans"]:
         return 0.0
     due: list[datetime] = [
-        t for t in (row["next_not_before"], row["next_window_end"]) if t is not None]
+        t for t in (row["next_not_before"], row["next_window_end"]) if t is not None
+    ]
     if due:
         return max(0.0, (min(due) - now).total_seconds()) + MARGIN
     if row["owned"]:

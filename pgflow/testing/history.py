@@ -100,10 +100,13 @@ class Spans:
         try:
             yield
         finally:
-            span = Span(start, time.monotonic(),
-                        workflow_id=ctx.workflow_id if ctx else None,
-                        partition_key=partition_key,
-                        worker=ctx.executor_id if ctx else None)
+            span = Span(
+                start,
+                time.monotonic(),
+                workflow_id=ctx.workflow_id if ctx else None,
+                partition_key=partition_key,
+                worker=ctx.executor_id if ctx else None,
+            )
             with self._lock:
                 self._items.append(span)
 
@@ -128,8 +131,14 @@ def load_history(app: App, queue: Queue | str) -> list[HistoryRow]:
     return [HistoryRow.from_row(r) for r in rows]
 
 
-def check_history(app: App, queue: Queue | str, *, spans: Iterable[Span] = (),
-                  check_order: bool = True, tolerance: float = 0.0) -> list[HistoryRow]:
+def check_history(
+    app: App,
+    queue: Queue | str,
+    *,
+    spans: Iterable[Span] = (),
+    check_order: bool = True,
+    tolerance: float = 0.0,
+) -> list[HistoryRow]:
     """Raise AssertionError, saying which workflows and when, unless the recorded history of
     ``queue`` honours its limits (see the module's doc). Returns the rows it checked.
 
@@ -142,22 +151,37 @@ def check_history(app: App, queue: Queue | str, *, spans: Iterable[Span] = (),
     """
     q = app.queues[queue] if isinstance(queue, str) else queue
     rows = load_history(app, q)
-    check_rows(q, rows, spans=spans, app_version=app.app_version,
-               names=set(app.registry.workflows), check_order=check_order, tolerance=tolerance)
+    check_rows(
+        q,
+        rows,
+        spans=spans,
+        app_version=app.app_version,
+        names=set(app.registry.workflows),
+        check_order=check_order,
+        tolerance=tolerance,
+    )
     return rows
 
 
-def check_rows(queue: Queue, rows: Sequence[HistoryRow], *, spans: Iterable[Span] = (),
-               app_version: str | None = None, names: Collection[str] | None = None,
-               check_order: bool = True, tolerance: float = 0.0) -> None:
+def check_rows(
+    queue: Queue,
+    rows: Sequence[HistoryRow],
+    *,
+    spans: Iterable[Span] = (),
+    app_version: str | None = None,
+    names: Collection[str] | None = None,
+    check_order: bool = True,
+    tolerance: float = 0.0,
+) -> None:
     """The checks of :func:`check_history` on given rows (pure: no database)."""
     _check_dedup(queue, rows)
     groups = _by_partition(queue, rows)
     for key, group in groups.items():
         label = _label(queue, key)
         if queue.concurrency is not None:
-            _check_overlap(f"{label}: concurrency={queue.concurrency}", queue.concurrency,
-                           _intervals(group))
+            _check_overlap(
+                f"{label}: concurrency={queue.concurrency}", queue.concurrency, _intervals(group)
+            )
         if queue.rate_limit is not None:
             _check_rate(label, queue.rate_limit.limit, queue.rate_limit.per, group)
         if check_order:
@@ -170,13 +194,17 @@ def check_rows(queue: Queue, rows: Sequence[HistoryRow], *, spans: Iterable[Span
                 by_executor[(r.executor_id, key)].append(r)
         for (executor, key), group in by_executor.items():
             where = "" if key is None else f", partition {key!r}"
-            _check_overlap(f"queue {queue.name!r}, executor {executor}{where}: "
-                           f"worker_concurrency={queue.worker_concurrency}",
-                           queue.worker_concurrency, _intervals(group))
+            _check_overlap(
+                f"queue {queue.name!r}, executor {executor}{where}: "
+                f"worker_concurrency={queue.worker_concurrency}",
+                queue.worker_concurrency,
+                _intervals(group),
+            )
     _check_spans(queue, list(spans))
 
 
 # -- the checks ----------------------------------------------------------------------------------
+
 
 def _label(queue: Queue, key: str | None) -> str:
     return f"queue {queue.name!r}" + (f", partition {key!r}" if queue.partitioned else "")
@@ -197,7 +225,8 @@ def _check_dedup(queue: Queue, rows: Sequence[HistoryRow]) -> None:
         if r.dedup_id in holders:
             raise AssertionError(
                 f"queue {queue.name!r}: dedup id {r.dedup_id!r} is held by two active "
-                f"workflows, {holders[r.dedup_id]} and {r.workflow_id}")
+                f"workflows, {holders[r.dedup_id]} and {r.workflow_id}"
+            )
         holders[r.dedup_id] = r.workflow_id
 
 
@@ -215,8 +244,9 @@ def _intervals(rows: Iterable[HistoryRow]) -> list[tuple[datetime, datetime | No
     return out
 
 
-def first_excess(intervals: Iterable[tuple[T, T | None, Hashable]],
-                 limit: int) -> tuple[T, list[Hashable]] | None:
+def first_excess(
+    intervals: Iterable[tuple[T, T | None, Hashable]], limit: int
+) -> tuple[T, list[Hashable]] | None:
     """The first moment more than ``limit`` half-open intervals ``[start, end)`` overlap, with
     the ids of those running then; None when never (an end of None is still open)."""
     events: list[tuple[Any, int, Hashable]] = []
@@ -239,13 +269,16 @@ def first_excess(intervals: Iterable[tuple[T, T | None, Hashable]],
     return None
 
 
-def _check_overlap(what: str, limit: int,
-                   intervals: Sequence[tuple[T, T | None, Hashable]]) -> None:
+def _check_overlap(
+    what: str, limit: int, intervals: Sequence[tuple[T, T | None, Hashable]]
+) -> None:
     found = first_excess(intervals, limit)
     if found is not None:
         moment, ids = found
-        raise AssertionError(f"{what} exceeded: {len(ids)} workflows ran at once at {moment}: "
-                             f"{', '.join(map(str, ids))}")
+        raise AssertionError(
+            f"{what} exceeded: {len(ids)} workflows ran at once at {moment}: "
+            f"{', '.join(map(str, ids))}"
+        )
 
 
 def _check_rate(label: str, limit: int, per: float, rows: Sequence[HistoryRow]) -> None:
@@ -258,18 +291,27 @@ def _check_rate(label: str, limit: int, per: float, rows: Sequence[HistoryRow]) 
         while starts[last][0] - starts[first][0] >= window:
             first += 1
         if last - first + 1 > limit:
-            inside = starts[first:last + 1]
+            inside = starts[first : last + 1]
             raise AssertionError(
                 f"{label}: rate_limit={limit}/{per:g}s exceeded: {len(inside)} workflows "
                 f"started within {(inside[-1][0] - inside[0][0]).total_seconds():g}s, from "
-                f"{inside[0][0]} to {inside[-1][0]}: {', '.join(i for _, i in inside)}")
+                f"{inside[0][0]} to {inside[-1][0]}: {', '.join(i for _, i in inside)}"
+            )
 
 
-def _check_order(label: str, rows: Sequence[HistoryRow], app_version: str | None,
-                 names: Collection[str] | None, tolerance: timedelta) -> None:
+def _check_order(
+    label: str,
+    rows: Sequence[HistoryRow],
+    app_version: str | None,
+    names: Collection[str] | None,
+    tolerance: timedelta,
+) -> None:
     def claimable(r: HistoryRow) -> bool:
-        return ((app_version is None or r.app_version == app_version)
-                and (names is None or r.name in names) and r.attempt <= 1)
+        return (
+            (app_version is None or r.app_version == app_version)
+            and (names is None or r.name in names)
+            and r.attempt <= 1
+        )
 
     waiting = sorted((r for r in rows if claimable(r)), key=lambda r: (r.priority, r.seq))
     for b in rows:
@@ -290,21 +332,25 @@ def _check_order(label: str, rows: Sequence[HistoryRow], app_version: str | None
                 f"{label}: priority/FIFO order broken: {b.workflow_id} (priority {b.priority}, "
                 f"seq {b.seq}) started at {t} while {a.workflow_id} (priority {a.priority}, "
                 f"seq {a.seq}), ahead of it and eligible since {since}, "
-                f"{'started only at ' + str(a.started_at) if a.started_at else 'never started'}")
+                f"{'started only at ' + str(a.started_at) if a.started_at else 'never started'}"
+            )
 
 
 def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
     if not spans:
         return
     if queue.partitioned and queue.concurrency is not None:
-        keyless = [s.workflow_id or f"span {i}" for i, s in enumerate(spans)
-                   if s.partition_key is None]
+        keyless = [
+            s.workflow_id or f"span {i}" for i, s in enumerate(spans) if s.partition_key is None
+        ]
         if keyless:
             # Limits apply per key there: a span without its key cannot be checked.
             raise ConfigurationError(
                 f"queue {queue.name!r} is partitioned: record each span with its key, "
                 f"spans.record(partition_key=...); {len(keyless)} span(s) have none "
-                f"({', '.join(map(str, keyless[:5]))})")
+                f"({', '.join(map(str, keyless[:5]))})"
+            )
+
     def check(what: str, limit: int, key: Callable[[Span], Any]) -> None:
         groups: dict[Any, list[Span]] = defaultdict(list)
         for s in spans:
@@ -312,8 +358,9 @@ def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
         for k, group in groups.items():
             if k is None and what != "concurrency":
                 continue
-            intervals = [(s.start, s.end, s.workflow_id or f"span {i}")
-                         for i, s in enumerate(group)]
+            intervals = [
+                (s.start, s.end, s.workflow_id or f"span {i}") for i, s in enumerate(group)
+            ]
             found = first_excess(intervals, limit)
             if found is not None:
                 moment, ids = found
@@ -321,7 +368,8 @@ def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
                 raise AssertionError(
                     f"queue {queue.name!r}{where}: {what}={limit} exceeded by recorded spans: "
                     f"{len(ids)} bodies ran at once at monotonic {moment:.6f}: "
-                    f"{', '.join(map(str, ids))}")
+                    f"{', '.join(map(str, ids))}"
+                )
 
     if queue.concurrency is not None:
         if queue.partitioned:
@@ -330,7 +378,10 @@ def _check_spans(queue: Queue, spans: Sequence[Span]) -> None:
             check("concurrency", queue.concurrency, lambda s: None)
     if queue.worker_concurrency is not None:
         if queue.partitioned:  # per worker and key
-            check("worker_concurrency", queue.worker_concurrency,
-                  lambda s: (s.worker, s.partition_key))
+            check(
+                "worker_concurrency",
+                queue.worker_concurrency,
+                lambda s: (s.worker, s.partition_key),
+            )
         else:
             check("worker_concurrency", queue.worker_concurrency, lambda s: s.worker)

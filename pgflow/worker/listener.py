@@ -18,8 +18,9 @@ class Listener:
     """Sets ``wake`` whenever a NOTIFY arrives on the schema's channel, and after every
     (re)connection (anything enqueued while disconnected is then claimed at once)."""
 
-    def __init__(self, db: Database, channel: str, wake: threading.Event,
-                 stop: threading.Event) -> None:
+    def __init__(
+        self, db: Database, channel: str, wake: threading.Event, stop: threading.Event
+    ) -> None:
         self.db, self.channel, self.wake, self.stop = db, channel, wake, stop
         self.connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgflow-listen", daemon=True)
@@ -31,9 +32,12 @@ class Listener:
         delay = 0.1
         while not self.stop.is_set():
             try:
-                conn = psycopg.connect(self.db.url, autocommit=True,
-                                       application_name=self.db.application_name,
-                                       connect_timeout=5)
+                conn = psycopg.connect(
+                    self.db.url,
+                    autocommit=True,
+                    application_name=self.db.application_name,
+                    connect_timeout=5,
+                )
             except psycopg.Error as exc:
                 # An outage is logged once, by the Database (pgflow/db/outage.py).
                 log.debug("listen_connect_failed", error=redact(str(exc).splitlines()[0][:200]))

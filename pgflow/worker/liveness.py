@@ -37,8 +37,8 @@ class Liveness:
 
     def record_failure(self, text: str) -> None:
         """Why this process is about to exit (read by the supervisor if start-up failed)."""
-        data = text.encode("utf-8", "replace")[:_ERROR_BYTES - 1]
-        self._map[_ERROR_AT:_ERROR_AT + len(data) + 1] = data + b"\0"
+        data = text.encode("utf-8", "replace")[: _ERROR_BYTES - 1]
+        self._map[_ERROR_AT : _ERROR_AT + len(data) + 1] = data + b"\0"
 
     # -- read by the supervisor ----------------------------------------------------------------
 
@@ -52,7 +52,7 @@ class Liveness:
         return float(_TIMES.unpack_from(self._map, 0)[1]) > 0.0
 
     def failure(self) -> str:
-        raw = self._map[_ERROR_AT:_ERROR_AT + _ERROR_BYTES]
+        raw = self._map[_ERROR_AT : _ERROR_AT + _ERROR_BYTES]
         return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def close(self) -> None:

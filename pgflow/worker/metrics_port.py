@@ -54,7 +54,7 @@ def _remove_stale_folders() -> None:
     """Remove the folders of supervisors that died without removing theirs (SIGKILL): each
     folder is named after its supervisor's pid."""
     for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -82,12 +82,12 @@ def _with_statement_timeout(url: str) -> str:
 class ProcessFacts:
     """What the supervisor knows of itself and its worker processes, for /healthz."""
 
-    expected: int              # worker processes it keeps (-P)
-    running: int               # forked and not yet reaped (replaced ones excluded)
-    ready: int                 # of those, past start-up
-    silent_max_s: float        # longest silence of a ready process
-    child_timeout: float       # silence after which the supervisor replaces a process
-    loop_age_s: float          # seconds since the supervisor's loop last turned
+    expected: int  # worker processes it keeps (-P)
+    running: int  # forked and not yet reaped (replaced ones excluded)
+    ready: int  # of those, past start-up
+    silent_max_s: float  # longest silence of a ready process
+    child_timeout: float  # silence after which the supervisor replaces a process
+    loop_age_s: float  # seconds since the supervisor's loop last turned
     draining: bool
 
 
@@ -95,15 +95,23 @@ def judge(facts: ProcessFacts, db: DatabaseCheck) -> tuple[bool, bool, dict[str,
     """(live, ready, the JSON body). Live: the loop turns and no ready worker process has been
     silent past the child timeout. Ready: live, not draining, a worker process ready, and the
     database answers."""
-    live = facts.loop_age_s < max(5.0, facts.child_timeout) and \
-        facts.silent_max_s <= facts.child_timeout
+    live = (
+        facts.loop_age_s < max(5.0, facts.child_timeout)
+        and facts.silent_max_s <= facts.child_timeout
+    )
     ready = live and not facts.draining and facts.ready > 0 and db.ok
     body = {
-        "live": live, "ready": ready, "draining": facts.draining,
+        "live": live,
+        "ready": ready,
+        "draining": facts.draining,
         "supervisor": {"loop_age_s": round(facts.loop_age_s, 3)},
-        "processes": {"expected": facts.expected, "running": facts.running,
-                      "ready": facts.ready, "silent_max_s": round(facts.silent_max_s, 3),
-                      "child_timeout_s": facts.child_timeout},
+        "processes": {
+            "expected": facts.expected,
+            "running": facts.running,
+            "ready": facts.ready,
+            "silent_max_s": round(facts.silent_max_s, 3),
+            "child_timeout_s": facts.child_timeout,
+        },
         "database": db.as_json(),
     }
     return live, ready, body
@@ -153,33 +161,42 @@ class _Supervisor:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        yield GaugeMetricFamily("pgflow_database_up",
-                                "1 when the database answered SELECT 1 at this scrape.",
-                                value=1.0 if self.db.ok else 0.0)
-        yield GaugeMetricFamily("pgflow_worker_processes",
-                                "Worker processes of this supervisor (forked, not reaped).",
-                                value=self.facts.running)
-        yield GaugeMetricFamily("pgflow_worker_processes_ready",
-                                "Worker processes past start-up, claiming work.",
-                                value=self.facts.ready)
+        yield GaugeMetricFamily(
+            "pgflow_database_up",
+            "1 when the database answered SELECT 1 at this scrape.",
+            value=1.0 if self.db.ok else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "pgflow_worker_processes",
+            "Worker processes of this supervisor (forked, not reaped).",
+            value=self.facts.running,
+        )
+        yield GaugeMetricFamily(
+            "pgflow_worker_processes_ready",
+            "Worker processes past start-up, claiming work.",
+            value=self.facts.ready,
+        )
 
 
 class _Server(HTTPServer):
     endpoint: MetricsPort
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.warning("metrics_request_failed", client=str(client_address[0]),
-                    error=repr(sys.exc_info()[1]))
+        log.warning(
+            "metrics_request_failed", client=str(client_address[0]), error=repr(sys.exc_info()[1])
+        )
 
 
 class MetricsPort:
     """The listening socket, the multiprocess folder and the small pool behind them."""
 
-    def __init__(self, settings: Settings, database_url: str,
-                 facts: Callable[[], ProcessFacts]) -> None:
+    def __init__(
+        self, settings: Settings, database_url: str, facts: Callable[[], ProcessFacts]
+    ) -> None:
         if not metrics.available():
             raise ConfigurationError(
-                "--metrics-port needs prometheus_client: pip install 'pgflow[metrics]'")
+                "--metrics-port needs prometheus_client: pip install 'pgflow[metrics]'"
+            )
         self.facts = facts
         self.heartbeat_timeout = settings.heartbeat_timeout
         try:
@@ -187,17 +204,27 @@ class MetricsPort:
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for "
-                f"metrics ({exc.strerror or exc}); choose another --metrics-port") from None
+                f"metrics ({exc.strerror or exc}); choose another --metrics-port"
+            ) from None
         self.server.timeout = 0  # handle_request() only when select() said a client waits
         self.server.endpoint = self
         _remove_stale_folders()
         self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         metrics.enable_multiprocess(self.folder)
-        self.db = Database(_with_statement_timeout(database_url), settings.schema, max_size=1,
-                           connect_timeout=READY_TIMEOUT, application_name="pgflow:metrics")
+        self.db = Database(
+            _with_statement_timeout(database_url),
+            settings.schema,
+            max_size=1,
+            connect_timeout=READY_TIMEOUT,
+            application_name="pgflow:metrics",
+        )
         where = f"http://{settings.metrics_host}:{self.port}"
-        log.info("metrics_listening", url=f"{where}/metrics", health=f"{where}/healthz",
-                 folder=self.folder)
+        log.info(
+            "metrics_listening",
+            url=f"{where}/metrics",
+            health=f"{where}/healthz",
+            folder=self.folder,
+        )
 
     @property
     def port(self) -> int:

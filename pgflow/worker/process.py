@@ -68,9 +68,16 @@ class WorkerConfig:
 class WorkerProcess:
     """Claims workflows from its queues under their limits and runs them on threads."""
 
-    def __init__(self, app: App, config: WorkerConfig, executor_id: str, *,
-                 on_idle: Callable[[], bool] | None = None,
-                 report_stranded: bool = False, liveness: Liveness | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: WorkerConfig,
+        executor_id: str,
+        *,
+        on_idle: Callable[[], bool] | None = None,
+        report_stranded: bool = False,
+        liveness: Liveness | None = None,
+    ) -> None:
         self.app = app
         # Under a supervisor: each turn of the main loop tells it this process is alive.
         self.liveness = liveness
@@ -85,8 +92,8 @@ class WorkerProcess:
             config.queues = [*config.queues, app.queues[schedules.SCHEDULE_QUEUE]]
         self.config = config
         self.executor_id = executor_id
-        self.stop = threading.Event()       # stop claiming (drain)
-        self.halt = threading.Event()       # stop everything now
+        self.stop = threading.Event()  # stop claiming (drain)
+        self.halt = threading.Event()  # stop everything now
         self.wake = threading.Event()
         self.parent_pid = os.getppid()
         self.local_running: dict[str, int] = {q.name: 0 for q in config.queues}
@@ -104,8 +111,13 @@ class WorkerProcess:
 
     def run(self) -> int:
         app = self.app
-        executor = Executor(app, kind="worker", queues=tuple(q.name for q in self.config.queues),
-                            executor_id=self.executor_id, on_declared_dead=self._declared_dead)
+        executor = Executor(
+            app,
+            kind="worker",
+            queues=tuple(q.name for q in self.config.queues),
+            executor_id=self.executor_id,
+            on_declared_dead=self._declared_dead,
+        )
         self.executor = executor
         if not self.config.in_process:
             # The process's one identity: children its workflows start run under it too.
@@ -113,20 +125,30 @@ class WorkerProcess:
             app.use_executor(executor)
         executor.ensure_registered()
         for q in self.config.queues:
-            app.db.run("declare_queue", {
-                "name": q.name, "concurrency": q.concurrency,
-                "worker_concurrency": q.worker_concurrency,
-                "rate_limit": q.rate_limit.limit if q.rate_limit else None,
-                "rate_per_seconds": q.rate_limit.per if q.rate_limit else None,
-                "priority_enabled": q.priority_enabled, "partitioned": q.partitioned,
-                "strict_versions": self._strict(q)})
+            app.db.run(
+                "declare_queue",
+                {
+                    "name": q.name,
+                    "concurrency": q.concurrency,
+                    "worker_concurrency": q.worker_concurrency,
+                    "rate_limit": q.rate_limit.limit if q.rate_limit else None,
+                    "rate_per_seconds": q.rate_limit.per if q.rate_limit else None,
+                    "priority_enabled": q.priority_enabled,
+                    "partitioned": q.partitioned,
+                    "strict_versions": self._strict(q),
+                },
+            )
         self.completer = Completer(app, self._release_slots)
         self.completer.start()
         self.pool = RunThreads(self.config.threads)
         if not self.config.in_process:  # in-process, the short poll interval stands in
             Listener(app.db, notify_channel(app.db.schema), self.wake, self.halt).start()
-        log.info("worker_started", executor_id=self.executor_id, pid=os.getpid(),
-                 threads=self.config.threads)
+        log.info(
+            "worker_started",
+            executor_id=self.executor_id,
+            pid=os.getpid(),
+            threads=self.config.threads,
+        )
         if self.liveness is not None:
             self.liveness.mark_ready()
             # The main loop waiting out a database outage is alive, not stuck.
@@ -218,8 +240,11 @@ class WorkerProcess:
                 burst_check = now + min(0.2, self.config.poll_interval)
                 if self._burst_finished():
                     return
-                if self.on_idle is not None and self._free_slots() == self.config.threads \
-                        and self.on_idle():
+                if (
+                    self.on_idle is not None
+                    and self._free_slots() == self.config.threads
+                    and self.on_idle()
+                ):
                     next_recovery = 0.0  # time moved: owners may have died, windows ended
                     woken = True
                     continue
@@ -242,26 +267,36 @@ class WorkerProcess:
         # A --burst worker does not wait for names it does not know (it could never run
         # them); pgflow.testing.drain does, and reports them when its timeout ends.
         names = None if self.config.in_process else sorted(self.app.registry.workflows)
-        row = self.app.db.fetchone("work_left", {
-            "app_version": self.app.app_version, "names": names,
-            "strict": self.app.settings.strict_versions,
-            # A paused queue's work waits for its resume, not for this worker.
-            "queues": [q.name for q in self.config.queues if q.name not in self.paused]})
+        row = self.app.db.fetchone(
+            "work_left",
+            {
+                "app_version": self.app.app_version,
+                "names": names,
+                "strict": self.app.settings.strict_versions,
+                # A paused queue's work waits for its resume, not for this worker.
+                "queues": [q.name for q in self.config.queues if q.name not in self.paused],
+            },
+        )
         if row is None or row["pending"] != 0:
             return False
         if row["enqueued"] == 0:
             return True
-        if self.config.in_process or self.config.burst_wait_delayed \
-                or row["delayed"] != row["enqueued"]:
+        if (
+            self.config.in_process
+            or self.config.burst_wait_delayed
+            or row["delayed"] != row["enqueued"]
+        ):
             return False
         # Only delayed work is left: say what and when, rather than wait for it in silence.
         if self.report_stranded:
             due = row["next_due"]
-            log.warning("burst_delayed_work_left", workflows=row["delayed"],
-                        next_due=due.isoformat(),
-                        due_in_s=round((due - row["now"]).total_seconds(), 1),
-                        action="run the worker again then, or pass --burst-wait-delayed "
-                               "to wait for it")
+            log.warning(
+                "burst_delayed_work_left",
+                workflows=row["delayed"],
+                next_due=due.isoformat(),
+                due_in_s=round((due - row["now"]).total_seconds(), 1),
+                action="run the worker again then, or pass --burst-wait-delayed to wait for it",
+            )
         return True
 
     # -- recovery and claiming -----------------------------------------------------------------
@@ -283,15 +318,23 @@ class WorkerProcess:
         if self.app.db.since_outage() < settings.heartbeat_timeout + settings.heartbeat_interval:
             return False
         try:
-            found = stranded_work(self.app.db, settings.heartbeat_timeout,
-                                  [q.name for q in self.config.queues])
+            found = stranded_work(
+                self.app.db, settings.heartbeat_timeout, [q.name for q in self.config.queues]
+            )
         except PgflowError as exc:
             self._failed("stranded_check_failed", exc)
             return True
         for s in found:
-            log.warning("workflows_stranded", n=s.count, queue=s.queue_name,
-                        workflow_name=s.name, app_version=s.app_version, reason=s.reason,
-                        since=s.since.isoformat(), action=s.remedy)
+            log.warning(
+                "workflows_stranded",
+                n=s.count,
+                queue=s.queue_name,
+                workflow_name=s.name,
+                app_version=s.app_version,
+                reason=s.reason,
+                since=s.since.isoformat(),
+                action=s.remedy,
+            )
         return True
 
     def _apply_retention(self) -> float:
@@ -303,8 +346,14 @@ class WorkerProcess:
             self._failed("retention_failed", exc)
             return RETENTION_EVERY
         if done is not None and done.workflows:
-            log.info("workflows_pruned", workflows=done.workflows, steps=done.steps,
-                     messages=done.messages, events=done.events, more=done.more)
+            log.info(
+                "workflows_pruned",
+                workflows=done.workflows,
+                steps=done.steps,
+                messages=done.messages,
+                events=done.events,
+                more=done.more,
+            )
         return RETENTION_BACKLOG_EVERY if done is not None and done.more else RETENTION_EVERY
 
     def _tick_schedules(self) -> None:
@@ -375,27 +424,44 @@ class WorkerProcess:
         with self._lock:
             local = self.local_running[q.name]
         # On a partitioned queue worker_concurrency holds per key: the claim applies it.
-        base = claim_budget(free_slots=free, local_running=local,
-                            worker_concurrency=None if q.partitioned else q.worker_concurrency,
-                            concurrency=None, running=0, rate_limit=None, started_in_window=0)
+        base = claim_budget(
+            free_slots=free,
+            local_running=local,
+            worker_concurrency=None if q.partitioned else q.worker_concurrency,
+            concurrency=None,
+            running=0,
+            rate_limit=None,
+            started_in_window=0,
+        )
         if base <= 0:
             return []
         names = sorted(app.registry.workflows)
-        common = {"queue_name": q.name, "app_version": app.app_version, "names": names,
-                  "executor_id": self.executor_id, "strict": self._strict(q)}
+        common = {
+            "queue_name": q.name,
+            "app_version": app.app_version,
+            "names": names,
+            "executor_id": self.executor_id,
+            "strict": self._strict(q),
+        }
         limited = q.concurrency is not None or q.rate_limit is not None
         per_s = q.rate_limit.per if q.rate_limit else 0.0
         if not limited and not q.partitioned:
             return app.db.fetchall("claim_workflows", {**common, "limit": base})
         # Limits hold across processes: the claim takes the queue's lock (in the function,
         # one round trip) and counts the room left after it.
-        params = {**common, "limit": base, "concurrency": q.concurrency,
-                  "rate_limit": q.rate_limit.limit if q.rate_limit else None, "per_s": per_s,
-                  "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}" if limited else None}
+        params = {
+            **common,
+            "limit": base,
+            "concurrency": q.concurrency,
+            "rate_limit": q.rate_limit.limit if q.rate_limit else None,
+            "per_s": per_s,
+            "lock_name": f"pgflow:{app.db.schema}:queue:{q.name}" if limited else None,
+        }
         if q.partitioned:
-            return app.db.fetchall("claim_partitions", {
-                **params, "rotation": self._rotation,
-                "worker_concurrency": q.worker_concurrency})
+            return app.db.fetchall(
+                "claim_partitions",
+                {**params, "rotation": self._rotation, "worker_concurrency": q.worker_concurrency},
+            )
         return app.db.fetchall("claim_limited", params)
 
     # -- running -------------------------------------------------------------------------------
@@ -425,14 +491,16 @@ class WorkerProcess:
             # PENDING under this live executor, where nobody recovers it.
             log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
             try:
-                release_executors(app, [self.executor_id], charge=False,
-                                  workflow_ids=[claimed.workflow_id])
+                release_executors(
+                    app, [self.executor_id], charge=False, workflow_ids=[claimed.workflow_id]
+                )
             except PgflowError as again:
                 log.error("release_failed", workflow_id=claimed.workflow_id, error=str(again))
         except BaseException as exc:  # SystemExit etc. in a workflow: a crash
             log.error("workflow_crashed", workflow_id=claimed.workflow_id, error=repr(exc))
-            release_executors(app, [self.executor_id], charge=True,
-                              workflow_ids=[claimed.workflow_id])
+            release_executors(
+                app, [self.executor_id], charge=True, workflow_ids=[claimed.workflow_id]
+            )
         finally:
             with self._lock:
                 self.inflight.discard(claimed.workflow_id)
@@ -468,12 +536,25 @@ class WorkerProcess:
         for ctx in contexts:
             if ctx.deadline_monotonic is None or now <= ctx.deadline_monotonic + DEADLINE_GRACE:
                 continue
-            log.error("workflow_time_limit", workflow_id=ctx.workflow_id,
-                      workflow_name=ctx.name, action="replacing process")
+            log.error(
+                "workflow_time_limit",
+                workflow_id=ctx.workflow_id,
+                workflow_name=ctx.name,
+                action="replacing process",
+            )
             exc = WorkflowCancelled(ctx.workflow_id, "past its deadline (timeout)")
-            self._replace_process([Outcome(ctx.workflow_id, ctx.fence, Status.CANCELLED,
-                                           error=serialization.dumps_error(exc),
-                                           name=ctx.name, queue_name=ctx.queue_name)])
+            self._replace_process(
+                [
+                    Outcome(
+                        ctx.workflow_id,
+                        ctx.fence,
+                        Status.CANCELLED,
+                        error=serialization.dumps_error(exc),
+                        name=ctx.name,
+                        queue_name=ctx.queue_name,
+                    )
+                ]
+            )
 
     def _watch_abandoned(self, now: float) -> None:
         """Abandoned step bodies (attempts past their time_limit, whose workflows have gone
@@ -486,10 +567,15 @@ class WorkerProcess:
         if not overdue and len(running) <= self.config.threads:
             return
         worst = overdue[0] if overdue else running[0]
-        log.error("abandoned_steps_running", n=len(running), overdue=len(overdue),
-                  step=worst.step, workflow_id=worst.workflow_id,
-                  abandoned_s=round(now - worst.abandoned_at, 1),
-                  action="replacing process")
+        log.error(
+            "abandoned_steps_running",
+            n=len(running),
+            overdue=len(overdue),
+            step=worst.step,
+            workflow_id=worst.workflow_id,
+            abandoned_s=round(now - worst.abandoned_at, 1),
+            action="replacing process",
+        )
         self._replace_process([])
 
     def _replace_process(self, outcomes: list[Outcome]) -> None:

@@ -33,18 +33,28 @@ def worker_config(app: App) -> WorkerConfig:
     if unknown:
         raise ConfigurationError(
             f"queue(s) {', '.join(unknown)} are not declared by the app "
-            f"(declared: {', '.join(app.queues) or 'none'})")
+            f"(declared: {', '.join(app.queues) or 'none'})"
+        )
     if not names:
         raise ConfigurationError(f"app {app.name!r} declares no queue; add app.queue(...)")
     return WorkerConfig(
-        threads=settings.threads, queues=[app.queues[n] for n in names], burst=settings.burst,
-        max_jobs=settings.max_jobs_per_child, grace=settings.grace,
-        poll_interval=settings.poll_interval, child_timeout=settings.child_timeout,
-        burst_wait_delayed=settings.burst_wait_delayed)
+        threads=settings.threads,
+        queues=[app.queues[n] for n in names],
+        burst=settings.burst,
+        max_jobs=settings.max_jobs_per_child,
+        grace=settings.grace,
+        poll_interval=settings.poll_interval,
+        child_timeout=settings.child_timeout,
+        burst_wait_delayed=settings.burst_wait_delayed,
+    )
 
 
-def run_worker(app: App, app_spec: str, flags: Mapping[str, Any] | None = None,
-               loaded_before: frozenset[str] = frozenset()) -> int:
+def run_worker(
+    app: App,
+    app_spec: str,
+    flags: Mapping[str, Any] | None = None,
+    loaded_before: frozenset[str] = frozenset(),
+) -> int:
     """Check the queues and the database, then supervise the worker processes. Returns the
     exit code. ``loaded_before``: the modules loaded before the task module (each new worker
     process forgets the others and imports the task module's current code)."""
@@ -53,10 +63,15 @@ def run_worker(app: App, app_spec: str, flags: Mapping[str, Any] | None = None,
     # connection first: an unreachable server fails at once, in one line (the pool would
     # retry for its whole timeout, logging every attempt).
     Database(app.database_url(), app.settings.schema).connect().close()
-    app.db.fetchone("work_left", {"app_version": app.app_version,
-                                  "queues": [q.name for q in config.queues],
-                                  "strict": app.settings.strict_versions,
-                                  "names": sorted(app.registry.workflows)})
+    app.db.fetchone(
+        "work_left",
+        {
+            "app_version": app.app_version,
+            "queues": [q.name for q in config.queues],
+            "strict": app.settings.strict_versions,
+            "names": sorted(app.registry.workflows),
+        },
+    )
     app.close_db()
 
     def fresh() -> tuple[App, WorkerConfig]:

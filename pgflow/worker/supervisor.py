@@ -57,8 +57,8 @@ class Child:
     started: float
     liveness: Liveness
     ready: bool = False
-    aborted_at: float | None = None      # SIGABRT sent (silent); SIGKILL follows
-    retired_until: float | None = None   # replaced (SIGHUP): draining until then
+    aborted_at: float | None = None  # SIGABRT sent (silent); SIGKILL follows
+    retired_until: float | None = None  # replaced (SIGHUP): draining until then
 
 
 @dataclass
@@ -86,9 +86,14 @@ def _pgflow_version() -> str:
 class Supervisor:
     """Runs ``processes`` worker processes until drained (or, in burst mode, until done)."""
 
-    def __init__(self, app: App, config: WorkerConfig, processes: int,
-                 out: TextIO | None = None,
-                 load: Callable[[], tuple[App, WorkerConfig]] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        config: WorkerConfig,
+        processes: int,
+        out: TextIO | None = None,
+        load: Callable[[], tuple[App, WorkerConfig]] | None = None,
+    ) -> None:
         self.app = app
         self.config = config
         # Called in each new child: the app and config from the task module's current code.
@@ -108,8 +113,9 @@ class Supervisor:
     def run(self) -> int:
         if self.app.settings.metrics_port:
             # Before the first fork: every worker process records into its own files.
-            self.endpoint = MetricsPort(self.app.settings, self.app.database_url(),
-                                        self._health_facts)
+            self.endpoint = MetricsPort(
+                self.app.settings, self.app.database_url(), self._health_facts
+            )
         try:
             self._banner()
             self.sigq.install()
@@ -124,12 +130,21 @@ class Supervisor:
     def _banner(self) -> None:
         url = self.app.settings.database_url or ""
         queues = ", ".join(
-            f"{q.name} (" + ", ".join(p for p in (
-                f"concurrency={q.concurrency}" if q.concurrency else "",
-                f"worker_concurrency={q.worker_concurrency}" if q.worker_concurrency else "",
-                f"rate={q.rate_limit}" if q.rate_limit else "",
-                "priority" if q.priority_enabled else "", "partitioned" if q.partitioned else "")
-                if p) + ")" for q in self.config.queues)
+            f"{q.name} ("
+            + ", ".join(
+                p
+                for p in (
+                    f"concurrency={q.concurrency}" if q.concurrency else "",
+                    f"worker_concurrency={q.worker_concurrency}" if q.worker_concurrency else "",
+                    f"rate={q.rate_limit}" if q.rate_limit else "",
+                    "priority" if q.priority_enabled else "",
+                    "partitioned" if q.partitioned else "",
+                )
+                if p
+            )
+            + ")"
+            for q in self.config.queues
+        )
         settings = self.app.settings
         try:
             paused = sorted(paused_queues(self.app.db) & {q.name for q in self.config.queues})
@@ -138,15 +153,26 @@ class Supervisor:
         finally:
             self.app.close_db()
         # The effective values (flag > PGFLOW_* > code > default), as the children use them.
-        log.info("worker_starting", app=self.app.name, queues=queues.replace(" ()", ""),
-                 processes=self.processes, threads=self.config.threads,
-                 heartbeat_interval=settings.heartbeat_interval,
-                 heartbeat_timeout=settings.heartbeat_timeout, grace=self.config.grace,
-                 poll_interval=self.config.poll_interval, child_timeout=settings.child_timeout,
-                 pool_size=settings.connections, pool_idle_timeout=settings.pool_idle_timeout,
-                 database=describe_target(url), schema=settings.schema,
-                 app_version=self.app.app_version, pgflow_version=_pgflow_version(),
-                 burst=self.config.burst, paused=",".join(paused) or None)
+        log.info(
+            "worker_starting",
+            app=self.app.name,
+            queues=queues.replace(" ()", ""),
+            processes=self.processes,
+            threads=self.config.threads,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            grace=self.config.grace,
+            poll_interval=self.config.poll_interval,
+            child_timeout=settings.child_timeout,
+            pool_size=settings.connections,
+            pool_idle_timeout=settings.pool_idle_timeout,
+            database=describe_target(url),
+            schema=settings.schema,
+            app_version=self.app.app_version,
+            pgflow_version=_pgflow_version(),
+            burst=self.config.burst,
+            paused=",".join(paused) or None,
+        )
 
     def _spawn(self, slot: int) -> None:
         executor_id = new_executor_id()
@@ -190,8 +216,9 @@ class Supervisor:
         # A child killed for silence (SIGABRT) first prints where each thread was stuck.
         faulthandler.enable(all_threads=True)
         app, config = self.load() if self.load is not None else (self.app, self.config)
-        worker = WorkerProcess(app, config, executor_id, report_stranded=slot == 0,
-                               liveness=liveness)
+        worker = WorkerProcess(
+            app, config, executor_id, report_stranded=slot == 0, liveness=liveness
+        )
         if stop_requested:  # SIGTERM while importing: stop before claiming anything
             worker.request_stop()
         return worker.run()
@@ -239,8 +266,9 @@ class Supervisor:
             elif sig in (signal.SIGTERM, signal.SIGINT):
                 self.state.interrupts += 1
                 if self.state.interrupts == 1:
-                    log.info("worker_draining", grace=self.config.grace,
-                             signal=signal.Signals(sig).name)
+                    log.info(
+                        "worker_draining", grace=self.config.grace, signal=signal.Signals(sig).name
+                    )
                     self._drain()
                 else:
                     log.warning("worker_stopping_now", signal=signal.Signals(sig).name)
@@ -291,9 +319,15 @@ class Supervisor:
                 continue
             silent = child.liveness.silent_for(now)
             if silent > self.config.child_timeout:
-                log.error("worker_process_silent", pid=child.pid, executor_id=child.executor_id,
-                          silent_s=round(silent, 1), child_timeout=self.config.child_timeout,
-                          ready=child.ready, action="SIGABRT, then SIGKILL")
+                log.error(
+                    "worker_process_silent",
+                    pid=child.pid,
+                    executor_id=child.executor_id,
+                    silent_s=round(silent, 1),
+                    child_timeout=self.config.child_timeout,
+                    ready=child.ready,
+                    action="SIGABRT, then SIGKILL",
+                )
                 child.aborted_at = now
                 self._kill(child, signal.SIGABRT)
 
@@ -303,10 +337,14 @@ class Supervisor:
         # Read from the shared maps now: the loop notes readiness only on its next turn.
         ready = [c for c in current if c.liveness.ready and c.aborted_at is None]
         return ProcessFacts(
-            expected=self.processes, running=len(current), ready=len(ready),
+            expected=self.processes,
+            running=len(current),
+            ready=len(ready),
             silent_max_s=max((c.liveness.silent_for(now) for c in ready), default=0.0),
-            child_timeout=self.config.child_timeout, loop_age_s=now - self.loop_at,
-            draining=self.state.draining)
+            child_timeout=self.config.child_timeout,
+            loop_age_s=now - self.loop_at,
+            draining=self.state.draining,
+        )
 
     def _kill(self, child: Child, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -334,8 +372,9 @@ class Supervisor:
     def _child_exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         clean = code == EXIT_OK
-        (log.info if clean else log.error)("worker_process_exited", pid=child.pid,
-                                           exit_code=code, executor_id=child.executor_id)
+        (log.info if clean else log.error)(
+            "worker_process_exited", pid=child.pid, exit_code=code, executor_id=child.executor_id
+        )
         ready = child.ready or child.liveness.ready
         failure = child.liveness.failure()
         child.liveness.close()
@@ -344,15 +383,16 @@ class Supervisor:
         if not clean:
             # Died (signal, crash, OOM): its PENDING work goes back now, charged once.
             self._release(child.executor_id)
-        if self.state.draining or child.retired_until is not None or \
-                (self.config.burst and clean):
+        if self.state.draining or child.retired_until is not None or (self.config.burst and clean):
             return
         if not clean and not ready:
             self.state.boot_failures += 1
             if self.state.boot_failures >= BOOT_FAILURES_BEFORE_HALT:
                 if not failure and child.aborted_at is not None:
-                    failure = (f"silent for {self.config.child_timeout:g}s while starting, "
-                               "killed (its threads' stacks are on stderr)")
+                    failure = (
+                        f"silent for {self.config.child_timeout:g}s while starting, "
+                        "killed (its threads' stacks are on stderr)"
+                    )
                 self._halt(code, failure)
                 return
         lived = time.monotonic() - child.started
@@ -366,11 +406,14 @@ class Supervisor:
 
     def _halt(self, code: int, failure: str) -> None:
         """Children keep failing to start: stop (drain what is left) rather than respawn."""
-        log.error("worker_halted", exit_code=EXIT_BOOT_FAILED,
-                  reason=f"{self.state.boot_failures} worker processes in a row failed to start "
-                         f"(the last exited with code {code})",
-                  error=failure or "see worker_process_failed above",
-                  action="fix the start-up error and start the worker again")
+        log.error(
+            "worker_halted",
+            exit_code=EXIT_BOOT_FAILED,
+            reason=f"{self.state.boot_failures} worker processes in a row failed to start "
+            f"(the last exited with code {code})",
+            error=failure or "see worker_process_failed above",
+            action="fix the start-up error and start the worker again",
+        )
         self.state.exit_code = EXIT_BOOT_FAILED
         self._drain()
 
@@ -391,8 +434,9 @@ class Supervisor:
         left: list[Stranded] = []
         paused: list[str] = []
         try:
-            row = self.app.db.fetchone("queue_progress", {
-                "queues": queues, "since": self.started_at})
+            row = self.app.db.fetchone(
+                "queue_progress", {"queues": queues, "since": self.started_at}
+            )
             if final and row is not None and row["left_"]:
                 left = stranded_work(self.app.db, self.app.settings.heartbeat_timeout, queues)
                 paused = sorted(paused_queues(self.app.db) & set(queues))
@@ -404,11 +448,22 @@ class Supervisor:
             return
         elapsed = max(1e-6, time.monotonic() - self.t0)
         rate = (row["done"] + row["failed"]) / elapsed
-        print(f"{'done' if final else 'progress'}: {row['done']} done, {row['failed']} failed, "
-              f"{row['left_']} left, {rate:.0f} jobs/s", file=self.out, flush=True)
+        print(
+            f"{'done' if final else 'progress'}: {row['done']} done, {row['failed']} failed, "
+            f"{row['left_']} left, {rate:.0f} jobs/s",
+            file=self.out,
+            flush=True,
+        )
         for s in left:
-            print(f"  left: {s.count} x {s.name} in {s.queue_name or '(no queue)'} "
-                  f"({s.reason.replace('_', ' ')}): {s.remedy}", file=self.out, flush=True)
+            print(
+                f"  left: {s.count} x {s.name} in {s.queue_name or '(no queue)'} "
+                f"({s.reason.replace('_', ' ')}): {s.remedy}",
+                file=self.out,
+                flush=True,
+            )
         for name in paused:
-            print(f"  left: queue {name} is paused (`pgflow queues resume {name}`)",
-                  file=self.out, flush=True)
+            print(
+                f"  left: queue {name} is paused (`pgflow queues resume {name}`)",
+                file=self.out,
+                flush=True,
+            )

@@ -33,8 +33,7 @@ class Completer:
     def __init__(self, app: App, written: Callable[[list[str]], None]) -> None:
         self.app = app
         self.written = written
-        self.items: stdqueue.SimpleQueue[tuple[Outcome, str | None] | None] = \
-            stdqueue.SimpleQueue()
+        self.items: stdqueue.SimpleQueue[tuple[Outcome, str | None] | None] = stdqueue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="pgflow-complete", daemon=True)
         self.pending = 0
         self._lock = threading.Lock()
@@ -73,8 +72,7 @@ class Completer:
                 except DatabaseUnavailable as exc:
                     # Keep trying while the process lives: these rows are PENDING under this
                     # (live) executor, so nobody else would ever finish or recover them.
-                    log.warning("completion_write_retrying", error=str(exc),
-                                workflows=len(batch))
+                    log.warning("completion_write_retrying", error=str(exc), workflows=len(batch))
                     continue
                 except PgflowError as exc:
                     log.error("completion_write_failed", error=str(exc), workflows=len(batch))
@@ -105,10 +103,13 @@ class RunThreads:
     """
 
     def __init__(self, n: int) -> None:
-        self.calls: stdqueue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = \
+        self.calls: stdqueue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
             stdqueue.SimpleQueue()
-        self.threads = [threading.Thread(target=self._serve, name=f"pgflow-run_{i}", daemon=True)
-                        for i in range(n)]
+        )
+        self.threads = [
+            threading.Thread(target=self._serve, name=f"pgflow-run_{i}", daemon=True)
+            for i in range(n)
+        ]
         for t in self.threads:
             t.start()
 

@@ -71,7 +71,8 @@ def ledger(step: str) -> None:
                 "INSERT INTO public.ledger (token, workflow_id, step, kind, pid, executor_id, "
                 "attempt) VALUES (%s, %s, %s, 'plain', %s, %s, %s) "
                 "ON CONFLICT (token) DO NOTHING",
-                (token, workflow_id, step, os.getpid(), executor_id, attempt))
+                (token, workflow_id, step, os.getpid(), executor_id, attempt),
+            )
 
     app.db.retrying(write, patience=300.0)
 
@@ -82,7 +83,8 @@ def ledger_tx(step: str) -> None:
     pgflow.db().execute(
         "INSERT INTO public.ledger (token, workflow_id, step, kind, pid, executor_id, attempt) "
         "VALUES (%s, %s, %s, 'tx', %s, %s, %s)",
-        (uuid.uuid4().hex, workflow_id, step, os.getpid(), executor_id, attempt))
+        (uuid.uuid4().hex, workflow_id, step, os.getpid(), executor_id, attempt),
+    )
 
 
 # -- the five-step workflow of the kill storms -----------------------------------------------
@@ -301,5 +303,6 @@ def leaky() -> None:
     try:
         leaky_step()
     except LeakyError as exc:
-        raise RuntimeError(f"gave up on conninfo 'host=db.internal password={LEAKED} "
-                           f"user=app' ({exc})") from exc
+        raise RuntimeError(
+            f"gave up on conninfo 'host=db.internal password={LEAKED} user=app' ({exc})"
+        ) from exc

@@ -25,15 +25,21 @@ SOAK_FACTOR = 10
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak", action="store_true", default=False,
-                     help="chaos tests: 10x the load and longer outages (hand runs)")
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="chaos tests: 10x the load and longer outages (hand runs)",
+    )
 
 
 @pytest.fixture(scope="session")
 def soak(request: pytest.FixtureRequest) -> int:
     """The load factor: 1 in CI, 10 under --soak."""
-    on = request.config.getoption("--soak", default=False) or \
-        os.environ.get("PGFLOW_CHAOS_SOAK") == "1"
+    on = (
+        request.config.getoption("--soak", default=False)
+        or os.environ.get("PGFLOW_CHAOS_SOAK") == "1"
+    )
     return SOAK_FACTOR if on else 1
 
 

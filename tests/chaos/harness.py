@@ -106,9 +106,16 @@ class Worker:
     before the command (e.g. ``faketime``).
     """
 
-    def __init__(self, database_url: str, logdir: Path, *args: str, app: str = APP,
-                 env: dict[str, str] | None = None, hostname: str | None = None,
-                 prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        logdir: Path,
+        *args: str,
+        app: str = APP,
+        env: dict[str, str] | None = None,
+        hostname: str | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
         environ.update({"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_FORMAT": "json"})
         environ.update(env or {})
@@ -120,11 +127,25 @@ class Worker:
         argv = [*(prefix or []), *self.argv]
         if hostname is not None:
             # exec keeps the supervisor's pid the one Popen knows.
-            argv = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh",
-                    *argv]
+            argv = [
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                f'hostname {hostname} && exec "$@"',
+                "sh",
+                *argv,
+            ]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=environ,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid = self.proc.pid
 
     def wait(self, timeout: float) -> int:
@@ -224,29 +245,44 @@ def counts(url: str) -> dict[str, int]:
 
 def wait_terminal(url: str, expected: int, timeout: float) -> dict[str, int]:
     """Wait until ``expected`` workflows exist and none is ENQUEUED or PENDING."""
+
     def done() -> dict[str, int] | None:
         c = counts(url)
         if sum(c.values()) >= expected and not c.get("ENQUEUED") and not c.get("PENDING"):
             return c
         return None
+
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         c = done()
         if c:
             return c
         time.sleep(0.2)
-    stuck = query(url, """
+    stuck = query(
+        url,
+        """
         SELECT w.workflow_id, w.status, w.executor_id, w.attempt, w.recovery_attempts,
                e.executor_id IS NOT NULL AS owner_registered, e.pid AS owner_pid
         FROM pgflow.workflow_status w LEFT JOIN pgflow.executors e USING (executor_id)
-        WHERE w.status IN ('ENQUEUED', 'PENDING') LIMIT 5""")
-    history = query(url, "SELECT op, old_status, new_status, old_executor, new_executor, "
-                         "old_attempt, new_attempt, at FROM public.wf_audit "
-                         "WHERE workflow_id = %s ORDER BY id",
-                    (stuck[0]["workflow_id"],)) if stuck else []
-    pytest.fail(f"not all terminal after {timeout}s: {counts(url)}\nstuck: "
-                + "\n".join(map(str, stuck)) + "\nhistory of the first:\n"
-                + "\n".join(map(str, history)))
+        WHERE w.status IN ('ENQUEUED', 'PENDING') LIMIT 5""",
+    )
+    history = (
+        query(
+            url,
+            "SELECT op, old_status, new_status, old_executor, new_executor, "
+            "old_attempt, new_attempt, at FROM public.wf_audit "
+            "WHERE workflow_id = %s ORDER BY id",
+            (stuck[0]["workflow_id"],),
+        )
+        if stuck
+        else []
+    )
+    pytest.fail(
+        f"not all terminal after {timeout}s: {counts(url)}\nstuck: "
+        + "\n".join(map(str, stuck))
+        + "\nhistory of the first:\n"
+        + "\n".join(map(str, history))
+    )
 
 
 def executors(url: str) -> dict[str, dict[str, Any]]:
@@ -263,7 +299,7 @@ def stats(values: Iterable[float]) -> str:
     vals = sorted(values)
     if not vals:
         return "n=0"
-    return (f"n={len(vals)} median={statistics.median(vals):.3f}s max={vals[-1]:.3f}s")
+    return f"n={len(vals)} median={statistics.median(vals):.3f}s max={vals[-1]:.3f}s"
 
 
 def soak_scaled(n: int, factor: int) -> int:
@@ -287,10 +323,12 @@ class Verdict:
     fenced_writes: int = 0
 
     def line(self) -> str:
-        return (f"{self.workflows} workflows {self.statuses}; {self.checkpoints} checkpoints; "
-                f"{self.interruptions} runs interrupted, {self.extra_plain_runs} plain steps "
-                f"re-run; max concurrent runs {self.max_overlap} (per pid "
-                f"{self.max_overlap_per_pid}); writes outside ownership {self.fenced_writes}")
+        return (
+            f"{self.workflows} workflows {self.statuses}; {self.checkpoints} checkpoints; "
+            f"{self.interruptions} runs interrupted, {self.extra_plain_runs} plain steps "
+            f"re-run; max concurrent runs {self.max_overlap} (per pid "
+            f"{self.max_overlap_per_pid}); writes outside ownership {self.fenced_writes}"
+        )
 
 
 def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
@@ -315,8 +353,7 @@ def ownership(url: str) -> dict[str, list[tuple[str, int, datetime, datetime | N
         wf = r["workflow_id"]
         if wf in current:
             ex, att, since = current[wf]
-            if r["new_executor"] != ex or r["new_attempt"] != att or \
-                    r["new_status"] != "PENDING":
+            if r["new_executor"] != ex or r["new_attempt"] != att or r["new_status"] != "PENDING":
                 owned[wf].append((ex, att, since, r["at"]))
                 del current[wf]
         if r["new_executor"] is not None and r["new_status"] == "PENDING" and wf not in current:
@@ -326,23 +363,35 @@ def ownership(url: str) -> dict[str, list[tuple[str, int, datetime, datetime | N
     return owned
 
 
-def check_fencing(url: str, owned: dict[str, list[tuple[str, int, datetime, datetime | None]]]
-                  | None = None) -> list[dict[str, Any]]:
+def check_fencing(
+    url: str, owned: dict[str, list[tuple[str, int, datetime, datetime | None]]] | None = None
+) -> list[dict[str, Any]]:
     """Checkpoints written while their writer did not own the workflow (must be none), and
     final statuses written by a former owner (impossible by construction; checked anyway)."""
     # Checkpoints first: the audit read afterwards holds the ownership of every one of them.
-    checkpoints = query(url, "SELECT workflow_id, step_id, executor_id, completed_at "
-                             "FROM pgflow.operation_outputs")
+    checkpoints = query(
+        url, "SELECT workflow_id, step_id, executor_id, completed_at FROM pgflow.operation_outputs"
+    )
     owned = owned if owned is not None else ownership(url)
     bad = []
     for cp in checkpoints:
-        ok = any(ex == cp["executor_id"] and since <= cp["completed_at"] and
-                 (until is None or cp["completed_at"] <= until)
-                 for ex, _, since, until in owned.get(cp["workflow_id"], []))
+        ok = any(
+            ex == cp["executor_id"]
+            and since <= cp["completed_at"]
+            and (until is None or cp["completed_at"] <= until)
+            for ex, _, since, until in owned.get(cp["workflow_id"], [])
+        )
         if not ok:
-            bad.append(dict(cp, kind="checkpoint", owners=[
-                (ex[:8], att, str(since.time()), str(until.time()) if until else None)
-                for ex, att, since, until in owned.get(cp["workflow_id"], [])]))
+            bad.append(
+                dict(
+                    cp,
+                    kind="checkpoint",
+                    owners=[
+                        (ex[:8], att, str(since.time()), str(until.time()) if until else None)
+                        for ex, att, since, until in owned.get(cp["workflow_id"], [])
+                    ],
+                )
+            )
     return bad
 
 
@@ -350,16 +399,30 @@ def assert_no_stale_writes(url: str) -> None:
     """No checkpoint outside its writer's ownership (the full story on failure)."""
     bad = check_fencing(url)
     if bad:
-        history = query(url, "SELECT * FROM public.wf_audit WHERE workflow_id = %s ORDER BY id",
-                         (bad[0]["workflow_id"],))
-        raise AssertionError("writes outside ownership:\n" + "\n".join(map(str, bad[:5]))
-                             + "\nhistory of the first:\n" + "\n".join(map(str, history)))
+        history = query(
+            url,
+            "SELECT * FROM public.wf_audit WHERE workflow_id = %s ORDER BY id",
+            (bad[0]["workflow_id"],),
+        )
+        raise AssertionError(
+            "writes outside ownership:\n"
+            + "\n".join(map(str, bad[:5]))
+            + "\nhistory of the first:\n"
+            + "\n".join(map(str, history))
+        )
 
 
-def check_all(url: str, *, expected: dict[str, Any], steps: int | None = None,
-              plain: tuple[str, ...] = (), tx: tuple[str, ...] = (),
-              limit: int | None = None, per_pid: int | None = None,
-              limit_queue: str | None = None) -> Verdict:
+def check_all(
+    url: str,
+    *,
+    expected: dict[str, Any],
+    steps: int | None = None,
+    plain: tuple[str, ...] = (),
+    tx: tuple[str, ...] = (),
+    limit: int | None = None,
+    per_pid: int | None = None,
+    limit_queue: str | None = None,
+) -> Verdict:
     """The oracles over workflows ``expected`` (id -> result):
 
     every one SUCCESS with its result; ``steps`` checkpoints each; every transaction step one
@@ -369,9 +432,14 @@ def check_all(url: str, *, expected: dict[str, Any], steps: int | None = None,
     writer's ownership.
     """
     v = Verdict(workflows=len(expected))
-    rows = {r["workflow_id"]: r for r in query(
-        url, "SELECT workflow_id, status, output, error, queue_name, recovery_attempts "
-             "FROM pgflow.workflow_status")}
+    rows = {
+        r["workflow_id"]: r
+        for r in query(
+            url,
+            "SELECT workflow_id, status, output, error, queue_name, recovery_attempts "
+            "FROM pgflow.workflow_status",
+        )
+    }
     for wf, result in expected.items():
         r = rows.get(wf)
         assert r is not None, f"workflow {wf} lost"
@@ -380,14 +448,22 @@ def check_all(url: str, *, expected: dict[str, Any], steps: int | None = None,
         assert json.loads(r["output"]) == result, (wf, r["output"], result)
     ids = list(expected)
     if steps is not None:
-        cps = query(url, "SELECT workflow_id, count(*) AS n FROM pgflow.operation_outputs "
-                         "WHERE workflow_id = ANY(%s) GROUP BY workflow_id", (ids,))
+        cps = query(
+            url,
+            "SELECT workflow_id, count(*) AS n FROM pgflow.operation_outputs "
+            "WHERE workflow_id = ANY(%s) GROUP BY workflow_id",
+            (ids,),
+        )
         n = {r["workflow_id"]: r["n"] for r in cps}
         wrong = {wf: n.get(wf, 0) for wf in ids if n.get(wf, 0) != steps}
         assert not wrong, f"checkpoints per workflow != {steps}: {list(wrong.items())[:5]}"
         v.checkpoints = sum(n.values())
-    ledger = query(url, "SELECT workflow_id, step, kind, pid, executor_id, attempt, at "
-                        "FROM public.ledger WHERE workflow_id = ANY(%s)", (ids,))
+    ledger = query(
+        url,
+        "SELECT workflow_id, step, kind, pid, executor_id, attempt, at "
+        "FROM public.ledger WHERE workflow_id = ANY(%s)",
+        (ids,),
+    )
     per_step: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in ledger:
         per_step[(r["workflow_id"], r["step"])].append(r)
@@ -406,7 +482,8 @@ def check_all(url: str, *, expected: dict[str, Any], steps: int | None = None,
             runs = {(r["executor_id"], r["attempt"]) for r in got}
             assert len(runs) == len(got), f"plain step {s} of {wf} ran twice in one run"
             assert len(got) <= 1 + interrupted, (
-                f"plain step {s} of {wf} ran {len(got)} times over {interrupted} interruptions")
+                f"plain step {s} of {wf} ran {len(got)} times over {interrupted} interruptions"
+            )
             v.extra_plain_runs += len(got) - 1
     if limit is not None or per_pid is not None:
         spans: dict[tuple[str, str, int], list[datetime]] = defaultdict(list)
@@ -427,7 +504,8 @@ def check_all(url: str, *, expected: dict[str, Any], steps: int | None = None,
             assert v.max_overlap <= limit, f"{v.max_overlap} runs at once > limit {limit}"
         if per_pid is not None:
             assert v.max_overlap_per_pid <= per_pid, (
-                f"{v.max_overlap_per_pid} runs at once in one process > {per_pid}")
+                f"{v.max_overlap_per_pid} runs at once in one process > {per_pid}"
+            )
     bad = check_fencing(url)
     v.fenced_writes = len(bad)
     if bad:

@@ -33,19 +33,22 @@ class Terminator(threading.Thread):
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stop.wait(self.period):
-                n = conn.execute("SELECT count(*) FROM pg_stat_activity "
-                                 "WHERE datname = current_database()").fetchone()[0]
+                n = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                ).fetchone()[0]
                 self.peak = max(self.peak, n)
                 row = conn.execute(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
                     "FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid()").fetchone()
+                    "AND pid <> pg_backend_pid()"
+                ).fetchone()
                 self.killed += row[0]
                 self.rounds += 1
 
 
-def test_connections_killed_every_200ms(capp: pgflow.App, chaos_url: str, workers: Any,
-                                        soak: int) -> None:
+def test_connections_killed_every_200ms(
+    capp: pgflow.App, chaos_url: str, workers: Any, soak: int
+) -> None:
     """Work keeps flowing while every backend of the database dies 5 times a second; all
     workflows end SUCCESS with every oracle holding; no process needs more connections than
     its pool (threads + 4) and its two listeners."""
@@ -63,23 +66,35 @@ def test_connections_killed_every_200ms(capp: pgflow.App, chaos_url: str, worker
     killer.stop.set()
     killer.join(5)
     ended = time.monotonic()
-    done_in_storm = query(chaos_url, "SELECT count(*) AS n FROM pgflow.workflow_status "
-                                     "WHERE status = 'SUCCESS' AND completed_at > "
-                                     "clock_timestamp() - %s * interval '1 second'",
-                          (time.monotonic() - began,))[0]["n"]
+    done_in_storm = query(
+        chaos_url,
+        "SELECT count(*) AS n FROM pgflow.workflow_status "
+        "WHERE status = 'SUCCESS' AND completed_at > "
+        "clock_timestamp() - %s * interval '1 second'",
+        (time.monotonic() - began,),
+    )[0]["n"]
     wait_terminal(chaos_url, n, 180 * soak)
-    v = check_all(chaos_url, expected=expected, steps=chaos_app.FIVE_STEPS,
-                  plain=chaos_app.FIVE_PLAIN, tx=chaos_app.FIVE_TX, limit=8, per_pid=THREADS,
-                  limit_queue="chaos")
+    v = check_all(
+        chaos_url,
+        expected=expected,
+        steps=chaos_app.FIVE_STEPS,
+        plain=chaos_app.FIVE_PLAIN,
+        tx=chaos_app.FIVE_TX,
+        limit=8,
+        per_pid=THREADS,
+        limit_queue="chaos",
+    )
     bound = PROCESSES * (THREADS + 4) + PROCESSES * 2 + 3
     exits = w.events("worker_process_exited")
     warnings: dict[str, int] = {}
     for e in w.events():
         if e.get("level") in ("warning", "error"):
             warnings[e["event"]] = warnings.get(e["event"], 0) + 1
-    print(f"\nconnection storm {ended - began:.0f}s: {killer.rounds} rounds killed "
-          f"{killer.killed} backends; {done_in_storm} workflows finished during it; peak "
-          f"{killer.peak} connections (bound {bound}); worker exits "
-          f"{[e['exit_code'] for e in exits]}; log warnings {warnings}; {v.line()}")
+    print(
+        f"\nconnection storm {ended - began:.0f}s: {killer.rounds} rounds killed "
+        f"{killer.killed} backends; {done_in_storm} workflows finished during it; peak "
+        f"{killer.peak} connections (bound {bound}); worker exits "
+        f"{[e['exit_code'] for e in exits]}; log warnings {warnings}; {v.line()}"
+    )
     assert done_in_storm > 0
     assert killer.peak <= bound

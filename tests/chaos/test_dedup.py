@@ -18,8 +18,9 @@ from tests.chaos.harness import HEARTBEAT, query, stats, wait_terminal
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 
-def race(ids: list[str], threads: int, seconds: float | None,
-         seed: int) -> tuple[dict[str, list[str]], int, list[str]]:
+def race(
+    ids: list[str], threads: int, seconds: float | None, seed: int
+) -> tuple[dict[str, list[str]], int, list[str]]:
     """``threads`` threads enqueue every id (each in its own random order): once, or again
     and again for ``seconds``. Returns the winners per id, the Deduplicated count, and the
     problems (a Deduplicated naming no holder, any other error)."""
@@ -73,8 +74,11 @@ def test_dedup_races(capp: pgflow.App, chaos_url: str, workers: Any, soak: int) 
     assert not problems, problems[:5]
     assert all(len(won[i]) == 1 for i in ids), [(i, won[i]) for i in ids if len(won[i]) != 1]
     assert lost == (threads - 1) * n
-    active = query(chaos_url, "SELECT dedup_id, count(*) AS n FROM pgflow.workflow_status "
-                              "WHERE status IN ('ENQUEUED', 'PENDING') GROUP BY dedup_id")
+    active = query(
+        chaos_url,
+        "SELECT dedup_id, count(*) AS n FROM pgflow.workflow_status "
+        "WHERE status IN ('ENQUEUED', 'PENDING') GROUP BY dedup_id",
+    )
     assert {r["dedup_id"]: r["n"] for r in active} == {i: 1 for i in ids}
 
     w = workers("-P", "2", "-c", "4", *HEARTBEAT, "-Q", "dedup")
@@ -83,14 +87,17 @@ def test_dedup_races(capp: pgflow.App, chaos_url: str, workers: Any, soak: int) 
     total = n + sum(len(v) for v in won2.values())
     wait_terminal(chaos_url, total, 120)
     # From the audit: each row's active interval [insert, terminal]; per id, none overlap.
-    rows = query(chaos_url, """
+    rows = query(
+        chaos_url,
+        """
         SELECT w.dedup_id, w.workflow_id, i.at AS since, t.at AS until
         FROM pgflow.workflow_status w
         JOIN public.wf_audit i ON i.workflow_id = w.workflow_id AND i.op = 'I'
         JOIN public.wf_audit t ON t.workflow_id = w.workflow_id
              AND t.new_status IN ('SUCCESS', 'ERROR', 'CANCELLED',
                                   'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-        ORDER BY w.dedup_id, i.at""")
+        ORDER BY w.dedup_id, i.at""",
+    )
     assert len(rows) == total
     per_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -102,7 +109,9 @@ def test_dedup_races(capp: pgflow.App, chaos_url: str, workers: Any, soak: int) 
             gaps.append((after["since"] - before["until"]).total_seconds())
     w.kill()
     again = [chaos_app.dedup.options(dedup_id=i).enqueue(chaos_app.normal, 1) for i in ids]
-    print(f"\ndedup races: {threads} threads x {n} ids: {n} won, {lost} Deduplicated in "
-          f"{took:.2f}s; while workers ran: {total - n} more won, {lost2} Deduplicated, "
-          f"never two active at once; terminal -> next enqueue won: {stats(gaps)}")
+    print(
+        f"\ndedup races: {threads} threads x {n} ids: {n} won, {lost} Deduplicated in "
+        f"{took:.2f}s; while workers ran: {total - n} more won, {lost2} Deduplicated, "
+        f"never two active at once; terminal -> next enqueue won: {stats(gaps)}"
+    )
     assert all(h.status().status == pgflow.Status.ENQUEUED for h in again)

@@ -19,9 +19,9 @@ GOOD = 50
 
 # column overrides -> the final status it must reach, and words its recorded error must hold
 HOSTILE: list[tuple[str, str, str, tuple[str, ...]]] = [
-    ("timeout_ms", "9223372036854775807", "SUCCESS", ()),          # interval overflow
-    ("timeout_ms", "100000000000000000", "SUCCESS", ()),           # timeout=1e14 s
-    ("deadline", "'infinity'", "SUCCESS", ()),                     # psycopg cannot load it
+    ("timeout_ms", "9223372036854775807", "SUCCESS", ()),  # interval overflow
+    ("timeout_ms", "100000000000000000", "SUCCESS", ()),  # timeout=1e14 s
+    ("deadline", "'infinity'", "SUCCESS", ()),  # psycopg cannot load it
     ("timeout_ms", "-9223372036854775808", "CANCELLED", ("deadline",)),
     ("deadline", "'-infinity'", "CANCELLED", ("deadline",)),
     ("serializer", "'bogus'", "ERROR", ("unknown serializer", "bogus")),
@@ -36,22 +36,36 @@ def insert_hostile(url: str, template_id: str, *, orphans: bool = False) -> list
     ids = []
     for n, (column, value, _, _) in enumerate(HOSTILE):
         wid = f"{'orphan' if orphans else 'hostile'}-{n}"
-        columns = ["name", "status", "queue_name", "partition_key", "app_version",
-                   "max_recovery_attempts", "serializer", "inputs", "timeout_ms", "deadline"]
+        columns = [
+            "name",
+            "status",
+            "queue_name",
+            "partition_key",
+            "app_version",
+            "max_recovery_attempts",
+            "serializer",
+            "inputs",
+            "timeout_ms",
+            "deadline",
+        ]
         chosen = [value if c == column else c for c in columns]
         if orphans:
             chosen[1] = "'PENDING'"
-        query(url, f"INSERT INTO pgflow.workflow_status (workflow_id, priority, "
-                   f"{', '.join(columns)}) SELECT %s, -1, {', '.join(chosen)} "
-                   "FROM pgflow.workflow_status WHERE workflow_id = %s RETURNING 1",
-              (wid, template_id))
+        query(
+            url,
+            f"INSERT INTO pgflow.workflow_status (workflow_id, priority, "
+            f"{', '.join(columns)}) SELECT %s, -1, {', '.join(chosen)} "
+            "FROM pgflow.workflow_status WHERE workflow_id = %s RETURNING 1",
+            (wid, template_id),
+        )
         ids.append(wid)
     return ids
 
 
 @pytest.mark.parametrize("queue", ["chaos", "per_proc", "parts"])
-def test_hostile_rows_never_block_their_queue(capp: pgflow.App, chaos_url: str,
-                                              workers: Any, queue: str) -> None:
+def test_hostile_rows_never_block_their_queue(
+    capp: pgflow.App, chaos_url: str, workers: Any, queue: str
+) -> None:
     q = capp.queues[queue]
     if q.partitioned:
         q = q.options(partition_key="k")
@@ -61,12 +75,16 @@ def test_hostile_rows_never_block_their_queue(capp: pgflow.App, chaos_url: str,
         hostile += insert_hostile(chaos_url, good[0].workflow_id, orphans=True)
     w = workers("-P", "1", "-c", "4", *HEARTBEAT, "--burst", "-Q", queue)
     code = w.wait(120)
-    found = {r["workflow_id"]: r for r in query(
-        chaos_url, "SELECT workflow_id, status, error FROM pgflow.workflow_status")}
+    found = {
+        r["workflow_id"]: r
+        for r in query(chaos_url, "SELECT workflow_id, status, error FROM pgflow.workflow_status")
+    }
     left = {k: r["status"] for k, r in found.items() if r["status"] in ("ENQUEUED", "PENDING")}
-    print(f"\n{queue}: exit {code}; left {left}; hostile "
-          f"{[(found[h]['status'], (found[h]['error'] or '')[:80]) for h in hostile]}; "
-          f"claim failures {len(w.events('claim_failed'))}")
+    print(
+        f"\n{queue}: exit {code}; left {left}; hostile "
+        f"{[(found[h]['status'], (found[h]['error'] or '')[:80]) for h in hostile]}; "
+        f"claim failures {len(w.events('claim_failed'))}"
+    )
     assert code == 0, w.stderr()[-3000:]
     assert not left
     assert [h.result(timeout=5) for h in good] == [chaos_app.five_result(i) for i in range(GOOD)]

@@ -35,8 +35,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 WORK = 0.15  # seconds in each plain step: long enough that kills land mid-workflow
 
 
-def test_sigkill_storm_on_worker_processes(capp: pgflow.App, chaos_url: str, workers: Any,
-                                           soak: int) -> None:
+def test_sigkill_storm_on_worker_processes(
+    capp: pgflow.App, chaos_url: str, workers: Any, soak: int
+) -> None:
     """SIGKILL a random worker process every 2 s while N five-step workflows run on a
     concurrency=8 queue under -P 2 -c 4. Everything ends SUCCESS with its result, exactly
     once where promised; each kill's work is requeued, and its process replaced, within 2 s."""
@@ -63,22 +64,38 @@ def test_sigkill_storm_on_worker_processes(capp: pgflow.App, chaos_url: str, wor
         os.kill(victim, signal.SIGKILL)
         kills.append((at, victim, registered[victim]))
     took = time.monotonic() - started
-    v = check_all(chaos_url, expected=expected, steps=chaos_app.FIVE_STEPS,
-                  plain=chaos_app.FIVE_PLAIN, tx=chaos_app.FIVE_TX, limit=8, per_pid=4,
-                  limit_queue="chaos")
+    v = check_all(
+        chaos_url,
+        expected=expected,
+        steps=chaos_app.FIVE_STEPS,
+        plain=chaos_app.FIVE_PLAIN,
+        tx=chaos_app.FIVE_TX,
+        limit=8,
+        per_pid=4,
+        limit_queue="chaos",
+    )
     requeue, replaced = [], []
     for at, pid, executor in kills:
-        rel = query(chaos_url, "SELECT min(at) AS t FROM public.wf_audit "
-                               "WHERE old_executor = %s AND new_executor IS NULL", (executor,))
+        rel = query(
+            chaos_url,
+            "SELECT min(at) AS t FROM public.wf_audit "
+            "WHERE old_executor = %s AND new_executor IS NULL",
+            (executor,),
+        )
         if rel[0]["t"] is not None:
             requeue.append((rel[0]["t"] - at).total_seconds())
-        new = query(chaos_url, "SELECT min(at) AS t FROM public.exec_audit "
-                               "WHERE op = 'I' AND at > %s AND pid <> %s", (at, pid))
+        new = query(
+            chaos_url,
+            "SELECT min(at) AS t FROM public.exec_audit WHERE op = 'I' AND at > %s AND pid <> %s",
+            (at, pid),
+        )
         assert new[0]["t"] is not None, f"process {pid} never replaced"
         replaced.append((new[0]["t"] - at).total_seconds())
-    print(f"\nkill storm: {n} workflows in {took:.1f}s under {len(kills)} SIGKILLs; {v.line()}"
-          f"\n  kill -> work requeued: {stats(requeue)}\n  kill -> process replaced: "
-          f"{stats(replaced)}")
+    print(
+        f"\nkill storm: {n} workflows in {took:.1f}s under {len(kills)} SIGKILLs; {v.line()}"
+        f"\n  kill -> work requeued: {stats(requeue)}\n  kill -> process replaced: "
+        f"{stats(replaced)}"
+    )
     assert len(kills) >= 3
     assert requeue and max(requeue) <= 2.0
     assert max(replaced) <= 2.0
@@ -87,15 +104,19 @@ def test_sigkill_storm_on_worker_processes(capp: pgflow.App, chaos_url: str, wor
 
 
 def test_killed_supervisor_children_exit_and_work_is_adopted(
-        capp: pgflow.App, chaos_url: str, workers: Any, soak: int) -> None:
+    capp: pgflow.App, chaos_url: str, workers: Any, soak: int
+) -> None:
     """SIGKILL a supervisor: its worker processes exit within 2 s, and another worker
     adopts their work, which then ends SUCCESS."""
     n = 16 * soak
     handles = chaos_app.chaos.enqueue_many(chaos_app.long, [(i, 6, 0.25) for i in range(n)])
     expected = {h.workflow_id: i for i, h in enumerate(handles)}
     a = workers("-P", "2", "-c", "4", *HEARTBEAT, "-Q", "chaos")
-    wait_for("work in flight on the first worker",
-             lambda: query(chaos_url, "SELECT count(*) AS n FROM public.ledger")[0]["n"] >= 8, 30)
+    wait_for(
+        "work in flight on the first worker",
+        lambda: query(chaos_url, "SELECT count(*) AS n FROM public.ledger")[0]["n"] >= 8,
+        30,
+    )
     kids = a.children()
     owned = worker_pids(chaos_url)
     assert len(kids) == 2 and set(kids) <= set(owned)
@@ -105,26 +126,42 @@ def test_killed_supervisor_children_exit_and_work_is_adopted(
     killed = time.monotonic()
     at = db_now(chaos_url)
     a.proc.wait(5)
-    wait_for("the orphaned worker processes to exit",
-             lambda: all(process_gone(p) for p in kids), 5, 0.02)
+    wait_for(
+        "the orphaned worker processes to exit", lambda: all(process_gone(p) for p in kids), 5, 0.02
+    )
     gone = time.monotonic() - killed
     adopted = wait_for(
         "their work adopted",
-        lambda: all(query(chaos_url, "SELECT count(*) AS n FROM pgflow.workflow_status "
-                                     "WHERE executor_id = %s AND status = 'PENDING'",
-                          (owned[p],))[0]["n"] == 0 for p in kids) and db_now(chaos_url), 15)
+        lambda: (
+            all(
+                query(
+                    chaos_url,
+                    "SELECT count(*) AS n FROM pgflow.workflow_status "
+                    "WHERE executor_id = %s AND status = 'PENDING'",
+                    (owned[p],),
+                )[0]["n"]
+                == 0
+                for p in kids
+            )
+            and db_now(chaos_url)
+        ),
+        15,
+    )
     wait_terminal(chaos_url, n, 60 * soak)
     v = check_all(chaos_url, expected=expected, limit=8, limit_queue="chaos")
     released = (adopted - at).total_seconds()
-    print(f"\nsupervisor SIGKILLed: children exited in {gone:.2f}s, their work released "
-          f"{released:.2f}s after the kill; {v.line()}")
+    print(
+        f"\nsupervisor SIGKILLed: children exited in {gone:.2f}s, their work released "
+        f"{released:.2f}s after the kill; {v.line()}"
+    )
     assert gone <= 2.0
     assert released <= 5.0  # same host: the dead pids are seen at the next recovery pass
     assert not b.events("worker_process_exited")
 
 
 def test_step_past_its_time_limit_fails_its_workflow_and_the_body_is_backstopped(
-        capp: pgflow.App, chaos_url: str, workers: Any) -> None:
+    capp: pgflow.App, chaos_url: str, workers: Any
+) -> None:
     """A step stuck in time.sleep(3600) with time_limit=3: the workflow ends ERROR with
     StepTimeLimitExceeded (the step's recorded error) about 3 s after the step began, while
     its siblings run on undisturbed. The abandoned body keeps sleeping; once it has run its
@@ -134,16 +171,27 @@ def test_step_past_its_time_limit_fails_its_workflow_and_the_body_is_backstopped
 
     siblings = [chaos_app.hang.enqueue(chaos_app.long, i, 100, 0.2) for i in range(3)]
     w = workers("-P", "1", "-c", "4", *HEARTBEAT)
-    wait_for("siblings in flight",
-             lambda: query(chaos_url, "SELECT count(DISTINCT workflow_id) AS n "
-                                      "FROM public.ledger")[0]["n"] == 3, 30)
+    wait_for(
+        "siblings in flight",
+        lambda: (
+            query(chaos_url, "SELECT count(DISTINCT workflow_id) AS n FROM public.ledger")[0]["n"]
+            == 3
+        ),
+        30,
+    )
     stuck = chaos_app.hang.enqueue(chaos_app.hangs)
-    began = wait_for("the stuck step", lambda: query(
-        chaos_url, "SELECT at FROM public.ledger WHERE step = 'stuck'"), 10)[0]["at"]
+    began = wait_for(
+        "the stuck step",
+        lambda: query(chaos_url, "SELECT at FROM public.ledger WHERE step = 'stuck'"),
+        10,
+    )[0]["at"]
     with pytest.raises(pgflow.StepTimeLimitExceeded):
         stuck.result(timeout=15)
-    row = query(chaos_url, "SELECT completed_at, status FROM pgflow.workflow_status "
-                           "WHERE workflow_id = %s", (stuck.workflow_id,))[0]
+    row = query(
+        chaos_url,
+        "SELECT completed_at, status FROM pgflow.workflow_status WHERE workflow_id = %s",
+        (stuck.workflow_id,),
+    )[0]
     took = (row["completed_at"] - began).total_seconds()
     (step,) = capp.steps(stuck.workflow_id)
     assert isinstance(step.error, pgflow.StepTimeLimitExceeded)
@@ -153,13 +201,18 @@ def test_step_past_its_time_limit_fails_its_workflow_and_the_body_is_backstopped
     rows = query(chaos_url, "SELECT workflow_id, recovery_attempts FROM pgflow.workflow_status")
     exits = w.events("worker_process_exited")
     (backstop,) = w.events("abandoned_steps_running")
-    reruns = query(chaos_url, "SELECT workflow_id, count(*) - count(DISTINCT step) AS extra "
-                              "FROM public.ledger WHERE step LIKE 't%%' GROUP BY workflow_id")
-    print(f"\ntime_limit=3: ERROR {took:.2f}s after the step began; the abandoned body "
-          f"backstopped after {backstop['abandoned_s']}s; exits "
-          f"{[e['exit_code'] for e in exits]}; siblings re-ran "
-          f"{sum(r['extra'] for r in reruns)} plain steps, charged "
-          f"{[r['recovery_attempts'] for r in rows]}")
+    reruns = query(
+        chaos_url,
+        "SELECT workflow_id, count(*) - count(DISTINCT step) AS extra "
+        "FROM public.ledger WHERE step LIKE 't%%' GROUP BY workflow_id",
+    )
+    print(
+        f"\ntime_limit=3: ERROR {took:.2f}s after the step began; the abandoned body "
+        f"backstopped after {backstop['abandoned_s']}s; exits "
+        f"{[e['exit_code'] for e in exits]}; siblings re-ran "
+        f"{sum(r['extra'] for r in reruns)} plain steps, charged "
+        f"{[r['recovery_attempts'] for r in rows]}"
+    )
     assert row["status"] == "ERROR"
     assert 3 <= took <= 3 + 1
     assert abandoned_grace(3) <= backstop["abandoned_s"] <= abandoned_grace(3) + 1.5
@@ -205,8 +258,9 @@ def restart_gaps(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
 POISONS = ("exit", "segfault", "memory", "systemexit", "keyboardinterrupt")
 
 
-def test_poison_workflows_end_after_three_runs(capp: pgflow.App, chaos_url: str,
-                                              workers: Any, soak: int) -> None:
+def test_poison_workflows_end_after_three_runs(
+    capp: pgflow.App, chaos_url: str, workers: Any, soak: int
+) -> None:
     """Poison workflows among normal ones on a concurrency=1 queue (max_recovery_attempts=2):
     a poison that kills its process (or raises SystemExit / KeyboardInterrupt) ends
     MAX_RECOVERY_ATTEMPTS_EXCEEDED after exactly 3 runs, its waiter gets the error, its dedup
@@ -222,7 +276,8 @@ def test_poison_workflows_end_after_three_runs(capp: pgflow.App, chaos_url: str,
         if i % every == every - 1 and len(poisons) < len(POISONS):
             kind = POISONS[len(poisons)]
             p = chaos_app.poison.options(dedup_id=f"poison-{kind}").enqueue(
-                chaos_app.poisoned, kind)
+                chaos_app.poisoned, kind
+            )
             poisons[kind] = p
     outcomes: dict[str, BaseException | object] = {}
 
@@ -241,18 +296,31 @@ def test_poison_workflows_end_after_three_runs(capp: pgflow.App, chaos_url: str,
     took = time.monotonic() - started
     for t in waiters:
         t.join(30)
-    runs = {r["step"]: r["n"] for r in query(
-        chaos_url, "SELECT step, count(*) AS n FROM public.ledger "
-                   "WHERE step LIKE 'poison:%%' GROUP BY step")}
-    rows = {r["workflow_id"]: r for r in query(
-        chaos_url, "SELECT workflow_id, status, recovery_attempts, error "
-                   "FROM pgflow.workflow_status")}
-    report = {k: (rows[h.workflow_id]["status"], runs.get(f"poison:{k}"),
-                  type(outcomes.get(k)).__name__) for k, h in poisons.items()}
+    runs = {
+        r["step"]: r["n"]
+        for r in query(
+            chaos_url,
+            "SELECT step, count(*) AS n FROM public.ledger "
+            "WHERE step LIKE 'poison:%%' GROUP BY step",
+        )
+    }
+    rows = {
+        r["workflow_id"]: r
+        for r in query(
+            chaos_url,
+            "SELECT workflow_id, status, recovery_attempts, error FROM pgflow.workflow_status",
+        )
+    }
+    report = {
+        k: (rows[h.workflow_id]["status"], runs.get(f"poison:{k}"), type(outcomes.get(k)).__name__)
+        for k, h in poisons.items()
+    }
     gaps = restart_gaps(w.events())
-    print(f"\npoison: {n} normal + {len(poisons)} poison workflows in {took:.1f}s; "
-          f"(status, runs, waiter got) {report}; restart gaps after crashes (gap, backoff) {gaps}; "
-          f"exit codes {[e['exit_code'] for e in w.events('worker_process_exited')]}")
+    print(
+        f"\npoison: {n} normal + {len(poisons)} poison workflows in {took:.1f}s; "
+        f"(status, runs, waiter got) {report}; restart gaps after crashes (gap, backoff) {gaps}; "
+        f"exit codes {[e['exit_code'] for e in w.events('worker_process_exited')]}"
+    )
     for kind in ("exit", "segfault", "systemexit", "keyboardinterrupt"):
         poisoned = poisons[kind]
         assert rows[poisoned.workflow_id]["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED", kind
@@ -266,8 +334,7 @@ def test_poison_workflows_end_after_three_runs(capp: pgflow.App, chaos_url: str,
     assert not bad
     assert all(rows[wf]["recovery_attempts"] == 0 for wf in normals)
     for kind in POISONS:
-        again = chaos_app.poison.options(dedup_id=f"poison-{kind}").enqueue(
-            chaos_app.normal, 0)
+        again = chaos_app.poison.options(dedup_id=f"poison-{kind}").enqueue(chaos_app.normal, 0)
         assert again.status().status == pgflow.Status.ENQUEUED
     assert gaps
     for gap, backoff in gaps:
@@ -276,8 +343,9 @@ def test_poison_workflows_end_after_three_runs(capp: pgflow.App, chaos_url: str,
     assert_no_stale_writes(chaos_url)
 
 
-def test_in_limbo_parent_across_four_restarts(capp: pgflow.App, chaos_url: str,
-                                              workers: Any) -> None:
+def test_in_limbo_parent_across_four_restarts(
+    capp: pgflow.App, chaos_url: str, workers: Any
+) -> None:
     """DBOS exp24 with the worker killed (the whole group) and restarted 4 times while other
     PENDING workflows exist: every start takes up every workflow the killed worker held, at
     once; the killer child ends MAX_RECOVERY_ATTEMPTS_EXCEEDED, its parent ERROR, nothing is
@@ -290,51 +358,84 @@ def test_in_limbo_parent_across_four_restarts(capp: pgflow.App, chaos_url: str,
         t0 = db_now(chaos_url)
         w = workers("-P", "1", "-c", "8", *HEARTBEAT)
         if restart:
+
             def retaken(t0: Any = t0, held: list[str] = held) -> bool:
-                new = [r["executor_id"] for r in query(
-                    chaos_url, "SELECT executor_id FROM public.exec_audit "
-                               "WHERE op = 'I' AND at > %s", (t0,))]
-                rows = query(chaos_url, """
+                new = [
+                    r["executor_id"]
+                    for r in query(
+                        chaos_url,
+                        "SELECT executor_id FROM public.exec_audit WHERE op = 'I' AND at > %s",
+                        (t0,),
+                    )
+                ]
+                rows = query(
+                    chaos_url,
+                    """
                     SELECT w.status, EXISTS (
                         SELECT 1 FROM public.wf_audit a WHERE a.workflow_id = w.workflow_id
                           AND a.at > %s AND a.new_executor = ANY(%s)) AS taken
                     FROM pgflow.workflow_status w WHERE w.workflow_id = ANY(%s)""",
-                             (t0, new, held))
-                return all(r["taken"] or r["status"] not in ("ENQUEUED", "PENDING")
-                           for r in rows)
-            wait_for(f"start {restart}: the {len(held)} workflows held by the killed worker",
-                     retaken, 10)
+                    (t0, new, held),
+                )
+                return all(r["taken"] or r["status"] not in ("ENQUEUED", "PENDING") for r in rows)
+
+            wait_for(
+                f"start {restart}: the {len(held)} workflows held by the killed worker", retaken, 10
+            )
             taken.append((len(held), round((db_now(chaos_url) - t0).total_seconds(), 2)))
         if restart == 4:
             break
         for pause in (1.0, 0.0):
             # The killer child may have just killed the process (and the supervisor handed
             # everything back): then wait for work in flight again and kill at once.
-            wait_for("work in flight", lambda: query(
-                chaos_url, "SELECT count(*) AS n FROM pgflow.workflow_status "
-                           "WHERE status = 'PENDING' AND executor_id IS NOT NULL")[0]["n"] >= 4,
-                20)
+            wait_for(
+                "work in flight",
+                lambda: (
+                    query(
+                        chaos_url,
+                        "SELECT count(*) AS n FROM pgflow.workflow_status "
+                        "WHERE status = 'PENDING' AND executor_id IS NOT NULL",
+                    )[0]["n"]
+                    >= 4
+                ),
+                20,
+            )
             time.sleep(pause)
             w.signal_group(signal.SIGSTOP)
-            held = [r["workflow_id"] for r in query(
-                chaos_url, "SELECT workflow_id FROM pgflow.workflow_status "
-                           "WHERE status = 'PENDING' AND executor_id IS NOT NULL")]
+            held = [
+                r["workflow_id"]
+                for r in query(
+                    chaos_url,
+                    "SELECT workflow_id FROM pgflow.workflow_status "
+                    "WHERE status = 'PENDING' AND executor_id IS NOT NULL",
+                )
+            ]
             if held:
                 w.kill()
                 break
             w.signal_group(signal.SIGCONT)
         assert held, "the killed worker held nothing"
     wait_terminal(chaos_url, 9, 90)
-    rows = {r["workflow_id"]: r for r in query(
-        chaos_url, "SELECT workflow_id, name, status, recovery_attempts, parent_workflow_id "
-                   "FROM pgflow.workflow_status")}
-    kids = {r["name"].rsplit(".", 1)[1]: r for r in rows.values()
-            if r["parent_workflow_id"] == parent.workflow_id}
-    print(f"\nin limbo x4 restarts: (held workflows, all taken up after s) per start {taken}; "
-          f"killer {kids['killer_child']['status']} charged "
-          f"{kids['killer_child']['recovery_attempts']}; parent "
-          f"{rows[parent.workflow_id]['status']}; others charged "
-          f"{[rows[h.workflow_id]['recovery_attempts'] for h in others]}")
+    rows = {
+        r["workflow_id"]: r
+        for r in query(
+            chaos_url,
+            "SELECT workflow_id, name, status, recovery_attempts, parent_workflow_id "
+            "FROM pgflow.workflow_status",
+        )
+    }
+    kids = {
+        r["name"].rsplit(".", 1)[1]: r
+        for r in rows.values()
+        if r["parent_workflow_id"] == parent.workflow_id
+    }
+    print(
+        f"\nin limbo x4 restarts: (held workflows, all taken up after s) per start {taken}; "
+        f"killer {kids['killer_child']['status']} charged "
+        f"{kids['killer_child']['recovery_attempts']}; parent "
+        f"{rows[parent.workflow_id]['status']}; others charged "
+        f"{[rows[h.workflow_id]['recovery_attempts'] for h in others]}"
+    )
     assert kids["killer_child"]["status"] == "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
     assert kids["killer_child"]["recovery_attempts"] == 3
     assert kids["calm_child"]["status"] == "SUCCESS"
@@ -342,8 +443,9 @@ def test_in_limbo_parent_across_four_restarts(capp: pgflow.App, chaos_url: str,
     with pytest.raises(pgflow.MaxRecoveryAttemptsExceeded):
         parent.result(timeout=5)
     assert [h.result(timeout=5) for h in others] == list(range(6))
-    assert query(chaos_url, "SELECT count(*) AS n FROM public.ledger WHERE step = 'calm'"
-                 )[0]["n"] == 1
+    assert (
+        query(chaos_url, "SELECT count(*) AS n FROM public.ledger WHERE step = 'calm'")[0]["n"] == 1
+    )
     assert_no_stale_writes(chaos_url)
     again = chaos_app.limbo.options(dedup_id="6/5").enqueue(chaos_app.limbo_parent)
     assert again.status().status in (pgflow.Status.ENQUEUED, pgflow.Status.PENDING)

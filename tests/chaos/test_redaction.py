@@ -25,14 +25,21 @@ def stored_text(url: str) -> str:
     """Every row pgflow keeps, as text."""
     with psycopg.connect(url, autocommit=True) as conn:
         return "\n".join(
-            str(row) for table in ("workflow_status", "operation_outputs", "notifications",
-                                   "workflow_events")
+            str(row)
+            for table in (
+                "workflow_status",
+                "operation_outputs",
+                "notifications",
+                "workflow_events",
+            )
             if conn.execute("SELECT to_regclass(%s)", (f"pgflow.{table}",)).fetchone()[0]
-            for row in conn.execute(f"SELECT * FROM pgflow.{table}").fetchall())
+            for row in conn.execute(f"SELECT * FROM pgflow.{table}").fetchall()
+        )
 
 
-def test_recorded_shown_and_logged_errors_hold_no_password(capp: pgflow.App, chaos_url: str,
-                                                           workers: Any) -> None:
+def test_recorded_shown_and_logged_errors_hold_no_password(
+    capp: pgflow.App, chaos_url: str, workers: Any
+) -> None:
     h = chaos_app.chaos.enqueue(chaos_app.leaky)
     w = workers("-P", "1", "-c", "2", *HEARTBEAT, "--burst", "--log-level", "debug")
     assert w.wait(60) == 0, w.stderr()[-3000:]
@@ -43,14 +50,21 @@ def test_recorded_shown_and_logged_errors_hold_no_password(capp: pgflow.App, cha
     shown_json = cli("workflows", "show", "--json", h.workflow_id, url=chaos_url)
     listed = cli("workflows", "list", "--json", url=chaos_url)
     stored = stored_text(chaos_url)
-    print(f"\nworkflow error: {info.value}\nstep error: {step.error!r} "
-          f"{getattr(step.error, '__dict__', {})}")
+    print(
+        f"\nworkflow error: {info.value}\nstep error: {step.error!r} "
+        f"{getattr(step.error, '__dict__', {})}"
+    )
     for out in (shown, shown_json, listed):
         assert out.returncode == 0, out.stderr
-    everything = {"stored rows": stored, "workflows show": shown.stdout,
-                  "workflows show --json": shown_json.stdout,
-                  "workflows list --json": listed.stdout, "worker logs": w.stderr() + w.stdout(),
-                  "result": str(info.value), "step error": repr(step.error)}
+    everything = {
+        "stored rows": stored,
+        "workflows show": shown.stdout,
+        "workflows show --json": shown_json.stdout,
+        "workflows list --json": listed.stdout,
+        "worker logs": w.stderr() + w.stdout(),
+        "result": str(info.value),
+        "step error": repr(step.error),
+    }
     for where, text in everything.items():
         assert SECRET not in text, where
     # Redacted, not dropped: the errors still say what happened.

@@ -33,8 +33,7 @@ PER_ROUND = 3
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    c = start_private_cluster(wal_writer_delay="10s",
-                              checkpoint_timeout="1h")
+    c = start_private_cluster(wal_writer_delay="10s", checkpoint_timeout="1h")
     try:
         yield c
     finally:
@@ -48,7 +47,8 @@ def _ledger(path: Path) -> Counter[tuple[str, str]]:
 
 
 def test_a_forgotten_claim_never_runs_a_completed_step_again(
-        cluster: Cluster, tmp_path: Path, monkeypatch: Any) -> None:
+    cluster: Cluster, tmp_path: Path, monkeypatch: Any
+) -> None:
     url = cluster.url
     db = Database(url, "pgflow")
     migrate(db)
@@ -62,36 +62,71 @@ def test_a_forgotten_claim_never_runs_a_completed_step_again(
     fence_app.app.settings = fence_app.app.settings.replace(database_url=url)
     env = {"FENCE_LEDGER": str(ledger), "FENCE_STEP1": "2.5", "FENCE_STEP2": "3"}
     # No heartbeat for a minute: a heartbeat is a durable write, which would flush the claim.
-    w = Worker(url, tmp_path, "-P", "1", "-c", "16", "--poll-interval", "0.2",
-               "--heartbeat-interval", "60", "--heartbeat-timeout", "180", app=APP, env=env)
+    w = Worker(
+        url,
+        tmp_path,
+        "-P",
+        "1",
+        "-c",
+        "16",
+        "--poll-interval",
+        "0.2",
+        "--heartbeat-interval",
+        "60",
+        "--heartbeat-timeout",
+        "180",
+        app=APP,
+        env=env,
+    )
     expected: dict[str, int] = {}
     reclaimed = 0
     try:
-        wait_for("the worker's executor", lambda: query(
-            url, "SELECT 1 FROM pgflow.executors"), 30)
+        wait_for("the worker's executor", lambda: query(url, "SELECT 1 FROM pgflow.executors"), 30)
         for r in range(ROUNDS):
             queue = fence_app.free if r % 2 == 0 else fence_app.limited
             hs = [queue.enqueue(fence_app.three, r * 10 + i) for i in range(PER_ROUND)]
             ids = [h.workflow_id for h in hs]
             expected.update({h.workflow_id: r * 10 + i + 3 for i, h in enumerate(hs)})
-            wait_for("the round's claims", lambda ids=ids: query(
-                url, "SELECT count(*) AS n FROM pgflow.workflow_status "
-                     "WHERE workflow_id = ANY(%s) AND status = 'PENDING'", (ids,))[0]["n"]
-                == len(ids), 30, 0.005)
+            wait_for(
+                "the round's claims",
+                lambda ids=ids: (
+                    query(
+                        url,
+                        "SELECT count(*) AS n FROM pgflow.workflow_status "
+                        "WHERE workflow_id = ANY(%s) AND status = 'PENDING'",
+                        (ids,),
+                    )[0]["n"]
+                    == len(ids)
+                ),
+                30,
+                0.005,
+            )
             cluster.crash()
             cluster.start()
-            wait_for("the round's end", lambda ids=ids: query(
-                url, "SELECT count(*) AS n FROM pgflow.workflow_status "
-                     "WHERE workflow_id = ANY(%s) AND status = 'SUCCESS'", (ids,))[0]["n"]
-                == len(ids), 60, 0.1)
+            wait_for(
+                "the round's end",
+                lambda ids=ids: (
+                    query(
+                        url,
+                        "SELECT count(*) AS n FROM pgflow.workflow_status "
+                        "WHERE workflow_id = ANY(%s) AND status = 'SUCCESS'",
+                        (ids,),
+                    )[0]["n"]
+                    == len(ids)
+                ),
+                60,
+                0.1,
+            )
             time.sleep(0.5)  # a stale run would write its later steps now
             runs = _ledger(ledger)
             reclaimed += sum(1 for wid in ids if runs[(wid, "s1")] > 1)
         runs = _ledger(ledger)
         rows = query(url, "SELECT workflow_id, status, output FROM pgflow.workflow_status")
-        print(f"\nserver crashes after claims: {ROUNDS} rounds of {PER_ROUND}; claims the "
-              f"server forgot and the worker re-claimed while the first run lived: {reclaimed}; "
-              f"step bodies run: {sum(runs.values())}")
+        print(
+            f"\nserver crashes after claims: {ROUNDS} rounds of {PER_ROUND}; claims the "
+            f"server forgot and the worker re-claimed while the first run lived: {reclaimed}; "
+            f"step bodies run: {sum(runs.values())}"
+        )
         assert {r["workflow_id"]: r["status"] for r in rows} == dict.fromkeys(expected, "SUCCESS")
         for wid, value in expected.items():
             assert fence_app.app.retrieve(wid).result(timeout=5) == value
