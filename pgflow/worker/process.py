@@ -252,7 +252,11 @@ class WorkerProcess:
                 woken = True
                 continue  # there may be more right away
             woken = self.wake.wait(min(self.config.poll_interval, 0.5))
-            self.wake.clear()
+            if woken:
+                # Cleared only when it woke us: a NOTIFY that lands between a timed-out wait
+                # and the clear would otherwise be lost, and its work wait a whole poll
+                # interval (seen: 4 s of a 5 s poll under load).
+                self.wake.clear()
 
     def _free_slots(self) -> int:
         with self._lock:
