@@ -33,7 +33,7 @@ PUT_BACK = sql.SQL(
     "UPDATE {} SET status = 'ENQUEUED', executor_id = NULL, attempt = 0, started_at = NULL, "
     "deadline = NULL WHERE workflow_id = ANY(%s)"
 ).format(TABLE)
-CLAIM_INDEX = re.compile(r"Index (Only )?Scan using workflow_status_claim on")
+CLAIM_INDEX = re.compile(r"Index (Only )?Scan using workflow_status_claim_order on")
 SEQ_SCAN = re.compile(r"Seq Scan on workflow_status")
 # Which plan the server gave pgflow's own prepared claim on this session (PG 14+ counts them).
 PLAN_CHOICE = """

@@ -362,7 +362,7 @@ def build_rows(results: dict[str, Any]) -> tuple[list[Row], Refs]:
             rows.append(
                 Row(
                     "7 backlog",
-                    f"  plan: index scan on workflow_status_claim, {size:,}",
+                    f"  plan: index scan on workflow_status_claim_order, {size:,}",
                     "",
                     [],
                     target="custom+generic",
