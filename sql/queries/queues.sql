@@ -14,7 +14,7 @@ WITH alive AS (
     SELECT workflow_id FROM {schema}.workflow_status
     WHERE status = 'ENQUEUED' AND queue_name = %(queue_name)s
       -- Any version may start a row that never started (unless strict); started rows run
-      -- only on their own version (see 0006, claim_limited_v2).
+      -- only on their own version (see 0007, claim_limited_v2).
       AND (app_version = %(app_version)s OR app_version IS NULL
            OR (NOT %(strict)s AND started_at IS NULL AND forked_from IS NULL))
       AND (not_before IS NULL OR not_before <= (SELECT {schema}.clock()))
