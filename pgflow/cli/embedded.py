@@ -21,6 +21,7 @@ def embedded() -> None:
 
 
 def embedded_home_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--home`` and ``-A``: where the embedded server keeps its data."""
     fn = click.option(
         "--home",
         envvar="PGFLOW_HOME",

@@ -35,6 +35,7 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
 
 
 def build_settings(**given: Any) -> Settings:
+    """Settings from the flags given and the ``PGFLOW_*`` variables; logging set up by them."""
     settings = run_guarded(lambda: Settings.resolve(flags=flags_given(given)))
     from ..logs import configure_logging
 

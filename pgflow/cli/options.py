@@ -50,6 +50,7 @@ def setting_option(name: str, *, hidden_default: bool = False) -> Callable[[F], 
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The database and logging options every command takes."""
     fn = setting_option("log_level")(fn)
     fn = click.option(
         "--log-format",
@@ -77,6 +78,7 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def app_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``-A``: an operator command uses the App's database URL, schema and serializer."""
     return click.option(
         "-A",
         "--app",
@@ -90,6 +92,7 @@ def app_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: JSON for scripts instead of a table."""
     return click.option(
         "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table."
     )(fn)

@@ -64,6 +64,7 @@ class _QuietPoolLog(logging.Filter):
 
 
 def quiet_pool_log() -> None:
+    """Install _QuietPoolLog on psycopg_pool's logger, once per process."""
     logger = logging.getLogger("psycopg.pool")
     if not any(isinstance(f, _QuietPoolLog) for f in logger.filters):
         logger.addFilter(_QuietPoolLog())

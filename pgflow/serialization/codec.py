@@ -251,6 +251,7 @@ _UNTAGGERS: dict[str, Callable[[dict[str, Any]], Any]] = {
 
 
 def untag(record: dict[str, Any]) -> Any:
+    """The value a decoded JSON object stands for: itself, or the tagged type rebuilt."""
     tag = record.get(TAG)
     if tag is None:
         return record

@@ -140,6 +140,7 @@ def get_serializer(name: str) -> Serializer:
 
 
 def encode_with(serializer: Serializer, value: Any) -> tuple[str, int]:
+    """The text of ``value`` and its size in bytes; any failure is ``Refused``."""
     if isinstance(serializer, (JsonSerializer, PickleSerializer)):
         return serializer.encode(value)
     try:
@@ -150,6 +151,7 @@ def encode_with(serializer: Serializer, value: Any) -> tuple[str, int]:
 
 
 def refusal(serializer: Serializer, subject: str, refused: Refused) -> SerializationError:
+    """The user's error for a refused value: what, where in it, and what to pass instead."""
     location = "".join(f"[{step!r}]" for step in reversed(refused.path))
     where = f"the value at {location}" if location else "it"
     parts = [
