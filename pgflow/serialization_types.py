@@ -15,7 +15,8 @@ import json
 from typing import Any, TypeVar
 
 from .errors import ConfigurationError, SerializationError
-from .serialization import _APP_TYPES, _TAG, _JsonSerializer, _untag
+from .serialization.codec import APP_TYPES, TAG, untag
+from .serialization.serializers import JsonSerializer
 
 T = TypeVar("T", bound=type)
 
@@ -26,7 +27,7 @@ def _is_pydantic(cls: type) -> bool:
     )
 
 
-class TypedJson(_JsonSerializer):
+class TypedJson(JsonSerializer):
     """pgflow's JSON serializer plus the classes one app registered."""
 
     def __init__(self) -> None:
@@ -65,11 +66,11 @@ class TypedJson(_JsonSerializer):
         return name, {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
     def encode(self, value: Any) -> tuple[str, int]:
-        token = _APP_TYPES.set(self)
+        token = APP_TYPES.set(self)
         try:
             return super().encode(value)
         finally:
-            _APP_TYPES.reset(token)
+            APP_TYPES.reset(token)
 
     def loads(self, text: str) -> Any:
         try:
@@ -82,8 +83,8 @@ class TypedJson(_JsonSerializer):
             ) from exc
 
     def _untag(self, record: dict[str, Any]) -> Any:
-        if record.get(_TAG) != "type":
-            return _untag(record)
+        if record.get(TAG) != "type":
+            return untag(record)
         name, fields = record.get("t"), record.get("v")
         cls = self._classes.get(name) if isinstance(name, str) else None
         if cls is None or not isinstance(fields, dict):

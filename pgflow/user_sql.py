@@ -69,41 +69,11 @@ def _words(text: str) -> Iterator[tuple[str, int]]:
             end = text.find("\n", i)
             i = n if end < 0 else end + 1
         elif c == "/" and text.startswith("/*", i):
-            nesting, i = 1, i + 2
-            while i < n and nesting:
-                if text.startswith("/*", i):
-                    nesting, i = nesting + 1, i + 2
-                elif text.startswith("*/", i):
-                    nesting, i = nesting - 1, i + 2
-                else:
-                    i += 1
+            i = _after_block_comment(text, i)
         elif c in "'\"":
-            escapes = (
-                c == "'"
-                and i > 0
-                and text[i - 1] in "eE"
-                and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
-            )
-            i += 1
-            while i < n:
-                if escapes and text[i] == "\\":
-                    i += 2
-                elif text[i] == c:
-                    if text.startswith(c * 2, i):
-                        i += 2
-                    else:
-                        i += 1
-                        break
-                else:
-                    i += 1
+            i = _after_quoted(text, i)
         elif c == "$" and i + 1 < n and not text[i + 1].isdigit():
-            close = text.find("$", i + 1)
-            tag = text[i : close + 1] if close > 0 else ""
-            if tag and all(ch.isalnum() or ch == "_" for ch in tag[1:-1]):
-                end = text.find(tag, close + 1)
-                i = n if end < 0 else end + len(tag)
-            else:
-                i += 1
+            i = _after_dollar_quoted(text, i)
         elif c.isalpha() or c == "_":
             start = i
             while i < n and (text[i].isalnum() or text[i] in "_$"):
@@ -121,6 +91,55 @@ def _words(text: str) -> Iterator[tuple[str, int]]:
             statement, first, i = statement + 1, None, i + 1
         else:
             i += 1
+
+
+def _after_block_comment(text: str, i: int) -> int:
+    """The index after the ``/* ... */`` comment starting at ``i`` (they nest)."""
+    n, nesting, i = len(text), 1, i + 2
+    while i < n and nesting:
+        if text.startswith("/*", i):
+            nesting, i = nesting + 1, i + 2
+        elif text.startswith("*/", i):
+            nesting, i = nesting - 1, i + 2
+        else:
+            i += 1
+    return i
+
+
+def _after_quoted(text: str, i: int) -> int:
+    """The index after the string or quoted identifier starting at ``i``: a doubled quote
+    stays inside, and so does a backslash-escaped one in an ``E'...'`` string."""
+    n, c = len(text), text[i]
+    escapes = (
+        c == "'"
+        and i > 0
+        and text[i - 1] in "eE"
+        and (i < 2 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
+    )
+    i += 1
+    while i < n:
+        if escapes and text[i] == "\\":
+            i += 2
+        elif text[i] == c:
+            if text.startswith(c * 2, i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return i
+
+
+def _after_dollar_quoted(text: str, i: int) -> int:
+    """The index after the ``$tag$ ... $tag$`` string starting at ``i``, or after the ``$``
+    alone when no tag starts there."""
+    n = len(text)
+    close = text.find("$", i + 1)
+    tag = text[i : close + 1] if close > 0 else ""
+    if tag and all(ch.isalnum() or ch == "_" for ch in tag[1:-1]):
+        end = text.find(tag, close + 1)
+        return n if end < 0 else end + len(tag)
+    return i + 1
 
 
 def transaction_control(text: str) -> str | None:

@@ -15,6 +15,7 @@ from psycopg import errors as pgerrors
 
 from ..errors import (
     ConfigurationError,
+    ConnectionRejected,
     DatabaseError,
     DatabaseUnavailable,
     Deduplicated,
@@ -97,6 +98,53 @@ def connection_advice(exc: BaseException) -> str:
             "the server's max_connections"
         )
     return "check that it is running and that the URL is right"
+
+
+def connect_error(exc: psycopg.Error, target: str, *, connected_once: bool) -> Exception:
+    """The error for a failed connection: ConnectionRejected when the server refused a
+    Database's very first one for a reason waiting will not fix (a wrong password, an
+    unknown database or role), so a misconfigured process stops at once; afterwards the same
+    refusal is an outage like any other (a password rotated under a running worker pauses
+    its work rather than failing it)."""
+    if is_rejection(exc) and not connected_once:
+        return ConnectionRejected(
+            f"the database at {target} refused the connection: "
+            f"{connection_reason(exc)}; fix the URL (user, password, database name) or "
+            "the server's pg_hba.conf"
+        )
+    if is_connection_error(exc):
+        return DatabaseUnavailable(
+            f"cannot reach the database at {target}: {connection_reason(exc)}; "
+            f"{connection_advice(exc)}"
+        )
+    return translate(exc, target)
+
+
+def no_session_error(
+    target: str,
+    last_failure: psycopg.Error | None,
+    *,
+    connected_once: bool,
+    connect_timeout: float,
+    max_size: int,
+) -> Exception:
+    """The error for a pool checkout that waited ``connect_timeout`` in vain: the server's
+    own reason for refusing the pool's last attempt, else a pool whose sessions all stayed
+    busy (every user holds one at a time, so this is slow work, never a deadlock)."""
+    if last_failure is not None:
+        error = connect_error(last_failure, target, connected_once=connected_once)
+        if isinstance(error, DatabaseUnavailable):
+            return DatabaseUnavailable(
+                f"no connection to the database at {target} within "
+                f"{connect_timeout:.0f}s: {connection_reason(last_failure)}; "
+                f"{connection_advice(last_failure)}"
+            )
+        return error
+    return DatabaseUnavailable(
+        f"all {max_size} pooled connections of this process to {target} stayed "
+        f"busy for {connect_timeout:.0f}s; raise the pool size (PGFLOW_POOL_SIZE, "
+        "--pool-size) or run fewer threads"
+    )
 
 
 def translate(

@@ -19,7 +19,7 @@ from ..settings import validate_schema
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 # A statement that reads much of a table (a count, a report) says so with this line: it runs
-# with sequential scans allowed, which pgflow's sessions otherwise turn off (db/pool.py).
+# with sequential scans allowed, which pgflow's sessions otherwise turn off (db/sessions.py).
 _SCANS_LINE = re.compile(r"^--\s*plan:\s*scans\s*$", re.MULTILINE)
 # Identifier places other than {schema} ({role}, {channel}, {database}, ...) are filled per call.
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")

@@ -65,24 +65,61 @@ def drain(
         threads=threads, queues=served, burst=True, grace=5.0, poll_interval=0.02, in_process=True
     )
     since = Clock(app).now()
-    moved = [0.0]
-    worker: WorkerProcess | None = None
+    skipper = None if clock is None else _ClockSkipper(app, served, clock)
+    worker = WorkerProcess(app, config, new_executor_id(), on_idle=skipper)
+    if skipper is not None:
+        skipper.worker = worker
+    code, timed_out = _run_with_timeout(worker, timeout)
+    row = app.db.fetchone("queue_progress", {"queues": names, "since": since})
+    assert row is not None
+    summary = DrainSummary(
+        done=row["done"],
+        failed=row["failed"],
+        left=row["left_"],
+        advanced=0.0 if skipper is None else skipper.moved,
+    )
+    if timed_out.is_set():
+        raise TimeoutError(
+            f"drain gave up after {timeout:g}s with {summary.left} workflow(s) still ENQUEUED "
+            f"or PENDING on {', '.join(names)} ({summary.done} done, {summary.failed} failed); "
+            "are their workflows registered in this app, of this app version, and not waiting "
+            "on something outside the queue?"
+        )
+    if code != EXIT_OK:
+        raise AssertionError(
+            f"the drain's worker stopped early (exit code {code}); see the log for why"
+        )
+    log.debug("drain_finished", done=summary.done, failed=summary.failed, advanced=summary.advanced)
+    return summary
 
-    def on_idle() -> bool:
-        assert worker is not None and clock is not None
-        step = _next_wait(app, served)
+
+class _ClockSkipper:
+    """The drain's worker's idle hook: move the clock to when the work left becomes
+    startable (True), or say that time would change nothing (False: the burst ends)."""
+
+    def __init__(self, app: App, queues: list[Queue], clock: Clock) -> None:
+        self.app = app
+        self.queues = queues
+        self.clock = clock
+        self.worker: WorkerProcess | None = None
+        self.moved = 0.0  # seconds the clock was moved
+
+    def __call__(self) -> bool:
+        assert self.worker is not None
+        step = _next_wait(self.app, self.queues)
         if step is None:
             return False
         if step > 0:
-            clock.advance(step)
-            moved[0] += step
+            self.clock.advance(step)
+            self.moved += step
             # Our own heartbeat at the new time, before anyone looks for dead executors.
-            app.db.fetchone("heartbeat", {"executor_id": worker.executor_id})
+            self.app.db.fetchone("heartbeat", {"executor_id": self.worker.executor_id})
         return True
 
-    worker = WorkerProcess(
-        app, config, new_executor_id(), on_idle=on_idle if clock is not None else None
-    )
+
+def _run_with_timeout(worker: WorkerProcess, timeout: float) -> tuple[int, threading.Event]:
+    """Run the worker until its burst ends, stopping it after ``timeout`` seconds: its exit
+    code, and an event set when the timeout stopped it."""
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -98,24 +135,7 @@ def drain(
         code = worker.run()
     finally:
         timer.cancel()
-    row = app.db.fetchone("queue_progress", {"queues": names, "since": since})
-    assert row is not None
-    summary = DrainSummary(
-        done=row["done"], failed=row["failed"], left=row["left_"], advanced=moved[0]
-    )
-    if timed_out.is_set():
-        raise TimeoutError(
-            f"drain gave up after {timeout:g}s with {summary.left} workflow(s) still ENQUEUED "
-            f"or PENDING on {', '.join(names)} ({summary.done} done, {summary.failed} failed); "
-            "are their workflows registered in this app, of this app version, and not waiting "
-            "on something outside the queue?"
-        )
-    if code != EXIT_OK:
-        raise AssertionError(
-            f"the drain's worker stopped early (exit code {code}); see the log for why"
-        )
-    log.debug("drain_finished", done=summary.done, failed=summary.failed, advanced=summary.advanced)
-    return summary
+    return code, timed_out
 
 
 def _next_wait(app: App, queues: list[Queue]) -> float | None:
