@@ -42,12 +42,12 @@ from .errors import (
     WorkflowTimeout,
 )
 from .explain import Explanation
+from .handles import WorkflowHandle
 from .logs import stderr_unless_configured
 from .messages import get_event, recv, send, set_event, sleep
 from .queues import Queue, Rate
 from .records import Status, StepRecord, WorkflowStatus
 from .settings import Settings
-from .workflows import WorkflowHandle
 
 # pgflow's log lines go to standard error, never into a program's standard output.
 stderr_unless_configured()

@@ -8,33 +8,26 @@ application's code (a web server of another team, a script, the ``pgflow`` CLI).
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import Any
 
 import structlog
 
-from . import management, messages, serialization
+from . import management, serialization
 from . import versions as app_versions
-from .db import migrate as migrations
-from .db.notify import Notifications
-from .db.pool import Database
+from .enqueue import enqueue_by_name
 from .errors import ConfigurationError, UnknownWorkflow
-from .limits import check_count, check_id, check_text, to_ms
+from .handles import WorkflowHandle
+from .limits import check_count, check_id, check_text
+from .operations import Operations
 from .queues import EnqueueOptions, Queue, validate_name
-from .registry import APP_DEFAULT, RecoveryLimit, recovery_limit
+from .registry import APP_DEFAULT, RecoveryLimit
+from .runtime import Runtime
 from .settings import Settings
-from .workflows import Completions, WorkflowHandle, insert_enqueued, new_workflow_id, notify_channel
 
 log = structlog.get_logger("pgflow")
 
 
-def _first_use(db: Database) -> None:
-    db.connect().close()
-    migrations.check_migrated(db)
-
-
-class Client(management.WorkflowQueries):
+class Client(Operations):
     """Talks to pgflow's tables directly: no App, no workflow code, no migrations (run
     ``pgflow migrate`` first). Workflows are named as the workers know them
     (``module.function`` unless declared with ``name=``)."""
@@ -55,16 +48,18 @@ class Client(management.WorkflowQueries):
             ).items()
             if v is not None
         }
-        self.settings = base.replace(**changes) if changes else base
-        if not self.settings.database_url:
+        resolved = base.replace(**changes) if changes else base
+        if not resolved.database_url:
             raise ConfigurationError(
                 "pgflow.Client needs a database URL: pass it, or set PGFLOW_DATABASE_URL"
             )
-        self.serializer = serialization.get_serializer(self.settings.serializer)
-        self.completions = Completions()  # WorkflowHandle waits through these
-        self._db: Database | None = None
-        self._notifications: Notifications | None = None
-        self._lock = threading.Lock()
+        self.runtime = Runtime(
+            resolved,
+            serialization.get_serializer(resolved.serializer),
+            application_name="pgflow:client",
+            pool_size=resolved.pool_size or 4,
+            may_migrate=False,  # a Client only checks the schema; `pgflow migrate` migrates
+        )
 
     def __repr__(self) -> str:
         return f"Client(schema={self.settings.schema!r})"
@@ -75,48 +70,9 @@ class Client(management.WorkflowQueries):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def db(self) -> Database:
-        if self._db is None:
-            with self._lock:
-                if self._db is None:
-                    db = Database(
-                        self.settings.database_url or "",
-                        self.settings.schema,
-                        max_size=self.settings.pool_size or 4,
-                        idle_timeout=self.settings.pool_idle_timeout,
-                        application_name="pgflow:client",
-                    )
-                    try:
-                        # Retried while the server is away, as every later use is. One
-                        # direct connection first: a server that refuses says why now
-                        # (ConnectionRejected, not retried), rather than after the pool's wait.
-                        db.retrying(lambda: _first_use(db))
-                    except BaseException:
-                        db.close()
-                        raise
-                    self._db = db
-        return self._db
-
-    @property
-    def notifications(self) -> Notifications:
-        notes = self._notifications
-        if notes is None or notes.pid != os.getpid():
-            db = self.db  # before the lock: building the pool takes it too
-            with self._lock:
-                notes = self._notifications
-                if notes is None or notes.pid != os.getpid():
-                    notes = self._notifications = Notifications(db)
-        return notes
-
     def close(self) -> None:
         """Close the connections (the client opens them again if used afterwards)."""
-        if self._notifications is not None:
-            self._notifications.stop()
-            self._notifications = None
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self.runtime.close()
 
     # -- enqueueing ----------------------------------------------------------------------------
 
@@ -164,37 +120,16 @@ class Client(management.WorkflowQueries):
             log.warning(
                 "workflow_name_unknown", workflow_name=workflow_name, queue=queue, problem=problem
             )
-        inputs = serialization.dumps_inputs(
-            self.serializer,
+        return enqueue_by_name(
+            self.runtime,
+            queue,
+            workflow_name,
             args,
             kwargs or {},
-            max_bytes=self.settings.max_payload_bytes,
-            what=f"workflow {workflow_name!r}",
+            opts,
+            app_version=app_version,
+            max_recovery_attempts=max_recovery_attempts,
         )
-        workflow_id = workflow_id or new_workflow_id()
-        insert_enqueued(
-            self.db,
-            {
-                "workflow_id": workflow_id,
-                "name": workflow_name,
-                "queue_name": queue,
-                "dedup_id": dedup_id,
-                "priority": priority or 0,
-                "partition_key": partition_key,
-                "parent_workflow_id": None,
-                "app_version": app_version,
-                "max_recovery_attempts": recovery_limit(
-                    max_recovery_attempts, self.settings.max_recovery_attempts
-                ),
-                "serializer": self.serializer.name,
-                "inputs": inputs,
-                "timeout_ms": to_ms("timeout", timeout),
-                "deadline": None,
-                "delay_ms": to_ms("delay", delay or 0),
-                "channel": notify_channel(self.db.schema),
-            },
-        )
-        return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
 
     def _queue_for(self, name: str, priority: int | None, partition_key: str | None) -> Queue:
         """The queue as its workers last declared it (for the option checks); a queue no
@@ -206,58 +141,7 @@ class Client(management.WorkflowQueries):
             )
         return Queue(name, priority_enabled=row["priority_enabled"], partitioned=row["partitioned"])
 
-    # -- messages and events -------------------------------------------------------------------
-
-    def send(self, destination_id: str, message: Any, topic: str | None = None) -> None:
-        """Send ``message`` to workflow ``destination_id`` (its ``pgflow.recv`` gets it);
-        UnknownWorkflow when no workflow has that id."""
-        messages.send_message(
-            self.db,
-            self.serializer,
-            destination_id,
-            message,
-            topic,
-            max_bytes=self.settings.max_payload_bytes,
-        )
-
-    def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
-        """The latest value ``workflow_id`` published for ``key``, waiting up to ``timeout``
-        seconds; None when there is none."""
-        return messages.read_event(
-            self.db, self.notifications, self.serializer, workflow_id, key, timeout
-        )
-
-    # -- reading and managing ------------------------------------------------------------------
-
-    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """A handle on an existing workflow (raises UnknownWorkflow when there is none)."""
-        management.require_status(self.db, self.serializer, workflow_id)
-        return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
-
-    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """Run a workflow now (see ``App.resume``): an ended one again from its last completed
-        step, a queued one without its delay; workers or launched executors of its version
-        pick it up. A running or succeeded one is left as it is. Returns its handle."""
-        management.resume(self.db, self.serializer, workflow_id)
-        return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]
-
-    def fork(
-        self,
-        workflow_id: str,
-        from_step: int = 1,
-        *,
-        new_workflow_id: str | None = None,
-        app_version: str | None = None,
-    ) -> WorkflowHandle[Any]:
-        """A new workflow reusing the steps before ``from_step`` (see ``App.fork``)."""
-        new_id = management.fork(
-            self.db,
-            workflow_id,
-            from_step,
-            new_workflow_id=new_workflow_id,
-            app_version=app_version,
-        )
-        return WorkflowHandle(self, new_id)  # type: ignore[arg-type]
+    # -- versions and queues -------------------------------------------------------------------
 
     def versions(self) -> list[app_versions.VersionInfo]:
         """Every application version: first and last seen, live executors, work per status."""

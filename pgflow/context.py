@@ -15,7 +15,7 @@ from .errors import PgflowError
 if TYPE_CHECKING:
     import psycopg
 
-    from .app import App
+    from .runtime import Runtime
 
 
 @dataclass
@@ -32,7 +32,7 @@ class RecordedStep:
 class WorkflowContext:
     """What a running workflow's steps need to checkpoint themselves."""
 
-    app: App
+    rt: Runtime
     workflow_id: str
     name: str
     executor_id: str
@@ -40,7 +40,7 @@ class WorkflowContext:
     # The token of the claim (or adoption, or inline start) this run holds: every write is
     # fenced by it. Random per claim, so not even a claim the server forgot can be repeated.
     fence: UUID | None
-    serializer_name: str  # the row's; the object is app.serializer
+    serializer_name: str  # the row's; the object is rt.serializer
     recorded: dict[int, RecordedStep] = field(default_factory=dict)
     deadline_monotonic: float | None = None
     deadline: datetime | None = None  # the database's deadline (children inherit it)

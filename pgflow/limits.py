@@ -126,3 +126,10 @@ def check_payload_limit(value: Any) -> int:
             f"{MAX_PAYLOAD_BYTES:,} bytes, not {value!r}"
         )
     return value
+
+
+def validate_name(kind: str, value: str, *, limit: int = MAX_NAME_BYTES) -> str:
+    """Queue names, partition keys, dedup ids and workflow ids: see :func:`check_text`
+    (text PostgreSQL can store and index, at most ``limit`` bytes). Anything else is a clear
+    error, never SQL's."""
+    return check_text(kind, value, limit=limit)

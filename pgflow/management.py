@@ -1,6 +1,6 @@
 """The operator's view and controls over workflows stored in a Database: read records, list,
 cancel, resume, fork, and the per-queue report. No application code is needed, so the App,
-the Client and the CLI share these functions."""
+the Client (through :mod:`pgflow.operations`) and the CLI share these functions."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import activity, bulk, retention, serialization, versions
-from . import explain as explaining
+from . import serialization, versions
 from .db.notify import message_channel, queue_channel
 from .db.pool import Database
 from .errors import ConfigurationError, Deduplicated, UnknownWorkflow
-from .queues import validate_name
+from .limits import validate_name
 from .records import Status, StepRecord, WorkflowStatus
-from .settings import Settings
 
 # -- reading -----------------------------------------------------------------------------------
 
@@ -344,197 +342,3 @@ def queue_report(db: Database, heartbeat_timeout: float) -> tuple[list[QueueInfo
         for r in db.fetchall("queue_overview", params)
     ]
     return queues, stranded_work(db, heartbeat_timeout)
-
-
-class WorkflowQueries:
-    """Reading and cancelling workflows, shared by ``App`` and ``Client`` (which provide
-    ``db`` and ``serializer``)."""
-
-    serializer: serialization.Serializer
-    settings: Settings
-
-    @property
-    def db(self) -> Database:  # each subclass opens its own, lazily
-        raise NotImplementedError
-
-    def retrieve_status(self, workflow_id: str) -> WorkflowStatus | None:
-        """The workflow's record, or None when no workflow has this id."""
-        return get_status(self.db, self.serializer, workflow_id)
-
-    def list_workflows(
-        self,
-        *,
-        status: str | Status | list[str | Status] | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        parent_workflow_id: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        newest_first: bool = False,
-    ) -> list[WorkflowStatus]:
-        """Workflows matching every filter given, oldest first unless ``newest_first``."""
-        return list_workflows(
-            self.db,
-            self.serializer,
-            status=status,
-            name=name,
-            queue=queue,
-            created_after=created_after,
-            created_before=created_before,
-            parent_workflow_id=parent_workflow_id,
-            limit=limit,
-            offset=offset,
-            newest_first=newest_first,
-        )
-
-    def list_queued(self, queue: str | None = None, limit: int = 1000) -> list[WorkflowStatus]:
-        """ENQUEUED and PENDING workflows of ``queue`` (of every queue when None), in the order
-        workers claim them."""
-        return list_queued(self.db, self.serializer, queue, limit)
-
-    def steps(self, workflow_id: str) -> list[StepRecord]:
-        """The recorded steps of a workflow, in order."""
-        return steps(self.db, self.serializer, workflow_id)
-
-    def cancel(self, workflow_id: str) -> WorkflowStatus:
-        """Cancel a workflow and its children: ENQUEUED or PENDING ones become CANCELLED, and a
-        running one stops at its next step (or wherever it waits). Returns its record."""
-        return cancel(self.db, self.serializer, workflow_id)
-
-    def explain(self, workflow_id: str) -> explaining.Explanation:
-        """Why workflow ``workflow_id`` is not running, from the database: every reason that
-        holds (delayed, its queue's limits full, no live worker of its queue or version,
-        sleeping, ahead of it in the queue, its executor's state and step), each a code, a
-        sentence and its numbers; for an ended workflow, that it is done.
-
-        >>> print(app.explain("checkout-7").text)
-        """
-        return explaining.explain(
-            self.db, self.serializer, workflow_id, self.settings.heartbeat_timeout
-        )
-
-    def workers(self) -> list[activity.WorkerInfo]:
-        """Every executor (live ones first, then those whose heartbeat is stale and that no
-        live executor reaped yet) with the workflows PENDING under it."""
-        return activity.list_workers(self.db, self.settings.heartbeat_timeout)
-
-    def dead_workers(self, limit: int = 100) -> list[activity.DeadExecutor]:
-        """Executors that died recently (reaped by a live one, newest first), each with how
-        many of its PENDING workflows were handed back; kept for a day, 100 at most.
-
-        >>> [(d.hostname, d.pid, d.released) for d in app.dead_workers()]
-        """
-        return activity.recent_deaths(self.db, limit)
-
-    # -- many at once (pgflow workflows cancel|resume by filter, pgflow prune) ------------------
-
-    def count_matching(
-        self,
-        action: bulk.Action = "cancel",
-        *,
-        status: str | Status | list[str | Status] | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        older_than: str | float | None = None,
-        everything: bool = False,
-    ) -> int:
-        """How many workflows ``cancel_matching`` (``action="cancel"``) or
-        ``resume_matching`` (``"resume"``) would take now, with the same filters."""
-        return bulk.count_matching(
-            self.db,
-            bulk.match(
-                action,
-                status=status,
-                queue=queue,
-                name=name,
-                older_than=older_than,
-                everything=everything,
-            ),
-        )
-
-    def cancel_matching(
-        self,
-        *,
-        status: str | Status | list[str | Status] | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        older_than: str | float | None = None,
-        everything: bool = False,
-        batch: int = bulk.BATCH,
-        on_batch: Callable[[bulk.BulkResult], None] | None = None,
-    ) -> bulk.BulkResult:
-        """Cancel every active workflow matching all the filters given, with its children,
-        ``batch`` at a time (each batch a short transaction): ``status`` (ENQUEUED and/or
-        PENDING; default both), ``queue``, ``name``, ``older_than`` (created longer ago than
-        this duration: ``"1d"``, or seconds). No filter is refused unless ``everything=True``.
-        Workflows enqueued after the call began are not touched.
-
-        >>> app.cancel_matching(queue="emails", status="ENQUEUED", older_than="1d").changed
-        """
-        return bulk.cancel_matching(
-            self.db,
-            bulk.match(
-                "cancel",
-                status=status,
-                queue=queue,
-                name=name,
-                older_than=older_than,
-                everything=everything,
-            ),
-            batch=batch,
-            on_batch=on_batch,
-        )
-
-    def resume_matching(
-        self,
-        *,
-        status: str | Status | list[str | Status] | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        older_than: str | float | None = None,
-        everything: bool = False,
-        batch: int = bulk.BATCH,
-        on_batch: Callable[[bulk.BulkResult], None] | None = None,
-    ) -> bulk.BulkResult:
-        """Resume every workflow matching all the filters given, as ``resume`` does one:
-        ``status`` CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED (the default: all
-        three) run again from their last completed step; ENQUEUED (only when named) lose
-        their delay. Filters and batches as in ``cancel_matching``."""
-        return bulk.resume_matching(
-            self.db,
-            bulk.match(
-                "resume",
-                status=status,
-                queue=queue,
-                name=name,
-                older_than=older_than,
-                everything=everything,
-            ),
-            batch=batch,
-            on_batch=on_batch,
-        )
-
-    def count_prunable(
-        self, older_than: str | float, status: str | Status | list[str | Status] | None = None
-    ) -> int:
-        """How many workflows ``prune`` would delete now."""
-        return retention.count_prunable(self.db, older_than, status)
-
-    def prune(
-        self,
-        older_than: str | float,
-        status: str | Status | list[str | Status] | None = None,
-        *,
-        batch: int = retention.BATCH,
-        on_batch: Callable[[retention.PruneResult], None] | None = None,
-    ) -> retention.PruneResult:
-        """Delete workflows that ended more than ``older_than`` ago (``"30d"``, or seconds),
-        in ``status`` (default: SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED),
-        with their checkpoints, the messages sent to them and their events, ``batch`` at a
-        time. A child stays while its parent stays.
-
-        >>> app.prune("30d").workflows
-        """
-        return retention.prune(self.db, older_than, status, batch=batch, on_batch=on_batch)

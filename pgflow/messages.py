@@ -19,14 +19,14 @@ import psycopg
 from . import context, serialization
 from .db.notify import event_channel, message_channel
 from .errors import FencedOut, PgflowError, UnknownWorkflow, WorkflowParked
-from .queues import validate_name
+from .limits import validate_name
+from .replay import replay
 from .steps import (
     NOT_YET,
     check_deadline,
     ensure_owner,
     in_checkpointed_transaction,
     record_checkpoint,
-    replay,
 )
 
 if TYPE_CHECKING:
@@ -136,12 +136,12 @@ def _as_checkpoint(ctx: WorkflowContext, serializer_name: str, text: str) -> str
     """A stored value in the form the workflow's checkpoints are read back with."""
     if serializer_name == ctx.serializer_name:
         return text
-    app = ctx.app
-    value = serialization.loads_value(app.serializer, serializer_name, text)
+    rt = ctx.rt
+    value = serialization.loads_value(rt.serializer, serializer_name, text)
     return serialization.dumps_value(
-        serialization.serializer_for_row(app.serializer, ctx.serializer_name),
+        serialization.serializer_for_row(rt.serializer, ctx.serializer_name),
         value,
-        max_bytes=app.settings.max_payload_bytes,
+        max_bytes=rt.settings.max_payload_bytes,
         what="a received value",
     )
 
@@ -159,13 +159,13 @@ def send(destination_id: str, message: Any, topic: str | None = None) -> None:
     if done:
         return
     check_deadline(ctx)
-    app = ctx.app
+    rt = ctx.rt
     params = send_params(
-        app.db, app.serializer, destination_id, message, topic, app.settings.max_payload_bytes
+        rt.db, rt.serializer, destination_id, message, topic, rt.settings.max_payload_bytes
     )
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
-        if app.db.execute(conn, "send_message", params).fetchone() is None:
+        if rt.db.execute(conn, "send_message", params).fetchone() is None:
             return None  # no such destination: nothing written; recorded as an error below
         return None, None
 
@@ -186,22 +186,22 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
     if done:
         return value
     check_deadline(ctx)
-    app = ctx.app
+    rt = ctx.rt
     key = {"destination_id": ctx.workflow_id, "topic": _topic(topic)}
     end = time.monotonic() + max(0.0, float(timeout))
 
     def take(final: bool) -> Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None]:
         def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
-            row = app.db.execute(conn, "consume_message", key).fetchone()
+            row = rt.db.execute(conn, "consume_message", key).fetchone()
             if row is None:
                 return (None, None) if final else None
-            value = serialization.loads_value(app.serializer, row["serializer"], row["message"])
+            value = serialization.loads_value(rt.serializer, row["serializer"], row["message"])
             return _as_checkpoint(ctx, row["serializer"], row["message"]), value
 
         return body
 
-    notes = app.notifications
-    with notes.watch(message_channel(app.db.schema), ctx.workflow_id) as woke:
+    notes = rt.notifications
+    with notes.watch(message_channel(rt.db.schema), ctx.workflow_id) as woke:
         while True:
             woke.clear()
             final = time.monotonic() >= end
@@ -231,20 +231,20 @@ def set_event(key: str, value: Any) -> None:
     if done:
         return
     check_deadline(ctx)
-    app = ctx.app
+    rt = ctx.rt
     params = {
         "workflow_id": ctx.workflow_id,
         "step_id": step_id,
         "key": validate_name("event key", key),
-        "serializer": app.serializer.name,
-        "channel": event_channel(app.db.schema),
+        "serializer": rt.serializer.name,
+        "channel": event_channel(rt.db.schema),
         "value": serialization.dumps_value(
-            app.serializer, value, max_bytes=app.settings.max_payload_bytes, what=f"event {key!r}"
+            rt.serializer, value, max_bytes=rt.settings.max_payload_bytes, what=f"event {key!r}"
         ),
     }
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
-        app.db.execute(conn, "set_event", params)
+        rt.db.execute(conn, "set_event", params)
         return None, None
 
     in_checkpointed_transaction(ctx, step_id, SET_EVENT, body)
@@ -260,16 +260,16 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Any:
     if done:
         return value
     check_deadline(ctx)
-    app = ctx.app
+    rt = ctx.rt
     started = datetime.now(timezone.utc)
     remaining = ctx.seconds_left()
     wait = timeout if remaining is None else max(0.0, min(timeout, remaining))
-    value = read_event(app.db, app.notifications, app.serializer, workflow_id, key, wait)
+    value = read_event(rt.db, rt.notifications, rt.serializer, workflow_id, key, wait)
     check_deadline(ctx)
     output = serialization.dumps_value(
-        serialization.serializer_for_row(app.serializer, ctx.serializer_name),
+        serialization.serializer_for_row(rt.serializer, ctx.serializer_name),
         value,
-        max_bytes=app.settings.max_payload_bytes,
+        max_bytes=rt.settings.max_payload_bytes,
         what=f"event {key!r}",
     )
     record_checkpoint(ctx, step_id, GET_EVENT, output=output, started_at=started)
@@ -292,13 +292,13 @@ def sleep(seconds: float) -> None:
     done, wake_at = replay(ctx, step_id, SLEEP)
     # The database's clock, not this host's: a workflow recovered on another machine (whose
     # clock may differ) wakes when it should.
-    db = ctx.app.db
+    db = ctx.rt.db
     row = db.retrying(lambda: db.fetchone("clock_now"))
     now = row["now"].timestamp() if row is not None else time.time()
     if not done:
         wake_at = now + max(0.0, float(seconds))
         # Encoded as the workflow's checkpoints are read back (a pickle row reads pickle).
-        encoder = serialization.serializer_for_row(ctx.app.serializer, ctx.serializer_name)
+        encoder = serialization.serializer_for_row(ctx.rt.serializer, ctx.serializer_name)
         record_checkpoint(
             ctx,
             step_id,
@@ -309,11 +309,11 @@ def sleep(seconds: float) -> None:
     left = float(wake_at) - now
     if left <= 0:
         return
-    if ctx.queue_name is not None and left > ctx.app.settings.sleep_threshold:
+    if ctx.queue_name is not None and left > ctx.rt.settings.sleep_threshold:
         _park(ctx, left)
     end = time.monotonic() + left
-    notes = ctx.app.notifications
-    with notes.watch(message_channel(ctx.app.db.schema), ctx.workflow_id) as woke:
+    notes = ctx.rt.notifications
+    with notes.watch(message_channel(ctx.rt.db.schema), ctx.workflow_id) as woke:
         while (left := end - time.monotonic()) > 0:
             woke.clear()
             _wait(ctx, woke, left, notes.recheck_after())
@@ -324,8 +324,8 @@ def _park(ctx: WorkflowContext, seconds: float) -> None:
     remaining = ctx.seconds_left()
     if remaining is not None:
         seconds = max(0.0, min(seconds, remaining))
-    row = ctx.app.db.retrying(
-        lambda: ctx.app.db.fetchone(
+    row = ctx.rt.db.retrying(
+        lambda: ctx.rt.db.fetchone(
             "park_workflow",
             {"workflow_id": ctx.workflow_id, "fence": ctx.fence, "seconds": seconds},
         )

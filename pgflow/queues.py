@@ -1,68 +1,35 @@
-"""Queue and Rate value objects and their validation (no I/O: the App does the enqueueing)."""
+"""Queues: ``Queue`` (its flow control, per-enqueue options and enqueueing through the Runtime
+of the App that declared it), ``Rate`` and ``EnqueueOptions``, with their validation."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from . import enqueue as enqueueing
 from .errors import ConfigurationError
 from .limits import (
     MAX_INT4,
     MAX_NAME_BYTES,
-    check_count,
     check_id,
     check_priority,
     check_seconds,
-    check_text,
+    validate_name,
 )
+from .options import EnqueueOptions, Rate
 
 if TYPE_CHECKING:
-    from .app import App
-    from .workflows import WorkflowHandle
+    from .handles import WorkflowHandle
+    from .runtime import Runtime
 
 MAX_NAME = MAX_NAME_BYTES
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-
-def validate_name(kind: str, value: str, *, limit: int = MAX_NAME) -> str:
-    """Queue names, partition keys, dedup ids and workflow ids: see :func:`limits.check_text`
-    (text PostgreSQL can store and index, at most ``limit`` bytes). Anything else is a clear
-    error, never SQL's."""
-    return check_text(kind, value, limit=limit)
-
-
-@dataclass(frozen=True)
-class Rate:
-    """At most ``limit`` workflow starts in any window of ``per`` seconds."""
-
-    limit: int
-    per: float = 1.0
-
-    def __post_init__(self) -> None:
-        # Claims compute the window in SQL: int4 counts and an interval that must not overflow.
-        check_count("Rate limit", self.limit, minimum=1)
-        if not check_seconds("Rate per=", self.per):
-            raise ConfigurationError(
-                f"Rate per= must be a positive number of seconds, not {self.per!r}"
-            )
-
-    def __str__(self) -> str:
-        return f"{self.limit}/{self.per:g}s"
-
-
-@dataclass(frozen=True)
-class EnqueueOptions:
-    """Per-enqueue options; see :meth:`Queue.options`."""
-
-    workflow_id: str | None = None
-    dedup_id: str | None = None
-    priority: int | None = None
-    partition_key: str | None = None
-    delay: float | None = None
-    timeout: float | None = None
+__all__ = ["MAX_NAME", "EnqueueOptions", "Queue", "Rate", "priority_flag", "validate_name"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +46,8 @@ class Queue:
     # Claim only rows of the worker's own version, even never-started ones (None: the app's
     # strict_versions setting).
     strict_versions: bool | None = None
-    app: App | None = field(default=None, compare=False, repr=False)
+    # The Runtime of the App that declared it (enqueues go through it).
+    runtime: Runtime | None = field(default=None, compare=False, repr=False)
     opts: EnqueueOptions = field(default_factory=EnqueueOptions, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,16 +111,16 @@ class Queue:
         check_seconds("delay", opts.delay)
         check_seconds("timeout", opts.timeout)
 
-    def _bound(self) -> App:
-        """The App to enqueue through; refuses a partitioned queue's keyless enqueue (the
+    def _bound(self) -> Runtime:
+        """The Runtime to enqueue through; refuses a partitioned queue's keyless enqueue (the
         queue's own options, unlike those from .options(), were never checked)."""
-        if self.app is None:
+        if self.runtime is None:
             raise ConfigurationError(
                 f"queue {self.name!r} is not bound to an App; create it with app.queue(...)"
             )
         if self.partitioned and self.opts.partition_key is None:
             self.check_options(self.opts)  # raises, saying how to give the key
-        return self.app
+        return self.runtime
 
     @overload
     def enqueue(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
@@ -168,7 +136,9 @@ class Queue:
 
         ``fn`` is the workflow function (a type checker then checks the arguments, and the
         handle's ``result()`` has the workflow's return type) or its registered name."""
-        return self._bound()._enqueue(self, self.opts, fn, args, kwargs)
+        rt = self._bound()
+        wf = rt.registry.resolve(fn)
+        return enqueueing.enqueue(rt, self.name, self.opts, wf, args, kwargs)
 
     @overload
     def enqueue_many(
@@ -190,4 +160,24 @@ class Queue:
     ) -> list[WorkflowHandle[Any]]:
         """Queue many calls of ``fn`` in one round trip. Each item is a tuple/list of positional
         arguments or a dict of keyword arguments."""
-        return self._bound()._enqueue_many(self, self.opts, fn, list(calls))
+        rt = self._bound()
+        wf = rt.registry.resolve(fn)
+        return enqueueing.enqueue_many(rt, self.name, self.opts, wf, list(calls))
+
+
+def priority_flag(queue: str, priority_enabled: bool | None, priority: bool | None) -> bool:
+    """The queue's priority flag from ``priority_enabled=``, or from ``priority=``, its old
+    name (deprecated: ``.options(priority=N)`` is the per-enqueue value)."""
+    if priority is None:
+        return bool(priority_enabled)
+    if priority_enabled is not None:
+        raise ConfigurationError(
+            f"queue {queue!r}: give priority_enabled= only (priority= is its deprecated old name)"
+        )
+    warnings.warn(
+        "app.queue(..., priority=) is deprecated and will be removed in the next "
+        "release; use priority_enabled=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return bool(priority)

@@ -1,4 +1,5 @@
-"""Plain records handed to users: workflow states, workflow status rows and step records."""
+"""Plain records: workflow states, workflow status rows and step records handed to users; the
+claimed row a run starts from and the outcome it ends with."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 
 class Status(str, enum.Enum):
@@ -68,3 +70,57 @@ class StepRecord:
     started_at: datetime | None
     completed_at: datetime | None
     attempts: int | None = None  # attempts a retried step made (None: not a step run)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A workflow row an executor has just come to own (started, claimed or adopted).
+
+    ``executor_id`` is the owner it was taken under: the run writes as that owner to its end,
+    whatever executor the App holds by then."""
+
+    workflow_id: str
+    name: str
+    serializer_name: str  # the row's (rows may predate the app's serializer setting)
+    inputs: str
+    attempt: int
+    fence: UUID | None = None
+    executor_id: str | None = None
+    recovery_attempts: int = 0
+    deadline: datetime | None = None
+    db_now: datetime | None = None
+    forked_from: str | None = None
+    queue_name: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
+        return cls(
+            workflow_id=row["workflow_id"],
+            name=row["name"],
+            serializer_name=row["serializer"],
+            inputs=row["inputs"],
+            attempt=row["attempt"],
+            fence=row.get("fence"),
+            executor_id=executor_id or row.get("executor_id"),
+            recovery_attempts=row.get("recovery_attempts", 0),
+            deadline=row.get("deadline"),
+            db_now=row.get("db_now"),
+            forked_from=row.get("forked_from"),
+            queue_name=row.get("queue_name"),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended, for the final write (as ``executor_id``, the run's owner)."""
+
+    workflow_id: str
+    fence: UUID | None
+    status: Status
+    output: str | None = None
+    error: str | None = None
+    executor_id: str | None = None
+    # For the metrics: what ran, where from, and for how long (seconds of this run).
+    name: str = ""
+    queue_name: str | None = None
+    seconds: float | None = None

@@ -88,6 +88,18 @@ class Registry:
             )
         self.steps[step.name] = step
 
+    def resolve(self, fn: Callable[..., Any] | str) -> WorkflowDef:
+        """The definition of a workflow given as its decorated function or its name."""
+        if isinstance(fn, str):
+            return self.workflow(fn)
+        wf = getattr(fn, "__pgflow_workflow__", None)
+        if not isinstance(wf, WorkflowDef):
+            raise ConfigurationError(
+                f"{getattr(fn, '__name__', fn)!r} is not a workflow; decorate it with "
+                "@app.workflow()"
+            )
+        return wf
+
     def workflow(self, name: str) -> WorkflowDef:
         try:
             return self.workflows[name]
@@ -111,3 +123,14 @@ class Registry:
                     code = getattr(fn, "__code__", None)
                     digest.update(code.co_code if code is not None else name.encode())
         return digest.hexdigest()[:16]
+
+
+def refuse_async(fn: Callable[..., Any], kind: str) -> None:
+    """An ``async def`` would run as a coroutine object nobody awaits (and fail to serialize
+    it): refuse it when it is declared, until pgflow runs coroutines."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigurationError(
+            f"{getattr(fn, '__qualname__', fn)!r} is an async def: pgflow runs plain (sync) "
+            f"functions as a {kind} for now; make it a def (call async code inside it with "
+            "asyncio.run(...))"
+        )

@@ -15,24 +15,20 @@ the rest on the next calls). A schedule runs no tick from before it was first se
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 from croniter import croniter
 
 from . import serialization
+from .enqueue import workflow_row
 from .errors import ConfigurationError
-from .limits import to_ms
-from .registry import recovery_limit
-from .workflows import notify_channel
 
 if TYPE_CHECKING:
-    from .app import App
     from .registry import WorkflowDef
-
-F = TypeVar("F", bound=Callable[..., Any])
+    from .runtime import Runtime
 
 SCHEDULE_QUEUE = "pgflow.schedules"
 MAX_CATCH_UP = 1000
@@ -70,11 +66,9 @@ def _cron(cron: str, start: datetime) -> croniter:
     return croniter(cron, start, second_at_beginning=True)
 
 
-def declare(app: App, fn: F, cron: str, catch_up: bool) -> F:
-    """``@app.scheduled``: register ``fn`` (a workflow, or made one now) to run on ``cron``
-    (already validated)."""
-    call = fn if hasattr(fn, "__pgflow_workflow__") else app.workflow()(fn)
-    wf: WorkflowDef = call.__pgflow_workflow__  # type: ignore[attr-defined]
+def schedule_for(wf: WorkflowDef, cron: str, catch_up: bool) -> Schedule:
+    """The schedule of ``wf`` on ``cron`` (already validated); ConfigurationError unless the
+    workflow takes one argument, the tick's time. ``@app.scheduled`` declares it."""
     try:
         inspect.signature(wf.fn).bind(datetime.now(timezone.utc))
     except TypeError:
@@ -82,9 +76,16 @@ def declare(app: App, fn: F, cron: str, catch_up: bool) -> F:
             f"scheduled workflow {wf.name!r} must take one argument, the tick's time "
             "(a timezone-aware datetime)"
         ) from None
-    app.schedules[wf.name] = Schedule(cron, catch_up, wf)
-    app.queue(SCHEDULE_QUEUE)
-    return call
+    return Schedule(cron, catch_up, wf)
+
+
+class Scheduler(Protocol):
+    """What ticking needs: the declared schedules and the Runtime to enqueue through (an App)."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def schedules(self) -> Mapping[str, Schedule]: ...
 
 
 def due_ticks(
@@ -114,59 +115,53 @@ def tick_id(name: str, tick_at: datetime) -> str:
     return f"sched:{name}:{tick_at.astimezone(timezone.utc).isoformat()}"
 
 
-def tick(app: App, now: datetime | None = None) -> list[str]:
+def tick(scheduler: Scheduler, now: datetime | None = None) -> list[str]:
     """Enqueue every due tick of the app's schedules; return the ids this call inserted.
 
     Safe to call from any number of processes at once (each tick is inserted once).
     ``now`` defaults to the database clock.
     """
-    if not app.schedules:
+    if not scheduler.schedules:
         return []
-    found = list(app.schedules.values())
-    db = app.db
+    found = list(scheduler.schedules.values())
+    rt = scheduler.runtime
+    db = rt.db
     rows = db.fetchall(
         "schedule_state",
         {"names": [s.name for s in found], "crons": [s.cron for s in found], "now": now},
     )
     inserted: list[str] = []
     for row in rows:
-        sched = app.schedules[row["name"]]
+        sched = scheduler.schedules[row["name"]]
         ticks = due_ticks(sched.cron, row["last_tick"], row["now"], sched.catch_up)
         if ticks:
-            inserted.extend(_enqueue_ticks(app, sched, ticks))
+            inserted.extend(_enqueue_ticks(rt, sched, ticks))
     return inserted
 
 
-def _enqueue_ticks(app: App, sched: Schedule, ticks: list[datetime]) -> list[str]:
+def _enqueue_ticks(rt: Runtime, sched: Schedule, ticks: list[datetime]) -> list[str]:
     wf = sched.workflow
     utc = [t.astimezone(timezone.utc) for t in ticks]
-    ids = [tick_id(sched.name, t) for t in utc]
-    params = {
-        "workflow_ids": ids,
-        "priority": 0,
-        "partition_key": None,
-        "inputs": [
+    params = workflow_row(
+        rt,
+        wf.name,
+        app_version=rt.app_version,
+        max_recovery_attempts=wf.max_recovery_attempts,
+        timeout=wf.timeout,
+        queue_name=SCHEDULE_QUEUE,
+        workflow_ids=[tick_id(sched.name, t) for t in utc],
+        inputs=[
             serialization.dumps_inputs(
-                app.serializer,
+                rt.serializer,
                 (t,),
                 {},
-                max_bytes=app.settings.max_payload_bytes,
+                max_bytes=rt.settings.max_payload_bytes,
                 what=f"tick of {sched.name!r}",
             )
             for t in utc
         ],
-        "name": wf.name,
-        "queue_name": SCHEDULE_QUEUE,
-        "app_version": app.app_version,
-        "max_recovery_attempts": recovery_limit(
-            wf.max_recovery_attempts, app.settings.max_recovery_attempts
-        ),
-        "serializer": app.serializer.name,
-        "timeout_ms": to_ms("timeout", wf.timeout),
-        "delay_ms": 0,
-        "channel": notify_channel(app.db.schema),
-    }
-    db = app.db
+    )
+    db = rt.db
 
     def attempt() -> list[str]:
         with db.connection() as conn, conn.transaction():

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import attempts, context, metrics, serialization, user_sql
-from .errors import FencedOut, NonDeterminism, WorkflowCancelled
+from .errors import FencedOut, WorkflowCancelled
 from .redaction import redact
+from .replay import replay
 
 if TYPE_CHECKING:
     import psycopg
 
-    from .app import App
     from .context import WorkflowContext
     from .registry import StepDef
+    from .runtime import Runtime
 
 log = structlog.get_logger("pgflow")
 
@@ -102,25 +103,8 @@ def check_deadline(ctx: WorkflowContext) -> None:
         raise WorkflowCancelled(ctx.workflow_id, "past its deadline")
 
 
-def replay(ctx: WorkflowContext, step_id: int, name: str) -> tuple[bool, Any]:
-    """``(True, output)`` when step ``step_id`` is recorded (raising its recorded error);
-    ``(False, None)`` when it must run. Raises NonDeterminism on a different recorded name."""
-    rec = ctx.recorded.get(step_id)
-    if rec is None:
-        return False, None
-    if rec.name != name:
-        raise NonDeterminism(
-            f"workflow {ctx.workflow_id} ({ctx.name}) recorded step {step_id} as {rec.name!r} "
-            f"but the code now calls {name!r} there; the workflow's code changed while it "
-            "was running: run it on the version that started it, or fork it"
-        )
-    if rec.error is not None:
-        raise serialization.loads_error(rec.error)
-    return True, serialization.loads_value(ctx.app.serializer, ctx.serializer_name, rec.output)
-
-
 def call_step(
-    app: App,
+    rt: Runtime,
     step: StepDef,
     policy: RetryPolicy,
     args: tuple[Any, ...],
@@ -129,7 +113,7 @@ def call_step(
     """Run a ``@app.step`` or ``@app.transaction`` function, durably when inside a workflow."""
     ctx = context.current()
     if ctx is None or ctx.in_step:
-        return _run_unrecorded(app, step, policy, ctx, args, kwargs)
+        return _run_unrecorded(rt, step, policy, ctx, args, kwargs)
     step_id = ctx.take_step_id()
     done, output = replay(ctx, step_id, step.name)
     if done:
@@ -142,7 +126,7 @@ def call_step(
 
 
 def _run_unrecorded(
-    app: App,
+    rt: Runtime,
     step: StepDef,
     policy: RetryPolicy,
     ctx: WorkflowContext | None,
@@ -154,15 +138,15 @@ def _run_unrecorded(
     if step.kind == "transaction" and context.in_transaction() is False:
 
         def body() -> Any:
-            with user_sql.unwrapped(), app.db.connection() as conn, conn.transaction():
-                return _call_in_transaction(app, conn, step, args, kwargs, policy.time_limit)
+            with user_sql.unwrapped(), rt.db.connection() as conn, conn.transaction():
+                return _call_in_transaction(rt, conn, step, args, kwargs, policy.time_limit)
 
         return _with_retries(policy, ctx, body, step.name)
-    return _with_retries(policy, ctx, _attempt(app, step, policy, args, kwargs), step.name)
+    return _with_retries(policy, ctx, _attempt(rt, step, policy, args, kwargs), step.name)
 
 
 def _attempt(
-    app: App, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...], kwargs: dict[str, Any]
+    rt: Runtime, step: StepDef, policy: RetryPolicy, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Callable[[], Any]:
     """One attempt of a plain step's body: a call, bounded by its time_limit if it has one."""
 
@@ -172,11 +156,11 @@ def _attempt(
     limit = policy.time_limit
     if limit is None:
         return call
-    return lambda: attempts.run_attempt(call, limit, step.name, app.abandoned_bodies)
+    return lambda: attempts.run_attempt(call, limit, step.name, rt.abandoned_bodies)
 
 
 def _call_in_transaction(
-    app: App,
+    rt: Runtime,
     conn: psycopg.Connection[Any],
     step: StepDef,
     args: tuple[Any, ...],
@@ -192,10 +176,10 @@ def _call_in_transaction(
     abandoned on another thread: the server cancels any of its statements that runs past the
     limit (statement_timeout, for this transaction only), and an attempt that took longer in
     all is rolled back; both raise StepTimeLimitExceeded."""
-    app.db.execute(conn, "allow_scans")
+    rt.db.execute(conn, "allow_scans")
     if time_limit is None:
         return user_sql.run_body(conn, lambda: step.fn(*args, **kwargs))
-    row = app.db.execute(
+    row = rt.db.execute(
         conn, "limit_statements", {"timeout": f"{math.ceil(time_limit * 1000)}ms"}
     ).fetchone()
     previous = row["previous"]  # type: ignore[index]
@@ -214,7 +198,7 @@ def _call_in_transaction(
         raise
     if time.monotonic() - began > time_limit:
         raise attempts.time_limit_exceeded(step.name, time_limit, "its work was rolled back")
-    app.db.execute(conn, "restore_statement_timeout", {"timeout": previous}).fetchone()
+    rt.db.execute(conn, "restore_statement_timeout", {"timeout": previous}).fetchone()
     return result
 
 
@@ -233,7 +217,7 @@ def _run_step(
     try:
         try:
             result = _with_retries(
-                policy, ctx, _attempt(ctx.app, step, policy, args, kwargs), step.name, counted=True
+                policy, ctx, _attempt(ctx.rt, step, policy, args, kwargs), step.name, counted=True
             )
         except Exception as exc:
             ctx.in_step = False
@@ -250,9 +234,9 @@ def _run_step(
             ctx.in_step = False
         try:
             output = serialization.dumps_value(
-                ctx.app.serializer,
+                ctx.rt.serializer,
                 result,
-                max_bytes=ctx.app.settings.max_payload_bytes,
+                max_bytes=ctx.rt.settings.max_payload_bytes,
                 what=f"output of step {step.name!r}",
             )
         except Exception as exc:
@@ -285,18 +269,18 @@ def _run_transaction(
     kwargs: dict[str, Any],
 ) -> Any:
     started = datetime.now(timezone.utc)
-    app = ctx.app
+    rt = ctx.rt
 
     def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any]:
         ctx.in_step = True
         try:
-            result = _call_in_transaction(app, conn, step, args, kwargs, policy.time_limit)
+            result = _call_in_transaction(rt, conn, step, args, kwargs, policy.time_limit)
         finally:
             ctx.in_step = False
         return serialization.dumps_value(
-            app.serializer,
+            rt.serializer,
             result,
-            max_bytes=app.settings.max_payload_bytes,
+            max_bytes=rt.settings.max_payload_bytes,
             what=f"output of transaction step {step.name!r}",
         ), result
 
@@ -364,14 +348,14 @@ def record_checkpoint(
     A checkpoint of that step written by another run (another fence) means that run owns the
     workflow: this one is fenced out, whoever it is, and never continues past it.
     """
-    app = ctx.app
+    rt = ctx.rt
     params = _checkpoint_params(
         ctx, step_id, name, output, error, child_workflow_id, started_at, after_body
     )
-    if app.db.retrying(lambda: app.db.run("record_step", params)):
+    if rt.db.retrying(lambda: rt.db.run("record_step", params)):
         return
-    existing = app.db.retrying(
-        lambda: app.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id})
+    existing = rt.db.retrying(
+        lambda: rt.db.fetchone("get_step", {"workflow_id": ctx.workflow_id, "step_id": step_id})
     )
     if existing is not None and written_by(ctx, existing, name):
         # Our own write whose reply was lost; we may go on only while we still own it.
@@ -405,7 +389,7 @@ def in_checkpointed_transaction(
     the commit: a retry first looks for the checkpoint such a commit wrote (ours only while we
     still own the workflow).
     """
-    app = ctx.app
+    rt = ctx.rt
     started = started_at or datetime.now(timezone.utc)
     tries = 0
 
@@ -413,13 +397,13 @@ def in_checkpointed_transaction(
         nonlocal tries
         tries += 1
         if tries > 1:
-            rec = app.db.fetchone(
+            rec = rt.db.fetchone(
                 "recorded_output", {"workflow_id": ctx.workflow_id, "step_id": step_id}
             )
             if rec is not None and written_by(ctx, rec, name):
                 ensure_owner(ctx)
-                return serialization.loads_value(app.serializer, ctx.serializer_name, rec["output"])
-        with app.db.connection() as conn, conn.transaction():
+                return serialization.loads_value(rt.serializer, ctx.serializer_name, rec["output"])
+        with rt.db.connection() as conn, conn.transaction():
             got = body(conn)
             if got is None:
                 return NOT_YET
@@ -427,7 +411,7 @@ def in_checkpointed_transaction(
             record_in_transaction(ctx, conn, step_id, name, output, started)
             return value
 
-    return app.db.retrying(attempt)
+    return rt.db.retrying(attempt)
 
 
 def record_in_transaction(
@@ -440,7 +424,7 @@ def record_in_transaction(
 ) -> None:
     """Write a checkpoint on ``conn``'s open transaction, fenced; raise FencedOut or
     WorkflowCancelled when not the owner, which rolls back the transaction's other work."""
-    if not ctx.app.db.execute(
+    if not ctx.rt.db.execute(
         conn, "record_step", _checkpoint_params(ctx, step_id, name, output, None, None, started_at)
     ).rowcount:
         metrics.write_fenced("checkpoint")
@@ -467,7 +451,7 @@ def ensure_not_cancelled(ctx: WorkflowContext) -> None:
 def ensure_owner(ctx: WorkflowContext) -> None:
     """Raise WorkflowCancelled or FencedOut when this run no longer owns its workflow (a
     waiting workflow checks when woken, so a cancel reaches it without waiting for a step)."""
-    db = ctx.app.db
+    db = ctx.rt.db
     owner = db.retrying(lambda: db.fetchone("owner_of", {"workflow_id": ctx.workflow_id}))
     if (
         owner is None
@@ -481,7 +465,7 @@ def ensure_owner(ctx: WorkflowContext) -> None:
 def _fenced_error(
     ctx: WorkflowContext, conn: psycopg.Connection[Any] | None = None
 ) -> BaseException:
-    db = ctx.app.db
+    db = ctx.rt.db
     if conn is not None:
         # On the session the caller holds: a thread never waits for a second one while
         # holding one, so threads sharing a small pool cannot deadlock.

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pgflow
-from pgflow.recovery import new_executor_id
+from pgflow.executor import new_executor_id
 from pgflow.worker.process import WorkerConfig, WorkerProcess
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import pgflow
-from pgflow.recovery import Executor
+from pgflow.executor import Executor
 from pgflow.testing import drain
 
 

@@ -29,11 +29,13 @@ from hypothesis.stateful import (
 )
 
 import pgflow
-from pgflow import serialization, workflows
+from pgflow import serialization
 from pgflow.db.migrate import drop_schema
+from pgflow.executor import HOSTNAME, new_executor_id
+from pgflow.outcomes import finish
 from pgflow.queues import Queue
-from pgflow.records import Status
-from pgflow.recovery import HOSTNAME, new_executor_id, reap_dead_executors, release_executors
+from pgflow.records import Outcome, Status
+from pgflow.recovery import reap_dead_executors, release_executors
 from pgflow.testing import (
     Clock,
     HistoryRow,
@@ -44,7 +46,6 @@ from pgflow.testing import (
     load_history,
 )
 from pgflow.worker.process import WorkerConfig, WorkerProcess
-from pgflow.workflows import Outcome
 
 MAX_RECOVERY = 2
 _schemas = itertools.count()
@@ -339,7 +340,7 @@ class FlowMachine(RuleBasedStateMachine):
             )
             for wid, status in zip(ids, statuses, strict=True)
         ]
-        written = workflows.finish(self.app, outcomes, executor_id=worker.executor_id)
+        written = finish(self.app, outcomes, executor_id=worker.executor_id)
         if worker in self.zombies:
             assert written == set(), f"a reaped executor wrote {written}"
         else:

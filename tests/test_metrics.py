@@ -291,8 +291,8 @@ def test_a_killed_process_is_counted_as_a_recovery(
 def test_a_refused_final_write_is_counted(app: pgflow.App) -> None:
     from prometheus_client import REGISTRY
 
-    from pgflow.records import Status
-    from pgflow.workflows import Outcome, finish
+    from pgflow.outcomes import finish
+    from pgflow.records import Outcome, Status
 
     def refused() -> float:
         return REGISTRY.get_sample_value("pgflow_fenced_writes_total", {"kind": "final"}) or 0.0

@@ -9,7 +9,7 @@ import pytest
 
 import pgflow
 from pgflow.db.pool import Database
-from pgflow.recovery import new_executor_id
+from pgflow.executor import new_executor_id
 from pgflow.testing import Clock, check_history, drain, pgflow_database, use_database
 
 __all__ = ["pgflow_database"]  # the fixture, imported as a user's conftest.py would

@@ -919,7 +919,7 @@ def test_stale_run_abandons_even_under_the_same_executor_id(app: pgflow.App) -> 
 
 
 def test_batch_ids_are_distinct_version_4_uuids() -> None:
-    from pgflow.workflows import new_workflow_ids
+    from pgflow.enqueue import new_workflow_ids
 
     ids = new_workflow_ids(2_000)
     assert len(set(ids)) == 2_000

@@ -21,7 +21,7 @@ import psycopg
 
 from ..db.migrate import migrate
 from ..db.pool import Database
-from ..recovery import pid_alive
+from ..executor import pid_alive
 
 if TYPE_CHECKING:
     from ..app import App

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..executor import new_executor_id
 from ..queues import Queue
-from ..recovery import new_executor_id
 from ..worker.process import EXIT_OK, WorkerConfig, WorkerProcess
 from .clock import Clock
 

@@ -12,7 +12,7 @@ from ..queues import Queue
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-    from ..workflows import WorkflowHandle
+    from ..handles import WorkflowHandle
 
 
 @dataclass(frozen=True)

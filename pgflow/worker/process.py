@@ -11,18 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .. import metrics, retention, schedules, serialization, workflows
+from .. import execution, metrics, retention, schedules, serialization
 from ..budget import claim_budget
+from ..enqueue import notify_channel
 from ..errors import (
     DatabaseUnavailable,
     FencedOut,
     PgflowError,
     WorkflowCancelled,
 )
+from ..executor import Executor
 from ..management import paused_queues, stranded_work
-from ..records import Status
-from ..recovery import Executor, release_executors
-from ..workflows import Claimed, Outcome, notify_channel
+from ..outcomes import finish
+from ..records import Claimed, Outcome, Status
+from ..recovery import reap_dead, release_executors
 from .listener import Listener
 from .threads import Completer, RunThreads
 
@@ -307,7 +309,7 @@ class WorkerProcess:
 
     def _recover(self) -> None:
         try:
-            self.executor.recover()
+            reap_dead(self.app, self.executor)
             free = 0 if self.stop.is_set() else self._free_slots()
             for claimed in self.executor.adopt(free):
                 self._submit(claimed, None)
@@ -484,7 +486,7 @@ class WorkerProcess:
         slot_handed = False
         try:
             wf = app.registry.workflow(claimed.name)
-            outcome, _, _ = workflows.execute(app, claimed, wf, on_start=self._track)
+            outcome, _, _ = execution.execute(app.runtime, claimed, wf, on_start=self._track)
             if outcome is not None:
                 self.completer.submit(outcome, queue_name)
                 slot_handed = queue_name is not None
@@ -588,7 +590,7 @@ class WorkerProcess:
         self.completer.flush(2.0)
         try:
             if outcomes:
-                workflows.finish(self.app, outcomes, self.executor_id)
+                finish(self.app, outcomes, self.executor_id)
             release_executors(self.app, [self.executor_id], charge=False)
         finally:
             self._exit(EXIT_TIME_LIMIT)

@@ -22,8 +22,8 @@ import structlog
 
 from ..db.errors import describe_target
 from ..errors import PgflowError
+from ..executor import new_executor_id
 from ..management import Stranded, paused_queues, stranded_work
-from ..recovery import new_executor_id
 from . import signals
 from .liveness import Liveness
 from .metrics_port import MetricsPort, ProcessFacts

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .. import workflows
+from .. import outcomes
 from ..errors import DatabaseUnavailable, PgflowError
-from ..workflows import Outcome
+from ..records import Outcome
 
 if TYPE_CHECKING:
     from ..app import App
@@ -68,7 +68,7 @@ class Completer:
                 batch.append(item)
             while True:
                 try:
-                    workflows.finish(self.app, [outcome for outcome, _ in batch])
+                    outcomes.finish(self.app, [outcome for outcome, _ in batch])
                 except DatabaseUnavailable as exc:
                     # Keep trying while the process lives: these rows are PENDING under this
                     # (live) executor, so nobody else would ever finish or recover them.

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 import pgflow
-from pgflow.recovery import Executor, reap_dead_executors
+from pgflow.executor import Executor
+from pgflow.recovery import reap_dead_executors
 from tests.chaos import chaos_app
 from tests.chaos.harness import (
     HEARTBEAT,
