@@ -1,5 +1,6 @@
 """Test databases on a real PostgreSQL server, one fresh database per test, made by pgflow's
-own :class:`pgflow.testing.DatabaseServer`.
+own :class:`pgflow.testing.DatabaseServer`; ``make_app``, Apps on the test's database; and
+``workers``, ``pgflow worker`` processes on it (tests/processes.py).
 
 The server, chosen once per run (:func:`pgflow.testing.server_url`):
 
@@ -17,11 +18,14 @@ can share one server, and a run on a server of this machine drops what killed ru
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pgflow.db.pool import Database
 from pgflow.testing import DatabaseServer
+from tests.apps import MakeApp, app_maker
+from tests.processes import StartWorker, started_workers
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +69,20 @@ def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url, "pgflow")
     yield database
     database.close()
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator[MakeApp]:
+    """``make_app(name="test", **kwargs)``: an App on the test's database (keyword arguments
+    as ``pgflow.App`` takes them); every one is shut down after the test, newest first."""
+    with app_maker(database_url) as make:
+        yield make
+
+
+@pytest.fixture
+def workers(database_url: str, tmp_path: Path) -> Iterator[StartWorker]:
+    """``workers(*args, app=..., env=..., url=...)`` starts a ``pgflow worker`` (of
+    tests.worker_app unless ``app`` says otherwise) on the test's database; every process group
+    is killed at teardown."""
+    with started_workers(database_url, tmp_path) as start:
+        yield start
