@@ -141,9 +141,9 @@ async def measure(app: Any, targets: list[str], repeat: int) -> None:
 def fill(url: str, rows: int, backlog: int) -> None:
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(FILL, {"rows": rows, "backlog": backlog})  # type: ignore[arg-type]
+        conn.execute(FILL, {"rows": rows, "backlog": backlog})
         for statement in EXTRAS:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
         conn.execute("VACUUM ANALYZE pgflow.workflow_status")
     print(f"filled {rows:,} workflows in {time.perf_counter() - started:.1f}s")
 

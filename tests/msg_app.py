@@ -49,7 +49,7 @@ def die_before_commit() -> None:
     def record_in_transaction(*args: Any, **kwargs: Any) -> None:
         os._exit(9)
 
-    pgflow.steps.record_in_transaction = record_in_transaction  # type: ignore[assignment]
+    pgflow.steps.record_in_transaction = record_in_transaction
 
 
 def run_in_child(url: str, workflow: str, *args: Any, workflow_id: str) -> None:

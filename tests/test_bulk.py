@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -12,14 +11,13 @@ from click.testing import CliRunner
 import pgflow
 from pgflow.cli import main
 from pgflow.errors import ConfigurationError
+from tests.apps import MakeApp
 from tests.inprocess import wait_for
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    a = pgflow.App("bulk-tests", database_url=database_url)
-    yield a
-    a.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("bulk-tests")
 
 
 def _statuses(database_url: str) -> dict[str, str]:

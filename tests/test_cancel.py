@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 import pgflow
+from tests.apps import MakeApp
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    app = pgflow.App("cancel", database_url=database_url)
-    yield app
-    app.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("cancel")
 
 
 @pytest.fixture

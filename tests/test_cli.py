@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,8 +17,7 @@ import pgflow
 from pgflow.cli import main
 from tests import mgmt_app
 from tests.inprocess import running_worker
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import run_pgflow
 
 
 @pytest.fixture
@@ -51,14 +48,7 @@ def cli(database_url: str) -> Any:
 
 def run_real(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_LEVEL": "warning"}
-    return subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_pgflow(*args, env=env)
 
 
 def test_workflows_list_and_show(app: pgflow.App, cli: Any) -> None:

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pgflow
 from pgflow.db.migrate import migrate
 from pgflow.db.pool import Database
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import ROOT, run_pgflow
 
 
 def pgflow_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -27,14 +25,7 @@ def pgflow_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess
         PGFLOW_LOG_LEVEL="warning",
         PYTHONPATH=os.pathsep.join([str(ROOT), str(cwd.parent), str(cwd)]),
     )
-    return subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", *args],
-        cwd=cwd,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_pgflow(*args, env=clean, cwd=cwd, timeout=120)
 
 
 def make_project(tmp_path: Path, database_url: str, schema: str) -> Path:

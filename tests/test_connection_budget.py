@@ -8,8 +8,6 @@ server and change pg_hba.conf, which no test may do to a server it did not start
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from pgflow.db.migrate import migrate
 from pgflow.db.pool import Database
 from tests import worker_app
 from tests.private_cluster import Cluster, start_private_cluster
-from tests.test_worker import ROOT, Worker
+from tests.processes import Worker, run_pgflow
 
 CANARY = "pw-CANARY-7f3a"  # a password that must never appear in a message
 APP_NAME = "pgflow:worker-tests"  # the application_name of tests.worker_app's sessions
@@ -154,13 +152,7 @@ def test_idle_sessions_go_back_to_the_server(
             assert len(client.list_workflows(limit=5)) == 5
         finally:
             client.close()
-        queues = subprocess.run(
-            [sys.executable, "-m", "pgflow.cli", "queues", "--database-url", app_url(cluster)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        queues = run_pgflow("queues", "--database-url", app_url(cluster))
         assert queues.returncode == 0, queues.stderr
     finally:
         sampler.stop.set()
@@ -214,20 +206,7 @@ def test_a_full_server_is_named_as_the_reason(cluster: Cluster) -> None:
         assert "max_connections" in message and CANARY not in message
 
         began = time.monotonic()
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pgflow.cli",
-                "queues",
-                "--database-url",
-                app_url(cluster, CANARY),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        cli = run_pgflow("queues", "--database-url", app_url(cluster, CANARY))
         took = time.monotonic() - began
         print(f"pgflow queues: exit {cli.returncode} after {took:.1f}s: {cli.stderr.strip()}")
         assert cli.returncode == 1 and took < 10

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,11 @@ import pytest
 
 import pgflow
 from pgflow.recovery import reap_dead_executors
+from tests.apps import MakeApp
+from tests.processes import ROOT, start_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
-ROOT = Path(__file__).resolve().parents[1]
 # Long enough that only pid-based detection can explain a prompt recovery.
 HEARTBEAT_TIMEOUT = 120.0
 
@@ -48,15 +48,8 @@ class Harness:
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
             }
         )
-        log = open(self.dir / f"proc{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from tests.crash_app import main; main()", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        log = self.dir / f"proc{len(self.procs)}.log"
+        proc = start_python("from tests.crash_app import main; main()", *args, env=env, log=log)
         self.procs.append(proc)
         return proc
 
@@ -86,7 +79,10 @@ class Harness:
     def read_json(
         self, name: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
     ) -> dict[str, Any]:
-        return json.loads(self.wait_file(f"{name}.{proc.pid}.json", proc, timeout).read_text())
+        found: dict[str, Any] = json.loads(
+            self.wait_file(f"{name}.{proc.pid}.json", proc, timeout).read_text()
+        )
+        return found
 
     def finish(self, proc: subprocess.Popen[bytes]) -> None:
         try:
@@ -115,10 +111,8 @@ def harness(database_url: str, tmp_path: Path) -> Iterator[Harness]:
 
 
 @pytest.fixture
-def inspector(database_url: str) -> Iterator[pgflow.App]:
-    app = pgflow.App("inspector", database_url=database_url, app_version="crash-v1")
-    yield app
-    app.shutdown(timeout=5)
+def inspector(make_app: MakeApp) -> pgflow.App:
+    return make_app("inspector", app_version="crash-v1")
 
 
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -5,27 +5,15 @@ priorities at every entry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
 import pgflow
+from tests.apps import MakeApp
 from tests.inprocess import running_worker
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(name: str = "dbos", **kwargs: Any) -> pgflow.App:
-        app = pgflow.App(name, database_url=database_url, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
 
 
 @pytest.fixture
@@ -38,7 +26,7 @@ def client(database_url: str) -> Iterator[pgflow.Client]:
 
 
 def test_a_different_function_under_a_taken_id_is_a_conflict(
-    make_app: Any, client: pgflow.Client
+    make_app: MakeApp, client: pgflow.Client
 ) -> None:
     app = make_app()
     q = app.queue("conflicts")
@@ -55,7 +43,7 @@ def test_a_different_function_under_a_taken_id_is_a_conflict(
     # The same function under the same id is the same execution: its result comes back.
     assert app.options(workflow_id="taken").call(first) == "first's result"
     assert app.options(workflow_id="taken").start(first).result(timeout=5) == "first's result"
-    starts = [
+    starts: list[Callable[[], object]] = [
         lambda: app.options(workflow_id="taken").call(second),
         lambda: app.options(workflow_id="taken").start(second),
         lambda: q.options(workflow_id="taken").enqueue(second),
@@ -80,7 +68,7 @@ def test_a_different_function_under_a_taken_id_is_a_conflict(
 # -- resume ------------------------------------------------------------------------------------
 
 
-def test_resume_starts_a_delayed_workflow_now(make_app: Any, client: pgflow.Client) -> None:
+def test_resume_starts_a_delayed_workflow_now(make_app: MakeApp, client: pgflow.Client) -> None:
     app = make_app()
     q = app.queue("later")
 
@@ -107,7 +95,7 @@ def test_resume_starts_a_delayed_workflow_now(make_app: Any, client: pgflow.Clie
     assert app.resume(hour.workflow_id).result(timeout=1) == 2
 
 
-def test_resume_adopts_an_ownerless_pending_workflow(make_app: Any, database_url: str) -> None:
+def test_resume_adopts_an_ownerless_pending_workflow(make_app: MakeApp, database_url: str) -> None:
     import psycopg
 
     app = make_app()
@@ -130,14 +118,14 @@ def test_resume_adopts_an_ownerless_pending_workflow(make_app: Any, database_url
 
 
 def test_send_to_an_unknown_workflow_raises_everywhere_and_on_replay(
-    make_app: Any, client: pgflow.Client, database_url: str
+    make_app: MakeApp, client: pgflow.Client, database_url: str
 ) -> None:
     import psycopg
 
     app = make_app()
-    for sender in (app, client):
+    for who in (app, client):
         with pytest.raises(pgflow.UnknownWorkflow, match="no workflow has id 'ghost'"):
-            sender.send("ghost", "boo")
+            who.send("ghost", "boo")
     outcomes: list[str] = []
 
     @app.workflow(name="sender")
@@ -165,7 +153,9 @@ def test_send_to_an_unknown_workflow_raises_everywhere_and_on_replay(
 # -- Deduplicated inside a workflow ------------------------------------------------------------
 
 
-def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(make_app: Any) -> None:
+def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(
+    make_app: MakeApp,
+) -> None:
     app = make_app()
     q = app.queue("dedup")
 
@@ -197,7 +187,9 @@ def test_an_enqueue_refused_as_deduplicated_in_a_workflow_is_checkpointed(make_a
 # -- unlimited recovery attempts ---------------------------------------------------------------
 
 
-def test_max_recovery_attempts_none_means_unlimited(make_app: Any, client: pgflow.Client) -> None:
+def test_max_recovery_attempts_none_means_unlimited(
+    make_app: MakeApp, client: pgflow.Client
+) -> None:
     app = make_app(max_recovery_attempts=3)
     q = app.queue("recover")
 
@@ -265,7 +257,7 @@ def test_max_recovery_attempts_none_means_unlimited(make_app: Any, client: pgflo
 
 
 def test_a_fork_sees_the_events_published_before_its_first_step(
-    make_app: Any, client: pgflow.Client
+    make_app: MakeApp, client: pgflow.Client
 ) -> None:
     app = make_app()
 
@@ -304,7 +296,7 @@ BLANKS = (" ", "   ", "\u3000", "\u00a0\u2003")
 
 
 def test_a_blank_workflow_id_is_refused_on_every_path(
-    make_app: Any, client: pgflow.Client, database_url: str
+    make_app: MakeApp, client: pgflow.Client, database_url: str
 ) -> None:
     from click.testing import CliRunner
 
@@ -318,14 +310,14 @@ def test_a_blank_workflow_id_is_refused_on_every_path(
 
     app.options(workflow_id="real").call(noop)
     for blank in BLANKS:
-        paths = [
-            lambda blank=blank: app.options(workflow_id=blank),
-            lambda blank=blank: q.options(workflow_id=blank),
-            lambda blank=blank: client.enqueue("blank", "noop", workflow_id=blank, app_version="v"),
-            lambda blank=blank: app.fork("real", new_workflow_id=blank),
-            lambda blank=blank: client.fork("real", new_workflow_id=blank),
-            lambda blank=blank: app.send(blank, "x"),
-            lambda blank=blank: q.options(dedup_id=blank),
+        paths: list[Callable[[], object]] = [
+            partial(app.options, workflow_id=blank),
+            partial(q.options, workflow_id=blank),
+            partial(client.enqueue, "blank", "noop", workflow_id=blank, app_version="v"),
+            partial(app.fork, "real", new_workflow_id=blank),
+            partial(client.fork, "real", new_workflow_id=blank),
+            partial(app.send, blank, "x"),
+            partial(q.options, dedup_id=blank),
         ]
         for path in paths:
             with pytest.raises(pgflow.InvalidValue, match="only whitespace"):
@@ -342,7 +334,7 @@ def test_a_blank_workflow_id_is_refused_on_every_path(
 
 
 def test_priorities_are_checked_on_every_enqueue_path(
-    make_app: Any, client: pgflow.Client, database_url: str
+    make_app: MakeApp, client: pgflow.Client, database_url: str
 ) -> None:
     from click.testing import CliRunner
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ import pytest
 
 from pgflow.db.embedded import start_embedded, stop_embedded
 from pgflow.errors import DatabaseUnavailable
+from tests.processes import ROOT, run_pgflow, run_python
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -40,14 +39,8 @@ def test_start_twice_shares_one_server_then_stop(home: Path) -> None:
         "import sys; from pgflow.db.embedded import start_embedded; "
         "print(start_embedded(sys.argv[1]))"
     )
-    other = subprocess.run(
-        [sys.executable, "-c", code, str(home)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    other = run_python(code, str(home), timeout=120)
+    assert other.returncode == 0, other.stderr
     assert other.stdout.strip().splitlines()[-1] == url
 
     with psycopg.connect(url) as conn:
@@ -91,14 +84,7 @@ def test_cli_manages_the_projects_server_from_a_subfolder(home: Path) -> None:
         env.update(PGFLOW_LOG_LEVEL="warning", PYTHONPATH=str(ROOT))
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "pgflow.cli", *args],
-                cwd=project / "sub",
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            return run_pgflow(*args, env=env, cwd=project / "sub", timeout=120)
 
         status = cli("embedded", "status", "--json")
         assert status.returncode == 0, status.stderr

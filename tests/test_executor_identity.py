@@ -16,25 +16,12 @@ import pytest
 import pgflow
 from pgflow.executor import Executor
 from pgflow.testing import drain
+from tests.apps import MakeApp
 
 
 def rows(url: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(query).fetchall()
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(name: str = "ident", **kwargs: Any) -> pgflow.App:
-        app = pgflow.App(name, database_url=database_url, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
 
 
 @pytest.fixture
@@ -70,7 +57,7 @@ def test_an_apps_executor_is_created_once_however_many_threads_ask_first() -> No
 
 @pytest.mark.usefixtures("busy_switching")
 def test_many_threads_making_the_first_calls_share_one_executor(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     for round_ in range(5):
         _first_calls_at_once(make_app(f"ident{round_}"), database_url, n=16)
@@ -107,7 +94,7 @@ def _first_calls_at_once(app: pgflow.App, database_url: str, n: int) -> None:
 
 
 def test_launch_then_drain_runs_each_workflow_exactly_once(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     # Recovery passes every 0.1 s, so the launched App looks for dead executors all through
     # the drain.
@@ -161,7 +148,7 @@ def test_launch_then_drain_runs_each_workflow_exactly_once(
 
 
 def test_inline_run_finishes_when_the_apps_executor_is_replaced(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     app = make_app()
     in_step, go = threading.Event(), threading.Event()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,21 +14,8 @@ import pytest
 
 import pgflow
 from pgflow.testing import Clock
+from tests.apps import MakeApp
 from tests.inprocess import running_worker, wait_for
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(version: str = "v1", **kwargs: Any) -> pgflow.App:
-        app = pgflow.App("explain", database_url=database_url, app_version=version, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
 
 
 def sql(url: str, statement: str, *params: Any) -> list[Any]:
@@ -57,7 +43,7 @@ def blocking(app: pgflow.App, gate: threading.Event) -> Any:
     return blocked
 
 
-def reason(found: Any, code: str) -> pgflow.Reason:
+def reason(found: pgflow.Explanation, code: str) -> pgflow.Reason:
     matches = [r for r in found.reasons if r.code == code]
     assert matches, (code, found.text)
     return matches[0]
@@ -67,8 +53,8 @@ def pending(handle: Any) -> bool:
     return handle.status().status is pgflow.Status.PENDING
 
 
-def test_a_paused_queue(make_app: Any) -> None:
-    app = make_app()
+def test_a_paused_queue(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("held")
     wf = blocking(app, threading.Event())
     h = q.enqueue(wf)
@@ -83,8 +69,8 @@ def test_a_paused_queue(make_app: Any) -> None:
     assert "paused" not in app.explain(h.workflow_id).codes
 
 
-def test_delayed_and_no_worker(make_app: Any) -> None:
-    app = make_app()
+def test_delayed_and_no_worker(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("later")
     wf = blocking(app, threading.Event())
     h = q.options(delay=120).enqueue(wf)
@@ -101,8 +87,8 @@ def test_delayed_and_no_worker(make_app: Any) -> None:
     )
 
 
-def test_concurrency_taken_by_a_running_workflow(make_app: Any) -> None:
-    app = make_app()
+def test_concurrency_taken_by_a_running_workflow(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("single", concurrency=1)
     gate = threading.Event()
     wf = blocking(app, gate)
@@ -121,8 +107,8 @@ def test_concurrency_taken_by_a_running_workflow(make_app: Any) -> None:
     assert f"The queue's concurrency is 1 of 1, taken by {first.workflow_id} (for " in full.text
 
 
-def test_rate_window_used_up(make_app: Any) -> None:
-    app = make_app()
+def test_rate_window_used_up(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("metered", rate_limit=pgflow.Rate(2, per=90.0))
     gate = threading.Event()
     gate.set()
@@ -135,14 +121,16 @@ def test_rate_window_used_up(make_app: Any) -> None:
     assert found.codes == ["rate_limited"]
     rate = reason(found, "rate_limited")
     assert (rate.numbers["used"], rate.numbers["limit"], rate.numbers["per_s"]) == (2, 2, 90.0)
-    first_start = min(h.status().started_at for h in done)
+    starts = [h.status().started_at for h in done]
+    assert None not in starts, starts
+    first_start = min(t for t in starts if t is not None)
     assert rate.numbers["next_slot"] == first_start + timedelta(seconds=90)
     assert 80 < rate.numbers["in_s"] <= 90
     assert "The rate limit used 2 of 2 starts in the current 90s window; next slot at " in rate.text
 
 
-def test_partition_key_at_its_limit(make_app: Any) -> None:
-    app = make_app()
+def test_partition_key_at_its_limit(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("regions", concurrency=1, partitioned=True)
     gate = threading.Event()
     wf = blocking(app, gate)
@@ -164,8 +152,8 @@ def test_partition_key_at_its_limit(make_app: Any) -> None:
     assert "(partition key 'eu')" in found.text
 
 
-def test_every_worker_concurrency_full(make_app: Any) -> None:
-    app = make_app()
+def test_every_worker_concurrency_full(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("narrow", worker_concurrency=1)
     gate = threading.Event()
     wf = blocking(app, gate)
@@ -183,9 +171,9 @@ def test_every_worker_concurrency_full(make_app: Any) -> None:
     assert f"executor {worker.executor_id[:12]} on " in full.text and ": 1 of 1." in full.text
 
 
-def test_version_rules(make_app: Any, database_url: str) -> None:
+def test_version_rules(make_app: MakeApp, database_url: str) -> None:
     """A started row only on its own version; a name no live worker knows."""
-    app = make_app("v2")
+    app = make_app("explain", app_version="v2")
     q = app.queue("jobs")
     wf = blocking(app, threading.Event())
     with running_worker(app), pgflow.Client(database_url) as client:
@@ -217,8 +205,8 @@ def test_version_rules(make_app: Any, database_url: str) -> None:
     assert "pgflow workflows retarget --from v1 --to v2" in wrong.text
 
 
-def test_higher_priority_and_earlier_ahead(make_app: Any) -> None:
-    app = make_app()
+def test_higher_priority_and_earlier_ahead(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("ranked", priority_enabled=True)
     wf = blocking(app, threading.Event())
     for p in (1, 1, 5):
@@ -236,8 +224,8 @@ def test_higher_priority_and_earlier_ahead(make_app: Any) -> None:
     )
 
 
-def test_pending_on_a_live_executor_in_its_step(make_app: Any) -> None:
-    app = make_app()
+def test_pending_on_a_live_executor_in_its_step(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("jobs")
     gate = threading.Event()
     wf = blocking(app, gate)
@@ -257,10 +245,10 @@ def test_pending_on_a_live_executor_in_its_step(make_app: Any) -> None:
     assert ", in its step 2 for " in running.text and "(step 1 'prep' completed at " in running.text
 
 
-def test_pending_on_a_dead_executor(make_app: Any, database_url: str) -> None:
+def test_pending_on_a_dead_executor(make_app: MakeApp, database_url: str) -> None:
     """An owner whose heartbeat is older than the timeout: dead, adoption due at heartbeat +
     timeout (the database's clock, moved forward)."""
-    app = make_app(heartbeat_timeout=30.0)
+    app = make_app("explain", app_version="v1", heartbeat_timeout=30.0)
     q = app.queue("jobs")
     wf = blocking(app, threading.Event())
     h = q.enqueue(wf)
@@ -294,8 +282,8 @@ def test_pending_on_a_dead_executor(make_app: Any, database_url: str) -> None:
     assert "no live executor runs now to adopt it" in dead.text
 
 
-def test_parked_in_a_durable_sleep(make_app: Any, database_url: str) -> None:
-    app = make_app(sleep_threshold=0.5)
+def test_parked_in_a_durable_sleep(make_app: MakeApp, database_url: str) -> None:
+    app = make_app("explain", app_version="v1", sleep_threshold=0.5)
     q = app.queue("naps")
 
     @app.step(name="before")
@@ -326,8 +314,8 @@ def test_parked_in_a_durable_sleep(make_app: Any, database_url: str) -> None:
     assert "in 9m5" in sleeping.text or "in 10m00s" in sleeping.text
 
 
-def test_waiting_in_recv_with_messages_on_another_topic(make_app: Any) -> None:
-    app = make_app()
+def test_waiting_in_recv_with_messages_on_another_topic(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     q = app.queue("inbox")
 
     @app.step(name="ready")
@@ -353,8 +341,8 @@ def test_waiting_in_recv_with_messages_on_another_topic(make_app: Any) -> None:
     assert waiting.text == "1 unread message waits for it ('other': 1)."
 
 
-def test_a_finished_workflow_is_done(make_app: Any) -> None:
-    app = make_app()
+def test_a_finished_workflow_is_done(make_app: MakeApp) -> None:
+    app = make_app("explain", app_version="v1")
     gate = threading.Event()
     gate.set()
     wf = blocking(app, gate)

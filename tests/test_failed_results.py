@@ -4,12 +4,12 @@ process can rebuild it, else ``pgflow.WorkflowFailed`` (the exported name is the
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 
 import pytest
 
 import pgflow
 from pgflow.serialization import RecordedError, dumps_error, loads_error
+from tests.apps import MakeApp
 
 
 class Declined(Exception):
@@ -17,10 +17,8 @@ class Declined(Exception):
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    app = pgflow.App("failed", database_url=database_url)
-    yield app
-    app.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("failed")
 
 
 def test_an_error_that_cannot_be_rebuilt_raises_workflow_failed(app: pgflow.App) -> None:

@@ -5,9 +5,7 @@ database, and a reset that names what it drops."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +15,9 @@ from click.testing import CliRunner
 import pgflow
 from pgflow.cli import main
 from pgflow.queues import Queue
-from pgflow.testing import Span, check_rows
+from pgflow.testing import Span, check_rows, use_database
 from tests import logging_app
-from tests.test_worker import Worker
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import Worker, clean_env, run_pgflow
 
 
 def test_async_functions_are_refused_when_declared() -> None:
@@ -65,16 +61,8 @@ def test_async_functions_are_refused_when_declared() -> None:
 )
 def test_a_broken_task_module_is_one_line(tmp_path: Path, source: str, line: str) -> None:
     (tmp_path / "tasks.py").write_text(source)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
-    env["PGFLOW_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
-    done = subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", "worker", "-A", "tasks", "--burst"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = clean_env("postgresql://nobody@127.0.0.1:1/none")
+    done = run_pgflow("worker", "-A", "tasks", "--burst", env=env, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr == f"pgflow: {line}\n" and done.stdout == ""
 
@@ -91,11 +79,8 @@ def test_spans_on_a_partitioned_queue_need_their_key() -> None:
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[pgflow.App]:
-    a = logging_app.app
-    a.close_db()
-    a.settings = a.settings.replace(database_url=database_url)
-    yield a
-    a.close_db()
+    with use_database(logging_app.app, database_url) as a:
+        yield a
 
 
 def test_burst_reports_delayed_work_and_exits(
@@ -134,7 +119,7 @@ def test_an_unreachable_database_gives_the_servers_reason(pg_server_url: str) ->
 
     info = conninfo_to_dict(pg_server_url)
     url = make_conninfo(
-        **{**info, "user": "no_such_role_here", "password": "s3cret", "dbname": "x"}
+        "", **{**info, "user": "no_such_role_here", "password": "s3cret", "dbname": "x"}
     )
     result = CliRunner().invoke(
         main, ["workflows", "list"], env={"PGFLOW_DATABASE_URL": url, "PGFLOW_LOG_LEVEL": "warning"}

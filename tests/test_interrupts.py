@@ -3,27 +3,13 @@ or a way to be adopted (issue 12, item 7)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 import pgflow
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(name: str, **kwargs: Any) -> pgflow.App:
-        app = pgflow.App(name, database_url=database_url, app_version="v1", **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
+from tests.apps import MakeApp
 
 
 def owner_state(url: str, workflow_id: str) -> tuple[str, str | None, bool, int]:
@@ -60,10 +46,10 @@ def _declare(app: pgflow.App, interrupt: list[BaseException | None], calls: list
 @pytest.mark.parametrize("how", ["call", "start"])
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
 def test_an_interrupted_run_is_recovered_after_shutdown(
-    make_app: Any, database_url: str, how: str, interrupt: type[BaseException]
+    make_app: MakeApp, database_url: str, how: str, interrupt: type[BaseException]
 ) -> None:
     calls: list[str] = []
-    first = make_app("first")
+    first = make_app("first", app_version="v1")
     flow = _declare(first, [interrupt()], calls)
     if how == "call":
         with pytest.raises(interrupt):
@@ -78,7 +64,7 @@ def test_an_interrupted_run_is_recovered_after_shutdown(
     assert owner is None or owner_alive, "PENDING under an executor that no longer exists"
     assert (owner, charged) == (None, 1)  # handed back as the run unwound, charged
 
-    second = make_app("second")
+    second = make_app("second", app_version="v1")
     _declare(second, [None], calls)
     assert second.recover_now() == 1
     assert second.retrieve("wf").result(timeout=10) == "charged"
@@ -86,9 +72,9 @@ def test_an_interrupted_run_is_recovered_after_shutdown(
 
 
 def test_deregistering_an_executor_releases_its_work_uncharged(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
-    app = make_app("drained")
+    app = make_app("drained", app_version="v1")
     jobs = app.queue("jobs")
 
     @app.workflow(name="intr.job")

@@ -17,8 +17,6 @@ import pgflow
 from pgflow.db.migrate import grant
 from pgflow.db.pool import Database
 
-from .conftest import admin
-
 
 class Role:
     """A LOGIN role with no DDL rights, and the databases where it was granted something."""
@@ -37,7 +35,7 @@ class Role:
 @pytest.fixture
 def role(pg_server_url: str) -> Iterator[Role]:
     r = Role(pg_server_url)
-    with admin(pg_server_url) as conn:
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
                 sql.Identifier(r.name), sql.Literal(r.password)
@@ -45,7 +43,7 @@ def role(pg_server_url: str) -> Iterator[Role]:
         )
     yield r
     for url in r.granted_in:  # test databases are dropped after this fixture's teardown
-        with admin(url) as conn:
+        with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
                 (r.name,),
@@ -55,7 +53,7 @@ def role(pg_server_url: str) -> Iterator[Role]:
                     sql.Identifier(r.name), sql.Identifier(r.name)
                 )
             )
-    with admin(pg_server_url) as conn:
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (r.name,)
         )
@@ -70,7 +68,7 @@ def grant_runtime(database_url: str, role: Role) -> None:
         grant(owner_db, role.name)
     finally:
         owner_db.close()
-    with admin(database_url) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.tickets (id serial PRIMARY KEY, holder text)")
         conn.execute(
             sql.SQL(
@@ -147,7 +145,7 @@ def test_runtime_role_cannot_change_the_schema(database_url: str, role: Role) ->
             conn.execute("CREATE SCHEMA intruder")
         # DML is what it has.
         assert conn.execute("SELECT count(*) FROM pgflow.workflow_status").fetchone() == (0,)
-    with admin(database_url) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn:
         found = conn.execute("SELECT to_regclass('pgflow.intruder')").fetchone()
     assert found == (None,)
 
@@ -184,6 +182,6 @@ def test_unmigrated_schema_says_run_pgflow_migrate(fresh_database_url: str, role
     finally:
         app.shutdown(timeout=5)
     # The role could not create the schema while trying.
-    with admin(fresh_database_url) as conn:
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
         found = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgflow'")
         assert found.fetchone() == (0,)

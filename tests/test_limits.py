@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -18,9 +15,9 @@ import pytest
 
 import pgflow
 from pgflow import limits
+from tests.apps import MakeApp
 from tests.inprocess import running_worker
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import run_pgflow
 
 BAD_SECONDS = [1e14, -1, -0.001, math.nan, math.inf, -math.inf, 1e300, True, "10", [1]]
 BAD_PRIORITY = [-1, 2**31, 2**63, 1.5, True, "1"]
@@ -35,10 +32,8 @@ def rows(url: str) -> int:
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    a = pgflow.App("limits", database_url=database_url, app_version="limits-v1")
-    yield a
-    a.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("limits", app_version="limits-v1")
 
 
 @pytest.fixture
@@ -115,7 +110,7 @@ def test_every_enqueue_and_start_path_refuses_bad_values(
             refused("delay", plain.options, delay=bad)
             refused("timeout", app.options, timeout=bad)
             with pytest.raises(pgflow.InvalidValue):
-                app.workflow(name=f"late-{bad!r}", timeout=bad)(lambda: None)
+                app.workflow(name=f"late-{bad!r}", timeout=bad)(lambda: None)  # type: ignore[arg-type]
             refused("timeout", client.enqueue, "plain", "echo", 1, timeout=bad, **v)
             refused("delay", client.enqueue, "plain", "echo", 1, delay=bad, **v)
         for bad in BAD_PRIORITY:
@@ -128,7 +123,7 @@ def test_every_enqueue_and_start_path_refuses_bad_values(
             refused("workflow_id", app.options, workflow_id=bad)
             if bad != "":  # an empty name= means "the function's qualified name"
                 with pytest.raises(pgflow.InvalidValue):
-                    app.workflow(name=bad)(lambda: None)
+                    app.workflow(name=bad)(lambda: None)  # type: ignore[arg-type]
             refused("workflow_id", client.enqueue, "plain", "echo", 1, workflow_id=bad, **v)
             refused("dedup_id", client.enqueue, "plain", "echo", 1, dedup_id=bad, **v)
             refused("partition_key", client.enqueue, "parts", "echo", 1, partition_key=bad, **v)
@@ -177,25 +172,8 @@ def test_cli_enqueue_refuses_with_one_line(
         ("--priority", "-5"),
         ("--workflow-id", " "),
     ):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pgflow.cli",
-                "enqueue",
-                "prio",
-                "echo",
-                "[1]",
-                flag,
-                value,
-                "--app-version",
-                "limits-v1",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        out = run_pgflow(
+            "enqueue", "prio", "echo", "[1]", flag, value, "--app-version", "limits-v1", env=env
         )
         assert out.returncode == 1, out
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr

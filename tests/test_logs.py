@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +12,7 @@ import structlog
 
 from pgflow.errors import ConfigurationError
 from pgflow.logs import configure_logging, get_logger
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import clean_env, run_python
 
 
 @pytest.fixture(autouse=True)
@@ -94,14 +89,7 @@ def test_library_lines_go_to_stderr_before_any_configuration(tmp_path: Any) -> N
         "    return 'ok'\n"
         "print(flaky())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")},
-    )
+    done = run_python(program, env=clean_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
     assert "step_retrying" in done.stderr

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,23 +13,11 @@ import pytest
 
 import pgflow
 from tests import mgmt_app
+from tests.apps import MakeApp
 from tests.inprocess import running_worker, wait_for
+from tests.processes import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(name: str = "mgmt", **kwargs: Any) -> pgflow.App:
-        app = pgflow.App(name, database_url=database_url, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
 
 
 @pytest.fixture
@@ -55,7 +40,7 @@ def shared_app(database_url: str) -> Iterator[pgflow.App]:
 # -- cancel ------------------------------------------------------------------------------------
 
 
-def test_cancel_a_running_workflow_and_its_children(make_app: Any) -> None:
+def test_cancel_a_running_workflow_and_its_children(make_app: MakeApp) -> None:
     app = make_app()
     q = app.queue("kids")
     in_step, release = threading.Event(), threading.Event()
@@ -116,7 +101,7 @@ def test_cancel_a_running_workflow_and_its_children(make_app: Any) -> None:
 # -- resume ------------------------------------------------------------------------------------
 
 
-def test_resume_an_errored_workflow_from_its_last_completed_step(make_app: Any) -> None:
+def test_resume_an_errored_workflow_from_its_last_completed_step(make_app: MakeApp) -> None:
     app = make_app()
     calls: Counter[str] = Counter()
     broken = [True]
@@ -157,7 +142,7 @@ def test_resume_an_errored_workflow_from_its_last_completed_step(make_app: Any) 
 
 
 def test_resume_a_cancelled_queued_workflow_puts_it_back_on_its_queue(
-    make_app: Any, client: pgflow.Client
+    make_app: MakeApp, client: pgflow.Client
 ) -> None:
     app = make_app()
     q = app.queue("later")
@@ -183,7 +168,7 @@ def test_resume_a_cancelled_queued_workflow_puts_it_back_on_its_queue(
 
 
 def test_resume_after_max_recovery_attempts_resets_the_count(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     app = make_app()
 
@@ -199,8 +184,8 @@ def test_resume_after_max_recovery_attempts_resets_the_count(
             "inputs, recovery_attempts, max_recovery_attempts) VALUES ('f', %s, "
             "'MAX_RECOVERY_ATTEMPTS_EXCEEDED', %s, %s, 1, 0)",
             (
-                fragile.__pgflow_workflow__.name,
-                app.app_version,  # type: ignore[attr-defined]
+                fragile.__pgflow_workflow__.name,  # type: ignore[attr-defined]
+                app.app_version,
                 '{"args":[],"kwargs":{}}',
             ),
         )
@@ -211,7 +196,7 @@ def test_resume_after_max_recovery_attempts_resets_the_count(
 # -- fork --------------------------------------------------------------------------------------
 
 
-def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
+def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: MakeApp) -> None:
     app = make_app()
     q = app.queue("forks")
     calls: Counter[int] = Counter()
@@ -256,7 +241,7 @@ def test_fork_from_step_3_does_not_run_steps_1_and_2(make_app: Any) -> None:
 # -- listing -----------------------------------------------------------------------------------
 
 
-def test_list_queued_and_list_workflows(make_app: Any, client: pgflow.Client) -> None:
+def test_list_queued_and_list_workflows(make_app: MakeApp, client: pgflow.Client) -> None:
     app = make_app()
     a, b = app.queue("a", priority_enabled=True), app.queue("b")
 
@@ -299,14 +284,7 @@ def test_client_enqueues_from_a_process_that_never_imported_the_app(
         "assert not [m for m in sys.modules if m.startswith('tests')], 'imported the app'\n"
     )
     with running_worker(app):
-        done = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ},
-        )
+        done = run_python(script)
     assert done.returncode == 0, done.stderr
     workflow_id, result = done.stdout.split()
     assert result == "42"
@@ -356,7 +334,7 @@ def test_client_refuses_an_unmigrated_schema(database_url: str) -> None:
 
 
 def test_the_readmes_pruning_statement_deletes_old_workflows_with_their_steps(
-    make_app: Any,
+    make_app: MakeApp,
 ) -> None:
     app = make_app("prune")
 

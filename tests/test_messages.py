@@ -4,14 +4,11 @@ cases kill real child processes."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,9 +18,9 @@ from psycopg.rows import dict_row
 import pgflow
 from pgflow.recovery import release_executors
 from tests import msg_app
+from tests.apps import MakeApp
 from tests.inprocess import running_worker, wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import run_python
 
 
 def rows(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
@@ -40,20 +37,6 @@ def store_message(url: str, destination_id: str, topic: str, message: str) -> No
         "VALUES (%s, %s, %s) RETURNING message_id",
         (destination_id, topic, message),
     )
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(name: str = "msg", **kwargs: Any) -> pgflow.App:
-        app = pgflow.App(name, database_url=database_url, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
 
 
 @pytest.fixture
@@ -75,16 +58,14 @@ def run_child(url: str, crash: str, workflow: str, *args: Any, workflow_id: str)
         f"*{args!r}, workflow_id={workflow_id!r})"
     )
     env = {**os.environ, "MSG_APP_CRASH": crash, "PGFLOW_LOG_LEVEL": "warning"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, timeout=60, capture_output=True, text=True
-    )
+    done = run_python(code, env=env)
     return done.returncode
 
 
 # -- send / recv -------------------------------------------------------------------------------
 
 
-def test_messages_sent_before_and_during_recv_arrive_at_once(make_app: Any) -> None:
+def test_messages_sent_before_and_during_recv_arrive_at_once(make_app: MakeApp) -> None:
     app = make_app()
 
     @app.workflow()
@@ -108,7 +89,7 @@ def test_messages_sent_before_and_during_recv_arrive_at_once(make_app: Any) -> N
     assert [s.name for s in app.steps(wf_id)] == ["pgflow.recv", "pgflow.set_event", "pgflow.recv"]
 
 
-def test_topics_are_separate_and_fifo(make_app: Any) -> None:
+def test_topics_are_separate_and_fifo(make_app: MakeApp) -> None:
     app = make_app()
 
     @app.workflow()
@@ -126,7 +107,7 @@ def test_topics_are_separate_and_fifo(make_app: Any) -> None:
     assert handle.result(timeout=10) == [2, 1, 3, 4]
 
 
-def test_recv_timeout_returns_none_and_is_checkpointed(make_app: Any) -> None:
+def test_recv_timeout_returns_none_and_is_checkpointed(make_app: MakeApp) -> None:
     app = make_app()
 
     @app.workflow()
@@ -140,7 +121,7 @@ def test_recv_timeout_returns_none_and_is_checkpointed(make_app: Any) -> None:
     assert (step.name, step.output, step.error) == ("pgflow.recv", None, None)
 
 
-def test_send_from_a_workflow_is_sent_once_across_replays(make_app: Any) -> None:
+def test_send_from_a_workflow_is_sent_once_across_replays(make_app: MakeApp) -> None:
     app = make_app()
 
     @app.workflow()
@@ -162,7 +143,7 @@ def test_recv_outside_a_workflow_says_what_to_do() -> None:
 
 
 def test_recv_aborted_before_commit_leaves_the_message(
-    make_app: Any, monkeypatch: pytest.MonkeyPatch
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: the checkpoint write fails after the DELETE; the transaction rolls back."""
     app = make_app()
@@ -222,7 +203,7 @@ def test_recv_is_exactly_once_across_a_kill_before_and_after_commit(
 # -- events ------------------------------------------------------------------------------------
 
 
-def test_events_inside_and_outside(make_app: Any, database_url: str) -> None:
+def test_events_inside_and_outside(make_app: MakeApp, database_url: str) -> None:
     app = make_app()
     go = threading.Event()
 
@@ -285,7 +266,7 @@ def test_sleep_resumed_after_a_crash_sleeps_only_what_is_left(
 
 
 def test_long_sleep_of_a_queued_workflow_gives_its_thread_back(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     app = make_app(sleep_threshold=0.3)
     q = app.queue("naps", concurrency=1)
@@ -323,7 +304,7 @@ def test_long_sleep_of_a_queued_workflow_gives_its_thread_back(
     assert final.attempt == 2 and final.recovery_attempts == 0
 
 
-def test_cancel_wakes_a_sleeping_workflow(make_app: Any) -> None:
+def test_cancel_wakes_a_sleeping_workflow(make_app: MakeApp) -> None:
     app = make_app()
 
     @app.workflow()
@@ -344,7 +325,7 @@ def test_cancel_wakes_a_sleeping_workflow(make_app: Any) -> None:
 # -- deadlines ---------------------------------------------------------------------------------
 
 
-def test_children_inherit_the_parents_deadline(make_app: Any) -> None:
+def test_children_inherit_the_parents_deadline(make_app: MakeApp) -> None:
     app = make_app()
     q = app.queue("unserved")
 
@@ -372,7 +353,7 @@ def test_children_inherit_the_parents_deadline(make_app: Any) -> None:
     assert status.deadline - status.started_at == timedelta(seconds=0.8)
 
 
-def test_a_childs_own_shorter_timeout_wins(make_app: Any) -> None:
+def test_a_childs_own_shorter_timeout_wins(make_app: MakeApp) -> None:
     app = make_app()
 
     @app.workflow(timeout=0.2)
@@ -395,7 +376,7 @@ class Crash(BaseException):
     """Stands for the process dying mid-step: unwinds without writing an outcome."""
 
 
-def test_the_deadline_survives_recovery(make_app: Any) -> None:
+def test_the_deadline_survives_recovery(make_app: MakeApp) -> None:
     app = make_app()
     crashing = [True]
 

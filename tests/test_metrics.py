@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import pgflow
 from pgflow import metrics
+from pgflow.testing import use_database
 from tests import metrics_app
 from tests.private_cluster import free_port, start_private_cluster
-from tests.test_worker import FAST, Worker, statuses, wait_for
+from tests.processes import Worker, run_python, started_workers, wait_for
+from tests.test_worker import FAST, statuses
 
-ROOT = Path(__file__).resolve().parents[1]
 ADDS = "tests.metrics_app.adds"
 FAILS = "tests.metrics_app.fails"
 FLAKY = "tests.metrics_app.flaky"
@@ -59,27 +58,19 @@ def value(
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[pgflow.App]:
-    a = metrics_app.app
-    a.close_db()
-    a.settings = a.settings.replace(database_url=database_url)
-    yield a
-    a.close_db()
+    with use_database(metrics_app.app, database_url) as a:
+        yield a
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Any]:
-    started: list[Worker] = []
+def worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """``worker(url, port, *args)``: a worker of tests.metrics_app serving ``port``."""
+    with started_workers(None, tmp_path, app="tests.metrics_app") as start:
 
-    def start(url: str, port: int, *args: str) -> Worker:
-        w = Worker(
-            url, tmp_path, "--metrics-port", str(port), *FAST, *args, app="tests.metrics_app"
-        )
-        started.append(w)
-        return w
+        def on_port(url: str, port: int, *args: str) -> Worker:
+            return start("--metrics-port", str(port), *FAST, *args, url=url)
 
-    yield start
-    for w in started:
-        w.kill()
+        yield on_port
 
 
 def health(port: int, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
@@ -89,7 +80,7 @@ def health(port: int, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.slow
 def test_worker_metrics_add_up_every_process(
-    app: pgflow.App, database_url: str, worker: Any
+    app: pgflow.App, database_url: str, worker: Callable[..., Worker]
 ) -> None:
     for n in range(3):
         metrics_app.jobs.enqueue(metrics_app.adds, n)
@@ -208,7 +199,7 @@ def test_worker_metrics_add_up_every_process(
 
 @pytest.mark.slow
 @pytest.mark.chaos
-def test_readiness_follows_the_database(worker: Any, tmp_path: Path) -> None:
+def test_readiness_follows_the_database(worker: Callable[..., Worker], tmp_path: Path) -> None:
     cluster = start_private_cluster()
     try:
         port = free_port()
@@ -255,7 +246,7 @@ def _status(port: int) -> int | None:
 @pytest.mark.slow
 @pytest.mark.chaos
 def test_a_killed_process_is_counted_as_a_recovery(
-    app: pgflow.App, database_url: str, worker: Any, tmp_path: Path
+    app: pgflow.App, database_url: str, worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     h = metrics_app.jobs.enqueue(metrics_app.crashes_once, str(tmp_path / "crashed"))
     port = free_port()
@@ -375,13 +366,13 @@ metrics.database_reconnected()
 assert not metrics.available()
 print("ok")
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    out = run_python(code)
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_a_killed_supervisors_folder_is_removed_by_the_next(database_url: str, worker: Any) -> None:
+def test_a_killed_supervisors_folder_is_removed_by_the_next(
+    database_url: str, worker: Callable[..., Worker]
+) -> None:
     port = free_port()
     first = worker(database_url, port, "-P", "1", "-c", "1")
     wait_for("listening", lambda: _status(port) == 200, 30, interval=0.1)

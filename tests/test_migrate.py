@@ -17,8 +17,7 @@ from pgflow.db.pool import Database
 from pgflow.db.sql import Queries, migration_files
 from pgflow.errors import ConfigurationError, SchemaNotMigrated
 from pgflow.settings import Settings
-
-from .conftest import admin, with_dbname
+from pgflow.testing.databases import with_dbname
 
 ALL_VERSIONS = [version for version, _, _ in migration_files()]
 
@@ -127,13 +126,13 @@ def test_hostile_schema_name_is_refused_before_connecting() -> None:
 def runtime_role(pg_server_url: str, database_url: str) -> Iterator[str]:
     """A fresh LOGIN role with no privileges of its own; dropped after the test."""
     role = f"pgflow_rt_{secrets.token_hex(4)}"
-    with admin(pg_server_url) as conn:
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     yield role
     dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
-    with admin(with_dbname(pg_server_url, str(dbname))) as conn:
+    with psycopg.connect(with_dbname(pg_server_url, str(dbname)), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-    with admin(pg_server_url) as conn:
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

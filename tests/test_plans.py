@@ -8,15 +8,22 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 import pgflow
+from tests.apps import MakeApp
+
+
+def show(conn: psycopg.Connection[Any] | psycopg.Cursor[Any], setting: str) -> str:
+    """The session's value of ``setting``."""
+    row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(setting))).fetchone()
+    assert row is not None
+    return str(row[setting])
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    app = pgflow.App("plans", database_url=database_url)
-    yield app
-    app.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("plans")
 
 
 def test_pgflow_sessions_plan_with_indexes_and_user_sql_gets_the_default(app: pgflow.App) -> None:
@@ -24,18 +31,18 @@ def test_pgflow_sessions_plan_with_indexes_and_user_sql_gets_the_default(app: pg
 
     @app.transaction()
     def look() -> str:
-        return str(pgflow.db().execute("SHOW enable_seqscan").fetchone()["enable_seqscan"])
+        return str(show(pgflow.db(), "enable_seqscan"))
 
     @app.workflow()
     def wf() -> str:
         return look()
 
     with app.db.connection() as conn:
-        seen["pgflow"] = conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"]
+        seen["pgflow"] = show(conn, "enable_seqscan")
     assert seen["pgflow"] == "off"
     assert wf() == "on"  # the user's SQL in a transaction step
     with app.db.connection() as conn:  # and only for that transaction
-        assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
+        assert show(conn, "enable_seqscan") == "off"
 
 
 def test_a_step_prepared_on_a_tiny_table_still_uses_an_index_after_growth(
@@ -125,7 +132,7 @@ def test_reports_over_the_whole_table_may_scan_it(app: pgflow.App) -> None:
         assert "Seq Scan" in plan, plan
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(explain).fetchall())
         assert "Seq Scan" not in plan and "workflow_status_seq" in plan, plan
-        assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
+        assert show(conn, "enable_seqscan") == "off"
 
 
 def test_session_options_keep_the_urls_own(database_url: str, monkeypatch: Any) -> None:
@@ -136,10 +143,8 @@ def test_session_options_keep_the_urls_own(database_url: str, monkeypatch: Any) 
     db = Database(f"{database_url}{sep}options=-c%20statement_timeout%3D12345", "pgflow")
     try:
         with db.connection() as conn:
-            assert (
-                conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "12345ms"
-            )
-            assert conn.execute("SHOW enable_seqscan").fetchone()["enable_seqscan"] == "off"
+            assert show(conn, "statement_timeout") == "12345ms"
+            assert show(conn, "enable_seqscan") == "off"
     finally:
         db.close()
     monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=4321")
@@ -147,7 +152,7 @@ def test_session_options_keep_the_urls_own(database_url: str, monkeypatch: Any) 
     try:
         assert db._options() == f"-c lock_timeout=4321 {PGFLOW_SESSION_OPTIONS}"
         with db.connection() as conn:
-            assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] == "4321ms"
-            assert conn.execute("SHOW jit").fetchone()["jit"] == "off"
+            assert show(conn, "lock_timeout") == "4321ms"
+            assert show(conn, "jit") == "off"
     finally:
         db.close()

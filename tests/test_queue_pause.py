@@ -4,11 +4,8 @@ finishes, it stays paused across worker restarts, and resuming lets the claims g
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +14,16 @@ from click.testing import CliRunner
 
 import pgflow
 from pgflow.cli import main
+from tests.apps import MakeApp
 from tests.inprocess import running_worker, wait_for
+from tests.processes import run_pgflow
 
-ROOT = Path(__file__).resolve().parents[1]
+BURST = ("worker", "-A", "tests.mgmt_app", "--burst", "-P", "1", "-c", "2")
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    a = pgflow.App("pause-tests", database_url=database_url)
-    yield a
-    a.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("pause-tests")
 
 
 def test_a_paused_queue_is_not_claimed_until_resumed(app: pgflow.App, database_url: str) -> None:
@@ -86,26 +83,11 @@ def test_pause_survives_a_worker_restart_and_the_cli_shows_it(
     table = cli("queues").output
     assert "jobs (paused)" in table and "pgflow queues resume jobs" in table
     # A worker started now (a restart) finds the queue paused: its burst ends, saying why.
-    burst = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pgflow.cli",
-            "worker",
-            "-A",
-            "tests.mgmt_app",
-            "--burst",
-            "-P",
-            "1",
-            "-c",
-            "2",
-            "--log-format",
-            "json",
-        ],
-        cwd=ROOT,
+    burst = run_pgflow(
+        *BURST,
+        "--log-format",
+        "json",
         env={**env, "PATH": "/usr/bin:/bin", "PGFLOW_LOG_LEVEL": "info"},
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert burst.returncode == 0, burst.stderr
@@ -116,26 +98,7 @@ def test_pause_survives_a_worker_restart_and_the_cli_shows_it(
     with pgflow.Client(database_url) as client:
         assert client.retrieve(h.workflow_id).status().status is pgflow.Status.ENQUEUED
     assert "queue jobs resumed" in cli("queues", "resume", "jobs").output
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pgflow.cli",
-            "worker",
-            "-A",
-            "tests.mgmt_app",
-            "--burst",
-            "-P",
-            "1",
-            "-c",
-            "2",
-        ],
-        cwd=ROOT,
-        env={**env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_pgflow(*BURST, env={**env, "PATH": "/usr/bin:/bin"}, timeout=120)
     assert again.returncode == 0, again.stderr
     with pgflow.Client(database_url) as client:
         assert client.retrieve(h.workflow_id).result(timeout=5) == 42

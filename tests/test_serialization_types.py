@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import pgflow
 from pgflow.serialization import JSON, dumps_value, loads_value
 from pgflow.serialization_types import TypedJson
+from tests.apps import MakeApp
 
 pydantic = pytest.importorskip("pydantic")
 
@@ -92,10 +92,8 @@ def test_a_name_in_a_row_is_never_imported() -> None:
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    a = pgflow.App("typed", database_url=database_url, types=[Item, Order])
-    yield a
-    a.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("typed", types=[Item, Order])
 
 
 def test_a_workflow_takes_and_returns_registered_types(app: pgflow.App) -> None:

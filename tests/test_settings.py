@@ -13,7 +13,7 @@ import pytest
 
 from pgflow.errors import ConfigurationError
 from pgflow.settings import Settings
-from tests.test_worker import Worker
+from tests.processes import Worker
 
 
 def banner(

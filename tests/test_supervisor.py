@@ -9,29 +9,19 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pgflow
 from pgflow.worker.supervisor import BOOT_FAILURES_BEFORE_HALT, EXIT_BOOT_FAILED
 from tests import test_worker, worker_app
-from tests.test_worker import (
-    FAST,
-    assert_all_success,
-    parent_of,
-    process_gone,
-    query,
-    wait_for,
-    worker_pids,
-)
+from tests.processes import StartWorker, parent_of, process_gone, wait_for
+from tests.test_worker import FAST, assert_all_success, query, worker_pids
 
-# test_worker's fixtures: `workers` starts `pgflow worker` subprocesses, `app` is
-# tests.worker_app's App on the test's database with its record tables.
+# test_worker's fixture: tests.worker_app's App on the test's database with its record tables.
 app = test_worker.app
-workers = test_worker.workers
 
 
 def test_a_frozen_child_is_killed_and_its_work_finishes_elsewhere(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     """SIGSTOP freezes the child exactly as a stuck process would be: no turn of its main
     loop, no heartbeat thread, nothing. Its heartbeat timeout (120 s here) is far away: only the
@@ -94,7 +84,9 @@ def test_a_frozen_child_is_killed_and_its_work_finishes_elsewhere(
     assert all(h.status().status is pgflow.Status.SUCCESS for h in handles)
 
 
-def test_a_busy_child_is_not_silent(app: pgflow.App, database_url: str, workers: Any) -> None:
+def test_a_busy_child_is_not_silent(
+    app: pgflow.App, database_url: str, workers: StartWorker
+) -> None:
     """Workflows run on threads: a step longer than --child-timeout keeps the main loop
     turning."""
     worker_app.plain.enqueue(worker_app.timed, "busy", None, 2.5)
@@ -105,7 +97,9 @@ def test_a_busy_child_is_not_silent(app: pgflow.App, database_url: str, workers:
     assert len(w.events("worker_process_started")) == 1
 
 
-def test_children_failing_at_every_start_halt_the_worker(database_url: str, workers: Any) -> None:
+def test_children_failing_at_every_start_halt_the_worker(
+    database_url: str, workers: StartWorker
+) -> None:
     """The task module imports in the supervisor and raises in every child (each imports it
     afresh): the worker exits with the documented code within a bounded time, saying why in
     one line, instead of respawning forever."""
@@ -132,7 +126,7 @@ def test_children_failing_at_every_start_halt_the_worker(database_url: str, work
 
 
 def test_sighup_replaces_the_children_with_new_code_without_losing_work(
-    database_url: str, workers: Any, tmp_path: Path
+    database_url: str, workers: StartWorker, tmp_path: Path
 ) -> None:
     code_file = tmp_path / "code.txt"
     code_file.write_text("v1")
@@ -203,7 +197,7 @@ def test_sighup_replaces_the_children_with_new_code_without_losing_work(
 
 
 def test_children_hanging_in_start_up_are_killed_and_halt_the_worker(
-    database_url: str, workers: Any
+    database_url: str, workers: StartWorker
 ) -> None:
     """A child that never becomes ready is silent from its fork: killed after --child-timeout
     and counted as a start-up failure."""

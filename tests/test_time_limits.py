@@ -8,7 +8,6 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,15 +15,14 @@ import pytest
 
 import pgflow
 from pgflow.testing import drain
+from tests.apps import MakeApp
 
 LIMIT = 0.5
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    app = pgflow.App("tl", database_url=database_url)
-    yield app
-    app.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("tl")
 
 
 def test_each_retry_starts_one_time_limit_after_the_previous(app: pgflow.App) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,13 +15,12 @@ from psycopg import sql
 
 import pgflow
 from pgflow.user_sql import transaction_control
+from tests.apps import MakeApp
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    a = pgflow.App("usersql", database_url=database_url)
-    yield a
-    a.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("usersql")
 
 
 @pytest.fixture

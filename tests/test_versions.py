@@ -4,34 +4,14 @@ is reported with the command that resolves it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 import pgflow
 from pgflow.management import stranded_work
+from tests.apps import MakeApp
 from tests.inprocess import running_worker, wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    apps: list[pgflow.App] = []
-
-    def make(version: str, **kwargs: Any) -> pgflow.App:
-        app = pgflow.App("versions", database_url=database_url, app_version=version, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
+from tests.processes import run_pgflow
 
 
 def shop(app: pgflow.App, *, strict: bool | None = None) -> tuple[Any, pgflow.Queue]:
@@ -49,23 +29,23 @@ def shop(app: pgflow.App, *, strict: bool | None = None) -> tuple[Any, pgflow.Qu
     return checkout, orders
 
 
-def test_an_edit_of_the_code_strands_no_queued_work(make_app: Any) -> None:
+def test_an_edit_of_the_code_strands_no_queued_work(make_app: MakeApp) -> None:
     """Work queued by version 1 is run by a worker of version 2 (which knows the name)."""
-    old = make_app("v1")
+    old = make_app("versions", app_version="v1")
     checkout, orders = shop(old)
     handles = orders.enqueue_many(checkout, [(i,) for i in range(20)])
-    new = make_app("v2")
+    new = make_app("versions", app_version="v2")
     shop(new)
     with running_worker(new):
         assert [h.result(timeout=20) for h in handles] == [i * 10 + 1 for i in range(20)]
     assert {h.status().app_version for h in handles} == {"v2"}
 
 
-def test_strict_versions_keeps_rows_to_their_own_version(make_app: Any) -> None:
-    old = make_app("v1")
+def test_strict_versions_keeps_rows_to_their_own_version(make_app: MakeApp) -> None:
+    old = make_app("versions", app_version="v1")
     checkout, orders = shop(old)
     h = orders.enqueue(checkout, 1)
-    new = make_app("v2")
+    new = make_app("versions", app_version="v2")
     shop(new, strict=True)
     with running_worker(new):
         wait_for(lambda: stranded_work(new.db, 30.0), what="the stranded report")
@@ -75,11 +55,11 @@ def test_strict_versions_keeps_rows_to_their_own_version(make_app: Any) -> None:
 
 
 def test_started_work_runs_only_on_its_version_until_retargeted(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     """A workflow parked in a durable sleep has checkpoints: version 2 does not take it; the
     report names the retarget command; once retargeted, version 2 replays it and finishes."""
-    old = make_app("v1", sleep_threshold=0.5)
+    old = make_app("versions", app_version="v1", sleep_threshold=0.5)
     ran: list[str] = []
 
     def declare(app: pgflow.App, version: str) -> Any:
@@ -107,7 +87,7 @@ def test_started_work_runs_only_on_its_version_until_retargeted(
     h = naps.enqueue(nap)
     with running_worker(old):
         wait_for(lambda: parked(h), what="the workflow to park")
-    new = make_app("v2", sleep_threshold=0.5)
+    new = make_app("versions", app_version="v2", sleep_threshold=0.5)
     declare(new, "v2")
     with running_worker(new):
         [s] = wait_for(lambda: stranded_work(new.db, 30.0), what="the stranded report")
@@ -121,9 +101,9 @@ def test_started_work_runs_only_on_its_version_until_retargeted(
     assert ran == ["before@v1", "after@v2"]  # the replay reused step 1's checkpoint
 
 
-def test_worker_concurrency_holds_per_key_on_a_partitioned_queue(make_app: Any) -> None:
+def test_worker_concurrency_holds_per_key_on_a_partitioned_queue(make_app: MakeApp) -> None:
     """One blocked key does not stall the others on a worker (worker_concurrency=1)."""
-    app = make_app("v1")
+    app = make_app("versions", app_version="v1")
     q = app.queue("parts", partitioned=True, worker_concurrency=1)
     release = threading.Event()
 
@@ -153,48 +133,14 @@ def test_the_burst_summary_says_why_work_is_left(database_url: str) -> None:
     with pgflow.Client(database_url) as client:
         client.enqueue("jobs", "double", 3)
     env = {"PGFLOW_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
-    first = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pgflow.cli",
-            "worker",
-            "-A",
-            "tests.mgmt_app",
-            "--burst",
-            "-P",
-            "1",
-            "-c",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    first = run_pgflow(
+        "worker", "-A", "tests.mgmt_app", "--burst", "-P", "1", "-c", "2", env=env, timeout=120
     )
     assert first.returncode == 0, first.stderr
     with pgflow.Client(database_url) as client:
         client.enqueue("jobs", "tasks.nope", 1)
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pgflow.cli",
-            "worker",
-            "-A",
-            "tests.mgmt_app",
-            "--burst",
-            "-P",
-            "1",
-            "-c",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    second = run_pgflow(
+        "worker", "-A", "tests.mgmt_app", "--burst", "-P", "1", "-c", "2", env=env, timeout=120
     )
     assert second.returncode == 0, second.stderr
     out = second.stdout + second.stderr

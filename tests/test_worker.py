@@ -7,16 +7,11 @@ tests/worker_app.py); the assertions read those tables and ``pgflow.workflow_sta
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,104 +19,28 @@ import pytest
 from psycopg.rows import dict_row
 
 import pgflow
+from pgflow.testing import use_database
 from tests import worker_app
+from tests.processes import (
+    StartWorker,
+    parent_of,
+    process_gone,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--heartbeat-interval", "0.5", "--heartbeat-timeout", "3", "--poll-interval", "0.5"]
 
 
 # -- helpers -----------------------------------------------------------------------------------
 
 
-class Worker:
-    """One ``pgflow worker`` supervisor (and its children) in a process group of its own."""
-
-    def __init__(
-        self,
-        database_url: str,
-        logdir: Path,
-        *args: str,
-        app: str = "tests.worker_app",
-        env: dict[str, str] | None = None,
-    ) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
-        environ.update({"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_FORMAT": "json"})
-        environ.update(env or {})
-        n = len(list(logdir.glob("worker-*.err")))
-        self.out_path = logdir / f"worker-{n}.out"
-        self.err_path = logdir / f"worker-{n}.err"
-        self.argv = [sys.executable, "-m", "pgflow.cli", "worker", "-A", app, *args]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=environ,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(
-                f"worker {self.argv[5:]} still running after {timeout}s\n" + self.stderr()[-4000:]
-            )
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (the supervisor and any child left behind)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        found = []
-        for line in self.stderr().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and (name is None or event.get("event") == name):
-                found.append(event)
-        return found
-
-
-@pytest.fixture
-def workers(database_url: str, tmp_path: Path) -> Iterator[Any]:
-    """Start workers with ``workers(*args)``; every process group is killed at teardown."""
-    started: list[Worker] = []
-
-    def start(*args: str, **kw: Any) -> Worker:
-        w = Worker(database_url, tmp_path, *args, **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
-
-
 @pytest.fixture
 def app(database_url: str) -> Iterator[pgflow.App]:
     """The task module's App, pointed at this test's database, with the record tables."""
-    a = worker_app.app
-    a.close_db()
-    a.settings = a.settings.replace(database_url=database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(worker_app.TABLES)
-    yield a
-    a.close_db()
+    with use_database(worker_app.app, database_url) as a:
+        yield a
 
 
 def query(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
@@ -162,30 +81,6 @@ def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
     return best
 
 
-def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.05) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def process_gone(pid: int) -> bool:
-    """Exited: no such pid, or a zombie nobody has reaped yet."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def worker_pids(url: str) -> dict[int, str]:
     rows = query(url, "SELECT pid, executor_id FROM pgflow.executors WHERE kind = 'worker'")
     return {r["pid"]: r["executor_id"] for r in rows}
@@ -204,7 +99,7 @@ def assert_all_success(url: str, expected: int) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("threads", ["4", "2"])
 def test_global_concurrency_holds_across_processes(
-    app: pgflow.App, database_url: str, workers: Any, threads: str
+    app: pgflow.App, database_url: str, workers: StartWorker, threads: str
 ) -> None:
     """concurrency=3 for the queue as a whole. With 4 threads one process may take all three
     slots; with 2 threads the third slot can only be taken by the other process."""
@@ -228,7 +123,7 @@ def test_global_concurrency_holds_across_processes(
 
 
 def test_worker_concurrency_holds_per_process(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     for _ in range(8):
         worker_app.per_worker.enqueue(worker_app.timed, "per_worker", None, 0.3)
@@ -245,7 +140,9 @@ def test_worker_concurrency_holds_per_process(
     assert all(n <= 1 for n in overlaps.values()), overlaps
 
 
-def test_rate_limit_holds_in_every_window(app: pgflow.App, database_url: str, workers: Any) -> None:
+def test_rate_limit_holds_in_every_window(
+    app: pgflow.App, database_url: str, workers: StartWorker
+) -> None:
     for _ in range(15):
         worker_app.rated.enqueue(worker_app.timed, "rated", None, 0.05)
     w = workers("-P", "2", "-c", "4", "--burst", *FAST)
@@ -265,7 +162,7 @@ def test_rate_limit_holds_in_every_window(app: pgflow.App, database_url: str, wo
 
 
 def test_partitioned_queue_limits_each_key_and_is_fair(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     for _ in range(10):
         worker_app.parts.options(partition_key="hot").enqueue(worker_app.timed, "parts", "hot", 0.2)
@@ -288,7 +185,7 @@ def test_partitioned_queue_limits_each_key_and_is_fair(
         assert per_key[key][0]["started"] < hot_fourth, key
 
 
-def test_priority_order_then_fifo(app: pgflow.App, database_url: str, workers: Any) -> None:
+def test_priority_order_then_fifo(app: pgflow.App, database_url: str, workers: StartWorker) -> None:
     plan = [(3, "a"), (1, "b"), (2, "c"), (1, "d"), (3, "e"), (0, "f"), (2, "g"), (1, "h")]
     for p, label in plan:
         worker_app.prio.options(priority=p).enqueue(worker_app.timed, "prio", label, 0.02)
@@ -300,7 +197,9 @@ def test_priority_order_then_fifo(app: pgflow.App, database_url: str, workers: A
     assert order == expected == ["f", "b", "d", "h", "c", "g", "a", "e"]
 
 
-def test_delayed_job_does_not_start_early(app: pgflow.App, database_url: str, workers: Any) -> None:
+def test_delayed_job_does_not_start_early(
+    app: pgflow.App, database_url: str, workers: StartWorker
+) -> None:
     h = worker_app.plain.options(delay=1.5).enqueue(worker_app.timed, "delay", None, 0.01)
     w = workers("-P", "1", "-c", "2", "--burst", "--burst-wait-delayed", *FAST)
     assert w.wait(60) == 0, w.stderr()[-3000:]
@@ -315,7 +214,7 @@ def test_delayed_job_does_not_start_early(app: pgflow.App, database_url: str, wo
 
 
 def test_dedup_id_is_held_until_the_workflow_ends(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     first = worker_app.plain.options(dedup_id="order-7").enqueue(
         worker_app.timed, "dedup", None, 0.01
@@ -339,7 +238,7 @@ def test_dedup_id_is_held_until_the_workflow_ends(
 
 
 def test_sigkill_of_a_worker_process_is_recovered(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     handles = [worker_app.plain.enqueue(worker_app.timed, "kill", None, 1.0) for _ in range(8)]
     w = workers("-P", "2", "-c", "2", "--burst", *FAST)
@@ -406,7 +305,7 @@ def test_sigkill_of_a_worker_process_is_recovered(
 
 
 def test_sigterm_drains_and_hands_back_uncharged(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     handles = [worker_app.plain.enqueue(worker_app.two_steps, 5.0) for _ in range(6)]
     w = workers("-P", "2", "-c", "2", "--grace", "1", *FAST)
@@ -455,7 +354,9 @@ def test_sigterm_drains_and_hands_back_uncharged(
         assert h.result(timeout=5) == ["first done", "nap done"]
 
 
-def test_idle_worker_wakes_on_notify(app: pgflow.App, database_url: str, workers: Any) -> None:
+def test_idle_worker_wakes_on_notify(
+    app: pgflow.App, database_url: str, workers: StartWorker
+) -> None:
     w = workers(
         "-P",
         "1",
@@ -487,7 +388,7 @@ def test_idle_worker_wakes_on_notify(app: pgflow.App, database_url: str, workers
 
 
 def test_children_exit_when_the_supervisor_is_killed(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     worker_app.plain.enqueue(worker_app.timed, "orphaned", None, 30.0)
     w = workers("-P", "2", "-c", "2", *FAST)
@@ -509,7 +410,7 @@ def test_children_exit_when_the_supervisor_is_killed(
 
 @pytest.mark.parametrize("shape", [("1", "2"), ("2", "1")], ids=["P1c2", "P2c1"])
 def test_in_limbo_parent_and_crashing_child_end_terminal(
-    app: pgflow.App, database_url: str, workers: Any, shape: tuple[str, str]
+    app: pgflow.App, database_url: str, workers: StartWorker, shape: tuple[str, str]
 ) -> None:
     """DBOS exp24: a deduplicated queued parent whose child kills its process on every attempt
     must not stay PENDING forever nor keep its dedup id. With one process the parent and the
@@ -558,7 +459,7 @@ def test_in_limbo_parent_and_crashing_child_end_terminal(
 # -- CLI errors --------------------------------------------------------------------------------
 
 
-def test_unknown_task_module_fails_before_forking(database_url: str, workers: Any) -> None:
+def test_unknown_task_module_fails_before_forking(database_url: str, workers: StartWorker) -> None:
     w = workers("-P", "2", "--burst", app="tests.no_such_module")
     assert w.wait(30) != 0
     lines = [ln for ln in w.stderr().splitlines() if ln.strip()]
@@ -576,7 +477,9 @@ def test_unknown_task_module_fails_before_forking(database_url: str, workers: An
     ],
     ids=["refused", "rejected"],
 )
-def test_bad_database_url_fails_without_leaking_the_password(url: str, workers: Any) -> None:
+def test_bad_database_url_fails_without_leaking_the_password(
+    url: str, workers: StartWorker
+) -> None:
     w = workers("-P", "2", "--burst", env={"PGFLOW_DATABASE_URL": url})
     started = time.monotonic()
     assert w.wait(60) != 0
@@ -591,7 +494,7 @@ def test_bad_database_url_fails_without_leaking_the_password(url: str, workers: 
 
 
 def test_abandoned_step_bodies_piling_up_replace_the_process(
-    app: pgflow.App, database_url: str, workers: Any
+    app: pgflow.App, database_url: str, workers: StartWorker
 ) -> None:
     """With one thread, a workflow that catches two time-limited steps leaves two abandoned
     bodies (more than its threads): the process hands its work back uncharged, exits 4 and is

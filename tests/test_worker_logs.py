@@ -13,17 +13,15 @@ from click.testing import CliRunner
 
 import pgflow
 from pgflow.cli import main
+from pgflow.testing import use_database
 from tests import logging_app
-from tests.test_worker import Worker
+from tests.processes import Worker
 
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[pgflow.App]:
-    a = logging_app.app
-    a.close_db()
-    a.settings = a.settings.replace(database_url=database_url)
-    yield a
-    a.close_db()
+    with use_database(logging_app.app, database_url) as a:
+        yield a
 
 
 def show(database_url: str, workflow_id: str, *args: str) -> str:

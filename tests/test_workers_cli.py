@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,14 +14,13 @@ from click.testing import CliRunner
 
 import pgflow
 from pgflow.cli import main
+from tests.apps import MakeApp
 from tests.inprocess import running_worker, wait_for
 
 
 @pytest.fixture
-def app(database_url: str) -> Iterator[pgflow.App]:
-    a = pgflow.App("operate", database_url=database_url, app_version="ops-1")
-    yield a
-    a.shutdown(timeout=5)
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app("operate", app_version="ops-1")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 import pgflow
 from pgflow.recovery import reap_dead_executors, release_executors
+from tests.apps import MakeApp
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -63,23 +63,8 @@ def status_of(url: str, workflow_id: str) -> str | None:
 
 
 @pytest.fixture
-def make_app(database_url: str) -> Iterator[Any]:
-    """Build Apps on the test's database; every one is shut down after the test."""
-    apps: list[pgflow.App] = []
-
-    def make(name: str = "t", **kwargs: Any) -> pgflow.App:
-        app = pgflow.App(name, database_url=database_url, **kwargs)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in reversed(apps):
-        app.shutdown(timeout=5)
-
-
-@pytest.fixture
-def app(make_app: Any) -> pgflow.App:
-    return make_app()  # type: ignore[no-any-return]
+def app(make_app: MakeApp) -> pgflow.App:
+    return make_app()
 
 
 @pytest.fixture
@@ -435,7 +420,9 @@ def test_list_workflows_filters(app: pgflow.App) -> None:
         app.options(workflow_id="b1").call(wf_b)
     q.options(workflow_id="a3").enqueue(wf_a, 3)
 
-    ids = lambda rows: [r.workflow_id for r in rows]  # noqa: E731
+    def ids(rows: list[pgflow.WorkflowStatus]) -> list[str]:
+        return [r.workflow_id for r in rows]
+
     assert ids(app.list_workflows()) == ["a1", "a2", "b1", "a3"]
     assert ids(app.list_workflows(newest_first=True)) == ["a3", "b1", "a2", "a1"]
     assert ids(app.list_workflows(limit=2)) == ["a1", "a2"]
@@ -543,7 +530,7 @@ def test_json_round_trips_rich_types(app: pgflow.App) -> None:
     assert [s.output for s in app.steps("rich")] == [when, amount, uid, blob, pair]
 
 
-def test_pickle_app_round_trips_custom_objects(make_app: Any) -> None:
+def test_pickle_app_round_trips_custom_objects(make_app: MakeApp) -> None:
     app = make_app("pickled", serializer="pickle")
 
     @app.step()
@@ -561,7 +548,7 @@ def test_pickle_app_round_trips_custom_objects(make_app: Any) -> None:
     assert app.steps("pk")[0].output == Basket(["apple", "pear"], Decimal("2.50"))
 
 
-def test_json_app_refuses_to_read_a_pickled_row(make_app: Any) -> None:
+def test_json_app_refuses_to_read_a_pickled_row(make_app: MakeApp) -> None:
     pickler = make_app("pickled", serializer="pickle", app_version="v1")
     reader = make_app("reader", app_version="v1")
 
@@ -584,7 +571,7 @@ def test_json_app_refuses_to_read_a_pickled_row(make_app: Any) -> None:
 # -- versions, replay checks, recovery limits --------------------------------------------------
 
 
-def _versioned_app(make_app: Any, version: str, gate: dict[str, Any]) -> pgflow.App:
+def _versioned_app(make_app: MakeApp, version: str, gate: dict[str, Any]) -> pgflow.App:
     app = make_app(f"app-{version}", app_version=version)
 
     @app.step(name="v.step")
@@ -601,7 +588,7 @@ def _versioned_app(make_app: Any, version: str, gate: dict[str, Any]) -> pgflow.
     return app
 
 
-def test_orphan_of_another_version_is_not_adopted(make_app: Any, database_url: str) -> None:
+def test_orphan_of_another_version_is_not_adopted(make_app: MakeApp, database_url: str) -> None:
     gate = {"crash": True}
     app_a = _versioned_app(make_app, "A", gate)
     app_b = _versioned_app(make_app, "B", gate)
@@ -781,7 +768,7 @@ def test_queued_workflow_over_its_recovery_limit(app: pgflow.App, database_url: 
 
 
 def test_reaped_workflow_over_its_recovery_limit_fences_its_old_owner(
-    make_app: Any, database_url: str
+    make_app: MakeApp, database_url: str
 ) -> None:
     """Reaping an executor twice (adopted in between) ends a max_recovery_attempts=1
     workflow; the original, frozen run wakes up and writes nothing."""

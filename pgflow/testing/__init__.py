@@ -15,6 +15,7 @@ with time under the test's control, and check the recorded history against the q
 ...         check_history(app, emails)
 
 - :func:`database` / the ``pgflow_database`` pytest fixture: a fresh migrated database;
+  :class:`DatabaseServer` makes many (copies of one migrated template, for a suite);
   :func:`use_database` points an app at it for a block.
 - :class:`Clock`: moves database time (delays, rate windows, heartbeats, deadlines) for an app.
 - :func:`drain`: the real worker, in this process, until the queues are empty.
@@ -26,7 +27,7 @@ with time under the test's control, and check the recorded history against the q
 from __future__ import annotations
 
 from .clock import Clock
-from .databases import database, server_url, use_database
+from .databases import DatabaseServer, database, server_url, use_database
 from .draining import DrainSummary, drain
 from .history import (
     HistoryRow,
@@ -41,6 +42,7 @@ from .plans import EnqueueOp, enqueue_all, enqueue_ops, enqueue_plans
 
 __all__ = [
     "Clock",
+    "DatabaseServer",
     "DrainSummary",
     "EnqueueOp",
     "HistoryRow",

@@ -3,7 +3,8 @@
 The server: the ``url`` given, else ``PGFLOW_TEST_DATABASE_URL``, else PostgreSQL at
 127.0.0.1:5432 (user postgres) when it answers within a second, else an embedded server under
 ``$PGFLOW_TEST_HOME`` (default: a folder in the temp dir), started once and left running.
-The URL must be an admin one: it creates and drops databases.
+The URL must be an admin one: it creates and drops databases. Test databases are named
+``pgflow_testing_<pid>_...``.
 """
 
 from __future__ import annotations
@@ -60,22 +61,91 @@ def with_dbname(url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=dbname)
 
 
-def _drop(admin: Database, conn: psycopg.Connection[Any], name: str) -> None:
-    conn.execute(admin.queries.with_identifiers("testing_drop_database", database=name))
-
-
 def _drop_leftovers(admin: Database, conn: psycopg.Connection[Any]) -> None:
     """Drop databases of test runs on this machine that died before dropping theirs."""
     for row in conn.execute(admin.queries["testing_databases"]).fetchall():
         name = row["datname"]
         pid = name[len(PREFIX) :].split("_")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            _drop(admin, conn, name)
+            conn.execute(admin.queries.with_identifiers("testing_drop_database", database=name))
 
 
 def _on_this_machine(url: str) -> bool:
     host = str(psycopg.conninfo.conninfo_to_dict(url).get("host") or "")
     return host in ("", "localhost", "::1") or host.startswith(("/", "127."))
+
+
+class DatabaseServer:
+    """A server to make test databases on (see the module's doc for which); each database is
+    fresh and dropped after use. Made on this machine's server, it first drops what test runs
+    that died left behind (their names carry the pid).
+
+    A test suite migrates one template per run and copies it for each test, which is much
+    faster than migrating every database:
+
+    >>> server = DatabaseServer()
+    >>> with server.template() as template, server.database(template=template) as url:
+    ...     app = pgflow.App("shop", database_url=url)
+    """
+
+    def __init__(self, url: str | None = None, schema: str = "pgflow") -> None:
+        self.url = server_url(url)
+        self.schema = schema
+        self._admin = Database(self.url, schema)
+        if _on_this_machine(self.url):
+            with self._admin.connect() as conn:
+                _drop_leftovers(self._admin, conn)
+
+    def close(self) -> None:
+        self._admin.close()
+
+    def create(self, name: str, template: str = "template0") -> str:
+        """Create database ``name`` as a copy of ``template``; its URL."""
+        statement = self._admin.queries.with_identifiers(
+            "testing_create_database", database=name, template=template
+        )
+        with self._admin.connect() as conn:
+            conn.execute(statement)
+        return with_dbname(self.url, name)
+
+    def drop(self, name: str) -> None:
+        """Drop database ``name`` if it exists, ending any session left connected to it."""
+        with self._admin.connect() as conn:
+            conn.execute(
+                self._admin.queries.with_identifiers("testing_drop_database", database=name)
+            )
+
+    @contextlib.contextmanager
+    def database(self, *, template: str | None = None, migrated: bool = True) -> Iterator[str]:
+        """A fresh database; yields its URL and drops it after. A copy of ``template`` (see
+        :meth:`template`) when given; else migrated, or empty with ``migrated=False``."""
+        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+        url = self.create(name, template or "template0")
+        try:
+            if migrated and template is None:
+                self._migrate(url)
+            yield url
+        finally:
+            self.drop(name)
+
+    @contextlib.contextmanager
+    def template(self) -> Iterator[str]:
+        """A migrated database to copy test databases from (``database(template=...)``);
+        yields its name and drops it after. Keep no session open on it while copying."""
+        name = f"{PREFIX}{os.getpid()}_template"
+        self.drop(name)  # left by a killed run whose pid this process now has
+        try:
+            self._migrate(self.create(name))
+            yield name
+        finally:
+            self.drop(name)
+
+    def _migrate(self, url: str) -> None:
+        db = Database(url, self.schema)
+        try:
+            migrate(db)
+        finally:
+            db.close()
 
 
 @contextlib.contextmanager
@@ -85,24 +155,12 @@ def database(url: str | None = None, schema: str = "pgflow") -> Iterator[str]:
     >>> with pgflow.testing.database() as url:
     ...     app = pgflow.App("shop", database_url=url)
     """
-    server = server_url(url)
-    admin = Database(server, schema)
-    name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        if _on_this_machine(server):
-            _drop_leftovers(admin, conn)
-        conn.execute(admin.queries.with_identifiers("testing_create_database", database=name))
+    server = DatabaseServer(url, schema)
     try:
-        db_url = with_dbname(server, name)
-        db = Database(db_url, schema)
-        try:
-            migrate(db)
-        finally:
-            db.close()
-        yield db_url
+        with server.database() as db_url:
+            yield db_url
     finally:
-        with admin.connect() as conn:
-            _drop(admin, conn, name)
+        server.close()
 
 
 @contextlib.contextmanager

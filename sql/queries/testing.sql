@@ -1,7 +1,8 @@
 -- Statements of pgflow.testing (helpers for users' own tests, on a real database).
 
 -- name: testing_create_database
-CREATE DATABASE {database} TEMPLATE template0;
+-- {template}: template0 (empty), or a migrated test database to copy.
+CREATE DATABASE {database} TEMPLATE {template};
 
 -- name: testing_drop_database
 -- FORCE (PostgreSQL 13+) ends sessions a test left connected.

@@ -12,14 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 import pgflow
+from pgflow.testing import use_database
 from tests.chaos import chaos_app
-from tests.chaos.harness import AUDIT, Worker
+from tests.chaos.harness import APP, AUDIT
+from tests.processes import StartWorker, started_workers
 
 SOAK_FACTOR = 10
 
@@ -55,24 +56,13 @@ def chaos_url(database_url: str) -> str:
 @pytest.fixture
 def capp(chaos_url: str) -> Iterator[pgflow.App]:
     """The chaos app, pointed at the test's database (for enqueueing and reading)."""
-    a = chaos_app.app
-    a.close_db()
-    a.settings = a.settings.replace(database_url=chaos_url)
-    yield a
-    a.close_db()
+    with use_database(chaos_app.app, chaos_url) as a:
+        yield a
 
 
 @pytest.fixture
-def workers(chaos_url: str, tmp_path: Path) -> Iterator[Any]:
-    """Start workers with ``workers(*args, **kw)``; every process group is killed at
-    teardown (woken first, should a test have stopped it)."""
-    started: list[Worker] = []
-
-    def start(*args: str, **kw: Any) -> Worker:
-        w = Worker(kw.pop("url", chaos_url), tmp_path, *args, **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.kill()
+def workers(chaos_url: str, tmp_path: Path) -> Iterator[StartWorker]:
+    """``workers(*args, **kw)`` starts a worker of the chaos app (tests/processes.py); every
+    process group is killed at teardown (woken first, should a test have stopped it)."""
+    with started_workers(chaos_url, tmp_path, app=APP) as start:
+        yield start

@@ -1,4 +1,4 @@
-"""Processes, database probes and the oracles of the chaos tests.
+"""Database probes and the oracles of the chaos tests (processes: tests/processes.py).
 
 The oracles read only what the database recorded, on its clock:
 
@@ -11,26 +11,19 @@ The oracles read only what the database recorded, on its clock:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.chaos.chaos_app"
 # The issue's test timings: a machine is dead 5 s after its last heartbeat.
 HEARTBEAT = ["--heartbeat-interval", "1", "--heartbeat-timeout", "5"]
@@ -95,126 +88,6 @@ CREATE TRIGGER audit_exec AFTER INSERT OR DELETE ON pgflow.executors
 """
 
 
-# -- processes ---------------------------------------------------------------------------------
-
-
-class Worker:
-    """One ``pgflow worker`` supervisor (and its children) in a process group of its own.
-
-    ``hostname`` runs it in a UTS namespace of its own with that host name: another machine,
-    as far as pgflow can tell (no pid checks across it, only heartbeats). ``prefix`` goes
-    before the command (e.g. ``faketime``).
-    """
-
-    def __init__(
-        self,
-        database_url: str,
-        logdir: Path,
-        *args: str,
-        app: str = APP,
-        env: dict[str, str] | None = None,
-        hostname: str | None = None,
-        prefix: list[str] | None = None,
-    ) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
-        environ.update({"PGFLOW_DATABASE_URL": database_url, "PGFLOW_LOG_FORMAT": "json"})
-        environ.update(env or {})
-        n = len(list(logdir.glob("worker-*.err")))
-        self.name = f"worker-{n}"
-        self.out_path = logdir / f"worker-{n}.out"
-        self.err_path = logdir / f"worker-{n}.err"
-        self.argv = [sys.executable, "-m", "pgflow.cli", "worker", "-A", app, *args]
-        argv = [*(prefix or []), *self.argv]
-        if hostname is not None:
-            # exec keeps the supervisor's pid the one Popen knows.
-            argv = [
-                "unshare",
-                "--uts",
-                "sh",
-                "-c",
-                f'hostname {hostname} && exec "$@"',
-                "sh",
-                *argv,
-            ]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=environ,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"{self.name} still running after {timeout}s\n{self.stderr()[-4000:]}")
-
-    def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (and wake it first, should it be stopped)."""
-        self.signal_group(signal.SIGKILL)
-        self.signal_group(signal.SIGCONT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        return events_of(self.stderr(), name)
-
-    def children(self) -> list[int]:
-        """Live worker processes of this supervisor."""
-        return [p for p in children_of(self.pid) if not process_gone(p)]
-
-
-def events_of(text: str, name: str | None = None) -> list[dict[str, Any]]:
-    found = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and (name is None or event.get("event") == name):
-            found.append(event)
-    return found
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [int(p) for p in text.split()]
-
-
-def process_gone(pid: int) -> bool:
-    """Exited: no such pid, or a zombie nobody has reaped yet."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # -- database probes ---------------------------------------------------------------------------
 
 
@@ -225,17 +98,6 @@ def query(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
 
 def db_now(url: str) -> datetime:
     return query(url, "SELECT clock_timestamp() AS t")[0]["t"]  # type: ignore[no-any-return]
-
-
-def wait_for(what: str, predicate: Any, timeout: float, interval: float = 0.05) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def counts(url: str) -> dict[str, int]:
@@ -469,8 +331,8 @@ def check_all(
         per_step[(r["workflow_id"], r["step"])].append(r)
     for wf in ids:
         for s in tx:
-            n = len(per_step.get((wf, s), []))
-            assert n == 1, f"transaction step {s} of {wf} has {n} ledger rows"
+            found = len(per_step.get((wf, s), []))
+            assert found == 1, f"transaction step {s} of {wf} has {found} ledger rows"
     owned = ownership(url)
     for wf in ids:
         # Runs that lost their workflow while it was still PENDING: crashes and hand-backs.

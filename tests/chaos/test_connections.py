@@ -33,15 +33,17 @@ class Terminator(threading.Thread):
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stop.wait(self.period):
-                n = conn.execute(
+                row = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                ).fetchone()[0]
-                self.peak = max(self.peak, n)
+                ).fetchone()
+                assert row is not None
+                self.peak = max(self.peak, row[0])
                 row = conn.execute(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
                     "FROM pg_stat_activity WHERE datname = current_database() "
                     "AND pid <> pg_backend_pid()"
                 ).fetchone()
+                assert row is not None
                 self.killed += row[0]
                 self.rounds += 1
 

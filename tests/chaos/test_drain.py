@@ -17,11 +17,10 @@ from tests.chaos.harness import (
     assert_no_stale_writes,
     check_all,
     counts,
-    process_gone,
     query,
-    wait_for,
     worker_pids,
 )
+from tests.processes import process_gone, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 

@@ -9,8 +9,8 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -23,7 +23,8 @@ import pgflow
 from pgflow.db.migrate import migrate
 from pgflow.db.pool import Database
 from tests.chaos import chaos_app
-from tests.chaos.harness import HEARTBEAT, ROOT, cpu_seconds, query, wait_for
+from tests.chaos.harness import HEARTBEAT, query
+from tests.processes import clean_env, cpu_seconds, run_pgflow, wait_for
 
 pytestmark = [pytest.mark.chaos]
 
@@ -34,19 +35,8 @@ FIVE = chaos_app.five.__pgflow_workflow__.name  # type: ignore[attr-defined]
 def cli(
     *args: str, url: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")}
-    environ["PGFLOW_LOG_FORMAT"] = "json"
-    if url is not None:
-        environ["PGFLOW_DATABASE_URL"] = url
-    environ.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    environ = clean_env(url, {"PGFLOW_LOG_FORMAT": "json", **(env or {})})
+    return run_pgflow(*args, env=environ, timeout=timeout)
 
 
 def lines(text: str) -> list[str]:
@@ -110,11 +100,12 @@ def test_unserializable_arguments_fail_before_any_row(
     capp: pgflow.App, chaos_url: str, bad: Any, where: str
 ) -> None:
     capp.settings = capp.settings.replace(max_payload_bytes=4096)
-    for enqueue in (
+    enqueues: list[Callable[[], object]] = [
         lambda: chaos_app.chaos.enqueue(chaos_app.five, bad, 0.0),
         lambda: chaos_app.chaos.options(dedup_id="d").enqueue(chaos_app.five, i=bad, work=0.0),
         lambda: capp.start(chaos_app.five, bad, 0.0),
-    ):
+    ]
+    for enqueue in enqueues:
         with pytest.raises(pgflow.PgflowError) as info:
             enqueue()
         assert isinstance(info.value, TypeError) or "inputs" in str(info.value)

@@ -22,13 +22,12 @@ from tests.chaos.harness import (
     check_all,
     counts,
     db_now,
-    process_gone,
     query,
     stats,
-    wait_for,
     wait_terminal,
     worker_pids,
 )
+from tests.processes import process_gone, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -267,7 +266,8 @@ def test_poison_workflows_end_after_three_runs(
     id is free; a MemoryError is an ordinary exception (ERROR after one run); every normal
     one succeeds; crashed processes restart with capped backoff."""
     n = 100 * soak
-    normals, poisons = {}, {}
+    normals: dict[str, int] = {}
+    poisons: dict[str, Any] = {}
     order = list(range(n))
     every = max(1, n // (len(POISONS) + 1))
     for i in order:

@@ -5,10 +5,7 @@ own host name, so the others cannot check its pids: only its heartbeat tells the
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -24,16 +21,14 @@ from tests.chaos import chaos_app
 from tests.chaos.harness import (
     HEARTBEAT,
     HEARTBEAT_TIMEOUT,
-    ROOT,
     assert_no_stale_writes,
     check_all,
     db_now,
-    process_gone,
     query,
     stats,
-    wait_for,
     wait_terminal,
 )
+from tests.processes import clean_env, process_gone, run_pgflow, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -261,7 +256,9 @@ def test_clock_skew_changes_nothing(
     )
     n = 30 * soak
     handles = chaos_app.skew.enqueue_many(chaos_app.five, [(i, 0.1) for i in range(n)])
-    expected = {h.workflow_id: chaos_app.five_result(i) for i, h in enumerate(handles)}
+    expected: dict[str, Any] = {
+        h.workflow_id: chaos_app.five_result(i) for i, h in enumerate(handles)
+    }
     delayed = [chaos_app.hang.options(delay=2.0).enqueue(chaos_app.sleeper, 0.0) for _ in range(3)]
     sleepers = [chaos_app.chaos.enqueue(chaos_app.sleeper, 2.0) for _ in range(4)]
     for h in [*delayed, *sleepers]:
@@ -360,7 +357,11 @@ def test_other_versions_run_only_what_never_started_and_report_the_rest(
     try:
         old = [
             client.enqueue(
-                "chaos", chaos_app.five.__pgflow_workflow__.name, i, 0.0, app_version="chaos-old"
+                "chaos",
+                chaos_app.five.__pgflow_workflow__.name,  # type: ignore[attr-defined]
+                i,
+                0.0,
+                app_version="chaos-old",
             )
             for i in range(10)
         ]
@@ -389,17 +390,7 @@ def test_other_versions_run_only_what_never_started_and_report_the_rest(
         rows[h.workflow_id]["status"] == "ENQUEUED" and rows[h.workflow_id]["executor_id"] is None
         for h in started
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "pgflow.cli", "queues", "--json"],
-        cwd=ROOT,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("PGFLOW_")},
-            "PGFLOW_DATABASE_URL": chaos_url,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_pgflow("queues", "--json", env=clean_env(chaos_url))
     assert out.returncode == 0, out.stderr
     stranded = json.loads(out.stdout)["stranded"]
     warned = w.events("workflows_stranded")

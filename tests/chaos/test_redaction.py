@@ -32,7 +32,8 @@ def stored_text(url: str) -> str:
                 "notifications",
                 "workflow_events",
             )
-            if conn.execute("SELECT to_regclass(%s)", (f"pgflow.{table}",)).fetchone()[0]
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pgflow.{table}",)).fetchone()
+            == (True,)
             for row in conn.execute(f"SELECT * FROM pgflow.{table}").fetchall()
         )
 

@@ -11,6 +11,7 @@ database, which the crashes do not touch).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,8 +22,9 @@ import pytest
 
 from pgflow.db.migrate import migrate
 from pgflow.db.pool import Database
-from tests.chaos.harness import Worker, query, wait_for
+from tests.chaos.harness import query
 from tests.private_cluster import Cluster, start_private_cluster
+from tests.processes import Worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -44,6 +46,16 @@ def _ledger(path: Path) -> Counter[tuple[str, str]]:
     if not path.exists():
         return Counter()
     return Counter(tuple(line.split()[:2]) for line in path.read_text().splitlines())  # type: ignore[misc]
+
+
+def _all_in(url: str, ids: list[str], status: str) -> bool:
+    rows = query(
+        url,
+        "SELECT count(*) AS n FROM pgflow.workflow_status "
+        "WHERE workflow_id = ANY(%s) AND status = %s",
+        (ids, status),
+    )
+    return bool(rows[0]["n"] == len(ids))
 
 
 def test_a_forgotten_claim_never_runs_a_completed_step_again(
@@ -89,15 +101,7 @@ def test_a_forgotten_claim_never_runs_a_completed_step_again(
             expected.update({h.workflow_id: r * 10 + i + 3 for i, h in enumerate(hs)})
             wait_for(
                 "the round's claims",
-                lambda ids=ids: (
-                    query(
-                        url,
-                        "SELECT count(*) AS n FROM pgflow.workflow_status "
-                        "WHERE workflow_id = ANY(%s) AND status = 'PENDING'",
-                        (ids,),
-                    )[0]["n"]
-                    == len(ids)
-                ),
+                functools.partial(_all_in, url, ids, "PENDING"),
                 30,
                 0.005,
             )
@@ -105,15 +109,7 @@ def test_a_forgotten_claim_never_runs_a_completed_step_again(
             cluster.start()
             wait_for(
                 "the round's end",
-                lambda ids=ids: (
-                    query(
-                        url,
-                        "SELECT count(*) AS n FROM pgflow.workflow_status "
-                        "WHERE workflow_id = ANY(%s) AND status = 'SUCCESS'",
-                        (ids,),
-                    )[0]["n"]
-                    == len(ids)
-                ),
+                functools.partial(_all_in, url, ids, "SUCCESS"),
                 60,
                 0.1,
             )

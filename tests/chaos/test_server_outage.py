@@ -20,17 +20,9 @@ import pytest
 from pgflow.db.migrate import migrate
 from pgflow.db.pool import Database
 from tests.chaos import chaos_app
-from tests.chaos.harness import (
-    AUDIT,
-    HEARTBEAT,
-    check_all,
-    process_gone,
-    query,
-    wait_for,
-    wait_terminal,
-    worker_pids,
-)
+from tests.chaos.harness import AUDIT, HEARTBEAT, check_all, query, wait_terminal, worker_pids
 from tests.private_cluster import Cluster, start_private_cluster
+from tests.processes import process_gone, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
