@@ -1,13 +1,17 @@
-"""The periodic-job scheduler beside the claim loop."""
+"""The worker's pure parts: the periodic-job scheduler beside the claim loop, and the
+supervisor's respawn backoff."""
 
 from __future__ import annotations
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pgflow.db.pool import Database
 from pgflow.errors import PgflowError
 from pgflow.worker.periodic import MIN_INTERVAL, Periodic
+from pgflow.worker.supervisor import BACKOFF_MAX, BACKOFF_START, STABLE_AFTER, respawn_delay
 
 
 @pytest.fixture
@@ -75,3 +79,26 @@ def test_other_errors_are_bugs_and_propagate(periodic: Periodic) -> None:
     periodic.add("broken", 1.0, broken, "broken_failed")
     with pytest.raises(KeyError):
         periodic.run_due(0.0)
+
+
+@given(
+    clean=st.booleans(),
+    lived=st.floats(min_value=0.0, max_value=100.0),
+    backoff=st.floats(min_value=BACKOFF_START, max_value=BACKOFF_MAX),
+)
+def test_respawn_backoff(clean: bool, lived: float, backoff: float) -> None:
+    delay, after = respawn_delay(clean, lived, backoff)
+    if clean:
+        assert (delay, after) == (0.0, backoff)
+        return
+    assert delay == (BACKOFF_START if lived > STABLE_AFTER else backoff)
+    assert after == min(delay * 2, BACKOFF_MAX)
+    assert BACKOFF_START <= after <= BACKOFF_MAX
+
+
+def test_a_crash_loop_backs_off_to_the_cap() -> None:
+    backoff, delays = BACKOFF_START, []
+    for _ in range(10):
+        delay, backoff = respawn_delay(False, 0.01, backoff)
+        delays.append(delay)
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8] and delays[-1] == BACKOFF_MAX
