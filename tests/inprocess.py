@@ -11,7 +11,8 @@ from typing import Any
 
 import pgflow
 from pgflow.executor import new_executor_id
-from pgflow.worker.process import WorkerConfig, WorkerProcess
+from pgflow.worker.config import WorkerConfig
+from pgflow.worker.process import WorkerProcess
 
 
 @contextlib.contextmanager

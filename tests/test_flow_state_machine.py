@@ -45,7 +45,8 @@ from pgflow.testing import (
     enqueue_plans,
     load_history,
 )
-from pgflow.worker.process import WorkerConfig, WorkerProcess
+from pgflow.worker.config import WorkerConfig
+from pgflow.worker.process import WorkerProcess
 
 MAX_RECOVERY = 2
 _schemas = itertools.count()

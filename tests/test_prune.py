@@ -168,9 +168,9 @@ def test_cli_prune(app: pgflow.App, database_url: str) -> None:
 def test_a_worker_applies_the_retention_setting(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pgflow.worker import process
+    from pgflow.worker import upkeep
 
-    monkeypatch.setattr(process, "RETENTION_EVERY", 0.2)
+    monkeypatch.setattr(upkeep, "RETENTION_EVERY", 0.2)
     app = _make(database_url, retention="30d")
     try:
         with running_worker(app, "jobs"):

@@ -12,7 +12,8 @@ import structlog
 
 from ..executor import new_executor_id
 from ..queues import Queue
-from ..worker.process import EXIT_OK, WorkerConfig, WorkerProcess
+from ..worker.config import WorkerConfig
+from ..worker.process import EXIT_OK, WorkerProcess
 from .clock import Clock
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from ..db.pool import Database
 from ..errors import ConfigurationError
 from ..loader import forget_app_modules, load_app
 from ..settings import Settings
-from .process import WorkerConfig
+from .config import WorkerConfig
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .. import outcomes
-from ..errors import DatabaseUnavailable, PgflowError
+from .. import execution, outcomes
+from ..errors import DatabaseUnavailable, FencedOut, PgflowError
 from ..records import Outcome
+from ..recovery import release_executors
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..context import WorkflowContext
+    from ..records import Claimed
 
 log = structlog.get_logger("pgflow")
 
@@ -131,3 +134,38 @@ class RunThreads:
         """Let each thread end after the calls already queued."""
         for _ in self.threads:
             self.calls.put(None)
+
+
+def execute_claimed(
+    app: App,
+    claimed: Claimed,
+    executor_id: str,
+    completer: Completer,
+    queue_name: str | None,
+    on_start: Callable[[WorkflowContext], None],
+) -> bool:
+    """Run one claimed workflow on this thread and hand its outcome to ``completer``. True
+    when the outcome holds the queue's slot until its final write commits, so the rows PENDING
+    under this executor never outnumber ``worker_concurrency``, not only the running threads.
+    A run that ends without an outcome goes back: uncharged when pgflow stopped it, charged
+    when the workflow crashed its thread."""
+    try:
+        wf = app.registry.workflow(claimed.name)
+        outcome, _, _ = execution.execute(app.runtime, claimed, wf, on_start=on_start)
+        if outcome is not None:
+            completer.submit(outcome, queue_name)
+            return queue_name is not None
+    except FencedOut as exc:
+        log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
+    except PgflowError as exc:
+        # Still ours but not running any more: hand it back (uncharged), or it would sit
+        # PENDING under this live executor, where nobody recovers it.
+        log.warning("workflow_abandoned", workflow_id=claimed.workflow_id, error=str(exc))
+        try:
+            release_executors(app, [executor_id], charge=False, workflow_ids=[claimed.workflow_id])
+        except PgflowError as again:
+            log.error("release_failed", workflow_id=claimed.workflow_id, error=str(again))
+    except BaseException as exc:  # SystemExit etc. in a workflow: a crash
+        log.error("workflow_crashed", workflow_id=claimed.workflow_id, error=repr(exc))
+        release_executors(app, [executor_id], charge=True, workflow_ids=[claimed.workflow_id])
+    return False
