@@ -7,9 +7,7 @@ cannot render fails here)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ import pgflow  # noqa: E402
 from pgflow.dashboard import create_app  # noqa: E402
 from pgflow.recovery import release_executors  # noqa: E402
 from tests.inprocess import running_worker, wait_for  # noqa: E402
+from tests.serving import serving  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = [
@@ -72,24 +71,6 @@ def page(browser: Any) -> Iterator[Any]:
     yield tab
     context.close()
     assert dialogs == [], f"a value ran as script: {dialogs}"
-
-
-@contextlib.contextmanager
-def serving(asgi: Any) -> Iterator[str]:
-    """Serve ``asgi`` with uvicorn on a free 127.0.0.1 port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="the dashboard to listen")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture
@@ -509,3 +490,4 @@ def test_cli_dashboard_help_names_the_token_variable() -> None:
     result = CliRunner().invoke(main, ["dashboard", "--help"])
     assert result.exit_code == 0
     assert "PGFLOW_DASHBOARD_TOKEN" in result.output and "127.0.0.1" in result.output
+
