@@ -491,3 +491,56 @@ def test_cli_dashboard_help_names_the_token_variable() -> None:
     assert result.exit_code == 0
     assert "PGFLOW_DASHBOARD_TOKEN" in result.output and "127.0.0.1" in result.output
 
+
+def test_children_as_a_tree_with_links(
+    page: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgflow.dashboard import reading
+
+    app = pgflow.App("dash", database_url=database_url, app_version="d-2")
+
+    @app.workflow(name="leaf")
+    def leaf(n: int) -> int:
+        return n
+
+    @app.workflow(name="branch")
+    def branch(n: int) -> int:
+        return leaf(n) + leaf(n + 1)
+
+    @app.workflow(name="root")
+    def root(k: int) -> int:
+        return sum(branch(i) for i in range(k))
+
+    try:
+        assert app.options(workflow_id="tree").call(root, 3) == 9
+    finally:
+        app.shutdown(timeout=5)
+    with serving(create_app(database_url)) as base:
+        page.goto(f"{base}/workflows/tree")
+        section = page.locator("section.children")
+        assert "Children (9)" in section.inner_text()
+        branches = section.locator("ul.tree > li[data-depth='1']")
+        assert branches.count() == 3 and section.locator("li[data-depth='2']").count() == 6
+        # each branch holds its own two leaves, nested under it
+        first = branches.first
+        assert first.get_attribute("data-child") == "tree-1"
+        assert first.locator("li[data-depth='2']").evaluate_all(
+            "els => els.map(e => e.dataset.child)"
+        ) == ["tree-1-1", "tree-1-2"]
+        assert "SUCCESS" in first.inner_text() and "branch" in first.inner_text()
+        assert section.locator("[data-more]").count() == 0
+        first.locator("li[data-child='tree-1-2'] > a").click()
+        page.wait_for_url("**/workflows/tree-1-2")
+        assert "leaf" in page.inner_text("h1") and "SUCCESS" in page.inner_text("h1")
+
+        # Past the bounds: the first levels shown, "n more" for the rest.
+        monkeypatch.setattr(reading, "TREE_NODES", 5)
+        page.goto(f"{base}/workflows/tree")
+        assert page.locator("section.children li").count() == 5
+        assert page.get_attribute("[data-more]", "data-more") == "4"
+        assert "and 4 more not shown" in page.inner_text("section.children")
+    with pgflow.Client(database_url) as client:
+        shallow = reading.child_tree(client, "tree", depth=1)
+        assert [c["workflow_id"] for c in shallow.roots] == ["tree-1", "tree-2", "tree-3"]
+        assert shallow.shown == 3 and shallow.more == 6 and not shallow.more_capped
+        assert reading.child_tree(client, "tree-1-1").shown == 0

@@ -95,7 +95,7 @@ class Pages:
                 "w": found,
                 "steps": steps,
                 "timeline": timeline(found, steps),
-                "children": d.client.list_workflows(parent_workflow_id=workflow_id, limit=200),
+                "children": reading.child_tree(d.client, workflow_id),
                 "events": reading.events(d.client, workflow_id),
                 "error": error_view(found.error),
                 "explain": d.client.explain(workflow_id) if waiting else None,
