@@ -7,9 +7,10 @@
 Creates a scratch database (``pgflow_bench_dashboard``) on the server, migrates it, fills it
 with generate_series (the harness's own SQL: a week of history, 90% SUCCESS, failures,
 cancellations, a backlog of ENQUEUED rows on five queues, PENDING rows under a live executor,
-one workflow with steps and events), runs VACUUM ANALYZE as autovacuum eventually would, then
-calls the ASGI application directly (no socket: server time only) for each route and prints
-each route's median and worst over the repeats. Drops the database at the end unless --keep.
+one workflow with steps and events, one with 100,000 children), runs VACUUM ANALYZE as
+autovacuum eventually would, then calls the ASGI application directly (no socket: server time
+only) for each route and prints each route's median and worst over the repeats. Drops the
+database at the end unless --keep.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ EXTRAS = [
     "FROM generate_series(1, 5) AS s",
     "INSERT INTO pgflow.workflow_events (workflow_id, key, value) "
     "VALUES ('wf-00000001', 'progress', '1')",
+    # a call graph at its widest: one workflow with 100,000 children (the page shows 200)
+    "UPDATE pgflow.workflow_status SET parent_workflow_id = 'wf-00000002' "
+    "WHERE workflow_id > 'wf-00000002' AND workflow_id <= 'wf-00100002'",
 ]
 
 
@@ -84,9 +88,12 @@ def routes(rows: int, backlog: int) -> list[str]:
         "/workflows?partition_key=key-7",
         f"/workflows?before={rows // 2}",
         "/workflows/wf-00000001",
+        "/workflows/wf-00000002",  # 100,000 children: the tree's bounded walk
         f"/workflows/{enqueued}",
         "/queues",
         "/workers",
+        "/metrics",  # not a page: what a Prometheus scrape costs
+        "/healthz",
     ]
 
 

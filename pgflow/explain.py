@@ -16,7 +16,16 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import diagnosis, serialization
-from .diagnosis import Checkpoint, ExecutorFacts, Facts, QueueFacts, Reason, Running, WorkflowFacts
+from .diagnosis import (
+    Checkpoint,
+    ExecutorFacts,
+    Facts,
+    QueueFacts,
+    Reason,
+    RecvWait,
+    Running,
+    WorkflowFacts,
+)
 from .errors import SerializationError, UnknownWorkflow
 
 if TYPE_CHECKING:
@@ -90,7 +99,27 @@ def gather(
     # Limits hold per key on a partitioned queue; the whole queue otherwise.
     key = workflow.partition_key if queue is not None and queue.partitioned else None
     scope = {"queue_name": workflow.queue_name, "partition_key": key, "now": now}
-    executors = tuple(
+    facts: dict[str, Any] = {
+        "queue": queue,
+        "executors": _executors(db, {**scope, "name": workflow.name}, heartbeat_timeout),
+        "name_known": row["name_known"],
+        "last_checkpoint": _last_checkpoint(db, serializer, workflow_id, row["serializer"]),
+        "messages": {
+            m["topic"]: int(m["n"])
+            for m in db.fetchall("explain_messages", {"workflow_id": workflow_id})
+        },
+        "recv_wait": _recv_wait(row),
+    }
+    if workflow.status == "ENQUEUED" and queue is not None:
+        facts.update(_queue_facts(db, queue, row, scope))
+    return Facts(now=now, heartbeat_timeout=heartbeat_timeout, workflow=workflow, **facts)
+
+
+def _executors(
+    db: Database, scope: dict[str, Any], heartbeat_timeout: float
+) -> tuple[ExecutorFacts, ...]:
+    """Every executor, alive or not, with what it knows and runs of the queue (or key)."""
+    return tuple(
         ExecutorFacts(
             executor_id=e["executor_id"],
             hostname=e["hostname"],
@@ -103,23 +132,15 @@ def gather(
             knows_name=bool(e["knows_name"]),
             running_here=int(e["running_here"]),
         )
-        for e in db.fetchall(
-            "explain_executors", {**scope, "name": workflow.name, "timeout_s": heartbeat_timeout}
-        )
+        for e in db.fetchall("explain_executors", {**scope, "timeout_s": heartbeat_timeout})
     )
-    facts: dict[str, Any] = {
-        "queue": queue,
-        "executors": executors,
-        "name_known": row["name_known"],
-        "last_checkpoint": _last_checkpoint(db, serializer, workflow_id, row["serializer"]),
-        "messages": {
-            m["topic"]: int(m["n"])
-            for m in db.fetchall("explain_messages", {"workflow_id": workflow_id})
-        },
-    }
-    if workflow.status == "ENQUEUED" and queue is not None:
-        facts.update(_queue_facts(db, queue, row, scope))
-    return Facts(now=now, heartbeat_timeout=heartbeat_timeout, workflow=workflow, **facts)
+
+
+def _recv_wait(row: dict[str, Any]) -> RecvWait | None:
+    """The wait a recv recorded on the row (the diagnosis checks it is the current step)."""
+    if row["wait_step"] is None or row["wait_since"] is None:
+        return None
+    return RecvWait(row["wait_step"], row["wait_topic"] or "", row["wait_since"], row["wait_until"])
 
 
 def _queue(row: dict[str, Any]) -> QueueFacts | None:

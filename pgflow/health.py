@@ -7,9 +7,12 @@ True
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .redaction import redact
 
@@ -53,3 +56,12 @@ def check_database(db: Database) -> DatabaseCheck:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def with_statement_timeout(url: str, milliseconds: int) -> str:
+    """``url`` with a statement_timeout for its sessions, after the URL's (or PGOPTIONS')
+    own options: a probe's statements must end, whatever the database is doing."""
+    params = conninfo_to_dict(url)
+    given = params.get("options") or os.environ.get("PGOPTIONS") or ""
+    params["options"] = f"{given} -c statement_timeout={milliseconds}".strip()
+    return make_conninfo("", **params)

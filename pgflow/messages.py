@@ -190,11 +190,17 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
     key = {"destination_id": ctx.workflow_id, "topic": _topic(topic)}
     end = time.monotonic() + max(0.0, float(timeout))
 
+    waiting = False  # recorded on the row for `pgflow explain`; cleared by the take
+
     def take(final: bool) -> Callable[[psycopg.Connection[Any]], tuple[str | None, Any] | None]:
         def body(conn: psycopg.Connection[Any]) -> tuple[str | None, Any] | None:
             row = rt.db.execute(conn, "consume_message", key).fetchone()
+            if row is None and not final:
+                return None
+            if waiting:
+                rt.db.execute(conn, "clear_recv_wait", {"workflow_id": ctx.workflow_id})
             if row is None:
-                return (None, None) if final else None
+                return None, None
             value = serialization.loads_value(rt.serializer, row["serializer"], row["message"])
             return _as_checkpoint(ctx, row["serializer"], row["message"]), value
 
@@ -208,7 +214,18 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Any:
             got = in_checkpointed_transaction(ctx, step_id, RECV, take(final))
             if got is not NOT_YET:
                 return got
+            if not waiting:
+                waiting = True
+                _record_wait(ctx, step_id, key["topic"], end - time.monotonic())
             _wait(ctx, woke, end - time.monotonic(), notes.recheck_after())
+
+
+def _record_wait(ctx: WorkflowContext, step_id: int, topic: str, seconds: float) -> None:
+    """Put on the row that this recv waits for ``topic`` (for ``pgflow explain``)."""
+    db = ctx.rt.db
+    params: dict[str, Any] = {"workflow_id": ctx.workflow_id, "fence": ctx.fence}
+    params.update(step_id=step_id, topic=topic, timeout_s=max(0.0, seconds))
+    db.retrying(lambda: db.run("record_recv_wait", params))
 
 
 def _wait(ctx: WorkflowContext, woke: Any, left: float, recheck: float) -> None:

@@ -7,9 +7,7 @@ cannot render fails here)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ import pgflow  # noqa: E402
 from pgflow.dashboard import create_app  # noqa: E402
 from pgflow.recovery import release_executors  # noqa: E402
 from tests.inprocess import running_worker, wait_for  # noqa: E402
+from tests.serving import serving  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = [
@@ -77,24 +76,6 @@ def page(browser: Any) -> Iterator[Any]:
     yield tab
     context.close()
     assert dialogs == [], f"a value ran as script: {dialogs}"
-
-
-@contextlib.contextmanager
-def serving(asgi: Any) -> Iterator[str]:
-    """Serve ``asgi`` with uvicorn on a free 127.0.0.1 port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="the dashboard to listen")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture
@@ -514,3 +495,57 @@ def test_cli_dashboard_help_names_the_token_variable() -> None:
     result = CliRunner().invoke(main, ["dashboard", "--help"])
     assert result.exit_code == 0
     assert "PGFLOW_DASHBOARD_TOKEN" in result.output and "127.0.0.1" in result.output
+
+
+def test_children_as_a_tree_with_links(
+    page: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgflow.dashboard import reading
+
+    app = pgflow.App("dash", database_url=database_url, app_version="d-2")
+
+    @app.workflow(name="leaf")
+    def leaf(n: int) -> int:
+        return n
+
+    @app.workflow(name="branch")
+    def branch(n: int) -> int:
+        return leaf(n) + leaf(n + 1)
+
+    @app.workflow(name="root")
+    def root(k: int) -> int:
+        return sum(branch(i) for i in range(k))
+
+    try:
+        assert app.options(workflow_id="tree").call(root, 3) == 9
+    finally:
+        app.shutdown(timeout=5)
+    with serving(create_app(database_url)) as base:
+        page.goto(f"{base}/workflows/tree")
+        section = page.locator("section.children")
+        assert "Children (9)" in section.inner_text()
+        branches = section.locator("ul.tree > li[data-depth='1']")
+        assert branches.count() == 3 and section.locator("li[data-depth='2']").count() == 6
+        # each branch holds its own two leaves, nested under it
+        first = branches.first
+        assert first.get_attribute("data-child") == "tree-1"
+        assert first.locator("li[data-depth='2']").evaluate_all(
+            "els => els.map(e => e.dataset.child)"
+        ) == ["tree-1-1", "tree-1-2"]
+        assert "SUCCESS" in first.inner_text() and "branch" in first.inner_text()
+        assert section.locator("[data-more]").count() == 0
+        first.locator("li[data-child='tree-1-2'] > a").click()
+        page.wait_for_url("**/workflows/tree-1-2")
+        assert "leaf" in page.inner_text("h1") and "SUCCESS" in page.inner_text("h1")
+
+        # Past the bounds: the first levels shown, "n more" for the rest.
+        monkeypatch.setattr(reading, "TREE_NODES", 5)
+        page.goto(f"{base}/workflows/tree")
+        assert page.locator("section.children li").count() == 5
+        assert page.get_attribute("[data-more]", "data-more") == "4"
+        assert "and 4 more not shown" in page.inner_text("section.children")
+    with pgflow.Client(database_url) as client:
+        shallow = reading.child_tree(client, "tree", depth=1)
+        assert [c["workflow_id"] for c in shallow.roots] == ["tree-1", "tree-2", "tree-3"]
+        assert shallow.shown == 3 and shallow.more == 6 and not shallow.more_capped
+        assert reading.child_tree(client, "tree-1-1").shown == 0

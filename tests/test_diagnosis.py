@@ -13,6 +13,7 @@ from pgflow.diagnosis import (
     ExecutorFacts,
     Facts,
     QueueFacts,
+    RecvWait,
     WorkflowFacts,
     diagnose,
     paragraph,
@@ -176,3 +177,26 @@ def test_a_dead_owner_while_others_live() -> None:
         "adoption was due at 2025-03-02 09:59:50 UTC, 10s ago: the next "
         "recovery pass of a live executor hands it back to its queue."
     )
+
+
+def test_a_recv_waiting_on_its_topic_and_a_stale_record() -> None:
+    running = replace(WF, status="PENDING", executor_id=WORKER.executor_id, started_at=ago(90))
+    done = Checkpoint(step_id=2, name="ready", completed_at=ago(70))
+    wait = RecvWait(step_id=3, topic="go", since=ago(65), until=NOW + timedelta(seconds=535))
+    [r] = diagnose(facts(workflow=running, last_checkpoint=done, recv_wait=wait))
+    assert r.code == "waiting_recv"
+    assert r.text == (
+        f"It runs on executor {WORKER.executor_id} (host web-1, pid 10, version v2; "
+        "heartbeat 2s ago), waiting in recv for topic 'go' since 2025-03-02 09:58:55 UTC "
+        "(1m05s ago), its step 3; it gives up at 2025-03-02 10:08:55 UTC, in 8m55s. "
+        "A message sent to it on that topic wakes it."
+    )
+    assert r.numbers["topic"] == "go" and r.numbers["waiting_s"] == 65.0
+    assert r.numbers["in_s"] == 535.0 and r.numbers["step"] == 3
+    untopiced = replace(wait, topic="", until=None)
+    [r] = diagnose(facts(workflow=running, last_checkpoint=done, recv_wait=untopiced))
+    assert "waiting in recv for a message with no topic since " in r.text
+    assert r.numbers["topic"] is None and "gives up" not in r.text
+    # A record left by an earlier recv (the workflow has gone past it): not believed.
+    later = replace(done, step_id=3)
+    assert codes(facts(workflow=running, last_checkpoint=later, recv_wait=wait)) == ["running"]

@@ -4,9 +4,11 @@ priorities, a live and a dead owner, a sleep, a recv) and its words and numbers 
 
 from __future__ import annotations
 
+import html
 import re
 import threading
-from datetime import timedelta
+import urllib.request
+from datetime import timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -314,7 +316,12 @@ def test_parked_in_a_durable_sleep(make_app: MakeApp, database_url: str) -> None
     assert "in 9m5" in sleeping.text or "in 10m00s" in sleeping.text
 
 
-def test_waiting_in_recv_with_messages_on_another_topic(make_app: MakeApp) -> None:
+def test_waiting_in_recv_for_its_topic_with_messages_on_another(
+    make_app: MakeApp, database_url: str
+) -> None:
+    from pgflow.dashboard import create_app
+    from tests.serving import serving
+
     app = make_app("explain", app_version="v1")
     q = app.queue("inbox")
 
@@ -325,20 +332,90 @@ def test_waiting_in_recv_with_messages_on_another_topic(make_app: MakeApp) -> No
     @app.workflow(name="listener")
     def listener() -> Any:
         ready()
-        return pgflow.recv("go", timeout=30)
+        return pgflow.recv("go", timeout=600)
+
+    def waits(h: Any) -> Any:
+        found = app.explain(h.workflow_id)
+        return found if "waiting_recv" in found.codes else None
 
     with running_worker(app):
         h = q.enqueue(listener)
-        wait_for(lambda: len(app.steps(h.workflow_id)) == 1, what="step 1 to complete")
+        found = wait_for(lambda: waits(h), what="the recv to wait")
         app.send(h.workflow_id, "hello", topic="other")
         found = app.explain(h.workflow_id)
+        with serving(create_app(database_url)) as base:
+            page = urllib.request.urlopen(f"{base}/workflows/{h.workflow_id}", timeout=10)
+            shown = html.unescape(page.read().decode())
+        [(step, topic, since, until)] = sql(
+            database_url,
+            "SELECT wait_step, wait_topic, wait_since, wait_until FROM pgflow.workflow_status "
+            "WHERE workflow_id = %s",
+            h.workflow_id,
+        )
         app.send(h.workflow_id, "go!", topic="go")
         assert h.result(timeout=10) == "go!"
-    assert found.codes == ["running", "messages_waiting"]
-    assert "in its step 2 for " in found.text and "a recv, get_event" in found.text
+    assert found.codes == ["waiting_recv", "messages_waiting"]
+    recv = reason(found, "waiting_recv")
+    assert (step, topic) == (2, "go") and recv.numbers["since"] == since
+    assert recv.numbers["step"] == 2 and recv.numbers["topic"] == "go"
+    assert 0 <= recv.numbers["waiting_s"] < 10
+    # until: the recv's timeout left when it began to wait (a few ms less than its 600 s)
+    assert recv.numbers["until"] == until and 599 < (until - since).total_seconds() <= 600
+    assert 590 < recv.numbers["in_s"] <= 600
+    utc = since.astimezone(timezone.utc)
+    assert f"waiting in recv for topic 'go' since {utc:%Y-%m-%d %H:%M:%S} UTC (" in recv.text
+    assert "its step 2; it gives up at " in recv.text
     waiting = reason(found, "messages_waiting")
     assert waiting.numbers == {"unread": 1, "topics": {"other": 1}}
     assert waiting.text == "1 unread message waits for it ('other': 1)."
+    # The dashboard gives the same answer.
+    assert f"waiting in recv for topic 'go' since {utc:%Y-%m-%d %H:%M:%S} UTC" in shown
+    assert "1 unread message waits" in shown
+    # The message taken, the wait is cleared in the same transaction.
+    assert sql(
+        database_url,
+        "SELECT wait_step, wait_topic, wait_since, wait_until FROM pgflow.workflow_status "
+        "WHERE workflow_id = %s",
+        h.workflow_id,
+    ) == [(None, None, None, None)]
+
+
+def test_a_recv_records_its_wait_only_when_it_waits(
+    make_app: MakeApp, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgflow.db.pool import Database
+
+    ran: list[str] = []
+    run = Database.run
+
+    def spy(self: Database, name: str, params: Any = None) -> int:
+        ran.append(name)
+        return run(self, name, params)
+
+    monkeypatch.setattr(Database, "run", spy)
+    app = make_app("explain", app_version="v1")
+    gate = threading.Event()
+
+    @app.step(name="gate")
+    def at_gate() -> None:
+        gate.wait(30)
+
+    @app.workflow(name="fast")
+    def fast() -> Any:
+        at_gate()
+        return pgflow.recv("go", timeout=30), pgflow.recv("late", timeout=0.5)
+
+    h = app.start(fast)
+    app.send(h.workflow_id, "there", topic="go")  # before the recv: its fast path
+    gate.set()
+    assert tuple(h.result(timeout=10)) == ("there", None)
+    # Only the second recv waited (and timed out): one record, cleared by its timeout.
+    assert ran.count("record_recv_wait") == 1
+    assert sql(
+        database_url,
+        "SELECT wait_step FROM pgflow.workflow_status WHERE workflow_id = %s",
+        h.workflow_id,
+    ) == [(None,)]
 
 
 def test_a_finished_workflow_is_done(make_app: MakeApp) -> None:

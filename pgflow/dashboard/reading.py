@@ -126,3 +126,70 @@ def events(client: Client, workflow_id: str) -> list[dict[str, Any]]:
             value = f"<not decodable: {exc}>"
         found.append({"key": r["key"], "value": value, "updated_at": r["updated_at"]})
     return found
+
+
+@dataclass(frozen=True)
+class ChildTree:
+    """A workflow's descendants (its call graph) as nested nodes, each a dict with
+    ``workflow_id``, ``name``, ``status``, ``depth`` and ``children``; ``more`` descendants
+    were not read (``more_capped``: at least that many), past TREE_NODES nodes or TREE_DEPTH
+    levels; ``shown`` is how many nodes are in the tree."""
+
+    roots: list[dict[str, Any]]
+    shown: int
+    more: int
+    more_capped: bool
+    limit: int = 0  # the bounds it was read with
+    depth: int = 0
+
+
+# The workflow page's call graph reads at most this many descendants, this many levels deep.
+TREE_NODES = 200
+TREE_DEPTH = 10
+# "n more" counts the unread children of the last level read up to this many.
+TREE_COUNT_CAP = 10_000
+
+
+def child_tree(
+    client: Client, workflow_id: str, nodes: int | None = None, depth: int | None = None
+) -> ChildTree:
+    """``workflow_id``'s descendants, level by level (one bounded statement per level), at
+    most ``nodes`` of them and ``depth`` levels deep (default TREE_NODES, TREE_DEPTH); then
+    how many more children the last level read has."""
+    nodes = TREE_NODES if nodes is None else nodes
+    depth = TREE_DEPTH if depth is None else depth
+    db = client.db
+    found: list[dict[str, Any]] = []
+    parents, level, more = [workflow_id], 1, 0
+    while parents:
+        room = nodes - len(found)
+        rows = db.fetchall("dashboard_children", {"parents": parents, "limit": room + 1})
+        if level > depth or len(rows) > room:
+            # Past a bound: what this level holds beyond the room, counted (capped).
+            total = db.fetchone(
+                "dashboard_children_count", {"parents": parents, "cap": TREE_COUNT_CAP}
+            )
+            kept = [] if level > depth else rows[:room]
+            more = int(total["n"]) - len(kept) if total is not None else 0
+            found += [{**r, "depth": level} for r in kept]
+            break
+        found += [{**r, "depth": level} for r in rows]
+        parents, level = [r["workflow_id"] for r in rows], level + 1
+    nested = _nest(workflow_id, found)
+    return ChildTree(nested, len(found), more, more >= TREE_COUNT_CAP, nodes, depth)
+
+
+def _nest(root: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The flat rows as a tree under ``root``, each level in the order its rows were made."""
+    by_parent: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["seq"]):
+        by_parent.setdefault(r["parent_workflow_id"], []).append(r)
+
+    seen = {root}  # a hand-edited cycle of parents is shown once, not followed forever
+
+    def build(parent: str) -> list[dict[str, Any]]:
+        level = [r for r in by_parent.get(parent, []) if r["workflow_id"] not in seen]
+        seen.update(r["workflow_id"] for r in level)
+        return [{**r, "children": build(r["workflow_id"])} for r in level]
+
+    return build(root)

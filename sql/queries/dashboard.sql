@@ -117,3 +117,20 @@ SELECT key, serializer, value, updated_at
 FROM {schema}.workflow_events
 WHERE workflow_id = %(workflow_id)s
 ORDER BY key;
+
+-- name: dashboard_children
+-- One level of a workflow's call graph: the children of the given workflows, through the
+-- partial index on parent_workflow_id, at most %(limit)s of them (no ORDER BY, so the walk
+-- stops at the limit however many children a workflow has; the page orders them).
+SELECT workflow_id, seq, parent_workflow_id, name, status, created_at, updated_at
+FROM {schema}.workflow_status
+WHERE parent_workflow_id = ANY(%(parents)s::text[])
+LIMIT %(limit)s;
+
+-- name: dashboard_children_count
+-- How many children the given workflows have, counted up to %(cap)s (the tree's "n more").
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM {schema}.workflow_status
+    WHERE parent_workflow_id = ANY(%(parents)s::text[])
+    LIMIT %(cap)s
+) AS c;

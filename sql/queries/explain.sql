@@ -4,11 +4,13 @@
 -- take the first one's `now`, so that they all describe one instant.
 
 -- name: explain_workflow
--- One workflow, its queue as last declared, the database's time, and whether any registered
--- version knows its name (NULL: no version registered yet).
+-- One workflow, its queue as last declared, the database's time, whether any registered
+-- version knows its name (NULL: no version registered yet), and the recv it waits in, if one
+-- recorded a wait (migration 0013).
 SELECT w.workflow_id, w.seq, w.name, w.status, w.queue_name, w.priority, w.partition_key,
        w.app_version, w.executor_id, w.started_at, w.forked_from, w.not_before,
        w.created_at, w.updated_at, w.completed_at, w.serializer,
+       w.wait_step, w.wait_topic, w.wait_since, w.wait_until,
        q.name IS NOT NULL AS queue_declared, q.concurrency, q.worker_concurrency,
        q.rate_limit, q.rate_per_seconds, coalesce(q.priority_enabled, false) AS priority_enabled,
        coalesce(q.partitioned, false) AS partitioned,

@@ -22,11 +22,11 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-if TYPE_CHECKING:
-    from .management import QueueInfo, Stranded
-    from .versions import VersionInfo
+from .gauges import QueueCollector, QueueSource, collect_queue_metrics
+
+__all__ = ["QueueCollector", "QueueSource", "collect_queue_metrics"]
 
 # Seconds; a no-op step is ~1 ms (its checkpoint), a workflow may run for hours.
 DURATION_BUCKETS = (
@@ -253,19 +253,22 @@ def process_exited(path: str, pid: int) -> None:
         os.remove(dead)
 
 
-def exposition(path: str | None, *collectors: Any, accept: str | None = None) -> tuple[bytes, str]:
+def exposition(
+    path: str | None, *collectors: Any, accept: str | None = None, process: bool = True
+) -> tuple[bytes, str]:
     """The text of a scrape and its content type: the files under ``path`` added up (every
-    process's counters and histograms; None: this process's default registry) and
-    ``collectors`` (gauges read at scrape time)."""
+    process's counters and histograms; None: this process's default registry, unless
+    ``process`` is False) and ``collectors`` (gauges read at scrape time)."""
     from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client import exposition as expo
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    if path is None:
+    if path is None and process:
         registry.register(_Both(REGISTRY, collectors))
     else:
-        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+        if path is not None:
+            MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
         for c in collectors:
             registry.register(c)
     encoder, content_type = expo.choose_encoder(accept or "")
@@ -281,133 +284,3 @@ class _Both:
     def collect(self) -> Iterator[Any]:
         for part in self.parts:
             yield from part.collect()
-
-
-# -- queue gauges, read at scrape time ---------------------------------------------------------
-
-
-class QueueSource(Protocol):
-    """What :func:`collect_queue_metrics` reads: a ``pgflow.Client`` (or App) has both."""
-
-    def queue_report(self) -> tuple[list[QueueInfo], list[Stranded]]: ...
-
-    def versions(self) -> list[VersionInfo]: ...
-
-
-class QueueCollector:
-    """A ``prometheus_client`` collector that reads the queues, the workflows by status and
-    the live executors from the database on each scrape (a few short statements)."""
-
-    def __init__(self, source: QueueSource) -> None:
-        self.source = source
-
-    def describe(self) -> list[Any]:
-        return []  # nothing at registration: no database query until a scrape
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
-
-        def gauge(name: str, doc: str, labels: list[str]) -> Any:
-            return GaugeMetricFamily(name, doc, labels=labels)
-
-        queues, stranded = self.source.queue_report()
-        per_queue = {
-            "enqueued": gauge(
-                "pgflow_queue_enqueued",
-                "Workflows waiting in the queue (delayed ones included).",
-                ["queue"],
-            ),
-            "delayed": gauge(
-                "pgflow_queue_delayed", "Enqueued workflows whose delay has not run out.", ["queue"]
-            ),
-            "running": gauge(
-                "pgflow_queue_running",
-                "Workflows of the queue PENDING (running, or awaiting adoption).",
-                ["queue"],
-            ),
-            "oldest": gauge(
-                "pgflow_queue_oldest_wait_seconds",
-                "Seconds the oldest waiting workflow of the queue has waited (0 when none waits).",
-                ["queue"],
-            ),
-            "window": gauge(
-                "pgflow_queue_rate_window_starts",
-                "Workflows started in the queue's current rate-limit window.",
-                ["queue"],
-            ),
-            "rate": gauge(
-                "pgflow_queue_rate_limit", "The queue's rate limit (starts per window).", ["queue"]
-            ),
-            "concurrency": gauge(
-                "pgflow_queue_concurrency", "The queue's global concurrency limit.", ["queue"]
-            ),
-            "paused": gauge(
-                "pgflow_queue_paused", "1 when an operator paused the queue.", ["queue"]
-            ),
-            "workers": gauge(
-                "pgflow_queue_live_workers", "Live worker processes serving the queue.", ["queue"]
-            ),
-        }
-        for q in queues:
-            per_queue["enqueued"].add_metric([q.name], q.enqueued)
-            per_queue["delayed"].add_metric([q.name], q.delayed)
-            per_queue["running"].add_metric([q.name], q.pending)
-            per_queue["oldest"].add_metric([q.name], q.oldest_wait_s or 0.0)
-            if q.rate_limit is not None:
-                per_queue["window"].add_metric([q.name], q.started_in_window or 0)
-                per_queue["rate"].add_metric([q.name], q.rate_limit)
-            if q.concurrency is not None:
-                per_queue["concurrency"].add_metric([q.name], q.concurrency)
-            per_queue["paused"].add_metric([q.name], 1.0 if q.paused else 0.0)
-            per_queue["workers"].add_metric([q.name], q.live_workers)
-        yield from per_queue.values()
-        lost = gauge(
-            "pgflow_stranded_workflows",
-            "Waiting workflows no live worker can run, by reason "
-            "(unknown_name, wrong_version, no_worker).",
-            ["queue", "reason"],
-        )
-        totals: dict[tuple[str, str], int] = {}
-        for s in stranded:
-            key = (s.queue_name or "", s.reason)
-            totals[key] = totals.get(key, 0) + s.count
-        for (queue, reason), n in sorted(totals.items()):
-            lost.add_metric([queue, reason], n)
-        yield lost
-        by_status: dict[str, int] = {}
-        versions = self.source.versions()
-        live = gauge(
-            "pgflow_version_live_executors",
-            "Live executors (worker processes and launched apps) per application version.",
-            ["app_version"],
-        )
-        for v in versions:
-            for status, n in v.work.items():
-                by_status[status] = by_status.get(status, 0) + n
-            live.add_metric([v.app_version or ""], v.live_executors)
-        statuses = gauge("pgflow_workflows", "Workflows in the database, by status.", ["status"])
-        for status in (
-            "ENQUEUED",
-            "PENDING",
-            "SUCCESS",
-            "ERROR",
-            "CANCELLED",
-            "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
-        ):
-            statuses.add_metric([status], by_status.pop(status, 0))
-        for status, n in sorted(by_status.items()):
-            statuses.add_metric([status], n)
-        yield statuses
-        yield live
-        executors = gauge("pgflow_live_executors", "Live executors, all versions.", [])
-        executors.add_metric([], sum(v.live_executors for v in versions))
-        yield executors
-
-
-def collect_queue_metrics(client: QueueSource) -> QueueCollector:
-    """A collector of the queue-level gauges, read from the database on each scrape.
-
-    >>> from prometheus_client import REGISTRY
-    >>> REGISTRY.register(pgflow.metrics.collect_queue_metrics(pgflow.Client(url)))
-    """
-    return QueueCollector(client)
