@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from . import management, messages, serialization
+from . import management, messages, serialization, tracing
 from . import versions as app_versions
 from .db import migrate as migrations
 from .db.notify import Notifications
@@ -192,6 +192,7 @@ class Client(management.WorkflowQueries):
                 "deadline": None,
                 "delay_ms": to_ms("delay", delay or 0),
                 "channel": notify_channel(self.db.schema),
+                "trace_context": tracing.capture(),  # tracing: the enqueuer's span
             },
         )
         return WorkflowHandle(self, workflow_id)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import structlog
 
-from . import context, management, metrics, serialization
+from . import context, management, metrics, serialization, tracing
 from .context import RecordedStep, WorkflowContext
 from .db.errors import is_id_taken
 from .db.notify import message_channel, queue_channel
@@ -73,6 +73,7 @@ class Claimed:
     db_now: datetime | None = None
     forked_from: str | None = None
     queue_name: str | None = None
+    trace_context: str | None = None  # tracing: the enqueuer's context, carried by the row
 
     @classmethod
     def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
@@ -89,6 +90,7 @@ class Claimed:
             db_now=row.get("db_now"),
             forked_from=row.get("forked_from"),
             queue_name=row.get("queue_name"),
+            trace_context=row.get("trace_context"),
         )
 
 
@@ -293,6 +295,7 @@ def start(
     executor.ensure_registered()
     executor_id = executor.executor_id
     fence = uuid.uuid4()
+    carried = tracing.capture()  # tracing: the caller's span, the run's parent (here or adopted)
     params = {
         "workflow_id": workflow_id,
         "name": wf.name,
@@ -305,6 +308,7 @@ def start(
         "timeout_ms": to_ms("timeout", timeout),
         "deadline": deadline,
         "fence": fence,
+        "trace_context": carried,
     }
     tries = 0
 
@@ -335,6 +339,7 @@ def start(
             executor_id=executor_id,
             deadline=row["deadline"],
             db_now=row["db_now"],
+            trace_context=carried,
         )
     if parent is not None and step_id is not None and step_id not in parent.recorded:
         _record_child(parent, step_id, wf.name, workflow_id)
@@ -493,7 +498,7 @@ def execute(
     log.info("workflow_started", queue=claimed.queue_name, attempt=claimed.attempt)
     try:
         check_deadline(ctx)
-        result = wf.fn(*args, **kwargs)
+        result = tracing.run_workflow(claimed, wf.fn, args, kwargs)  # tracing: the run's span
         try:
             output = serialization.dumps_value(
                 app.serializer,
@@ -724,6 +729,7 @@ def enqueue(
         "deadline": parent.deadline if parent is not None else None,
         "delay_ms": to_ms("delay", opts.delay or 0),
         "channel": notify_channel(app.db.schema),
+        "trace_context": tracing.capture(),  # tracing: the enqueuer's span, for the run's parent
     }
     try:
         insert_enqueued(app.db, params)
@@ -793,6 +799,7 @@ def enqueue_many(
         "timeout_ms": to_ms("timeout", timeout),
         "delay_ms": to_ms("delay", opts.delay or 0),
         "channel": notify_channel(app.db.schema),
+        "trace_context": tracing.capture(),  # tracing: the enqueuer's span, for the run's parent
     }
     if ids:
         insert_batch(app.db, params)

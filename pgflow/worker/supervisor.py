@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import structlog
 
+from .. import tracing
 from ..db.errors import describe_target
 from ..errors import PgflowError
 from ..management import Stranded, paused_queues, stranded_work
@@ -195,6 +196,8 @@ class Supervisor:
                     liveness.record_failure(f"{type(exc).__name__}: {exc}")
                     log.error("worker_process_failed", error=repr(exc))
             finally:
+                with contextlib.suppress(BaseException):  # tracing: os._exit skips the SDK's
+                    tracing.flush(2.0)  # exit hook; spans still buffered are exported first
                 os._exit(code)
         signals.restore(mask)
         self.state.children[pid] = Child(slot, pid, executor_id, time.monotonic(), liveness)
