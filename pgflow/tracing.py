@@ -130,7 +130,7 @@ def run_workflow(
     """Call a workflow's body inside its ``pgflow.workflow`` span, the child of the context its
     row carried (the enqueuer's span), and current while the body runs: its steps, the children
     it starts and any span the body makes are this span's children."""
-    if not ENABLED:
+    if not ENABLED or not _configured():
         return fn(*args, **kwargs)
     carried = _extract(run.trace_context)
     # Attached first, so the carried baggage is current in the body too.
@@ -161,7 +161,9 @@ def run_workflow(
 def run_step(workflow_id: str, number: int, name: str, kind: str, body: Callable[[], T]) -> T:
     """Run one step (``body``: its attempts and its checkpoint) inside its ``pgflow.step`` span,
     a child of the workflow's span."""
-    if not ENABLED:
+    if not ENABLED or not trace.get_current_span().is_recording():
+        # Its span would not be recorded either (the default sampler follows the parent): no
+        # SDK, or the workflow's trace is not sampled.
         return body()
     with _TRACER.start_as_current_span(
         f"{STEP_SPAN} {name}",
@@ -176,6 +178,15 @@ def run_step(workflow_id: str, number: int, name: str, kind: str, body: Callable
         set_status_on_exception=False,
     ) as span:
         return _traced(span, body)
+
+
+def _configured() -> bool:
+    """Whether spans may be recorded: False while the application has set no tracer provider
+    (opentelemetry-api alone, often installed by another package: its spans are no-ops, and
+    making one costs about ten microseconds for nothing). Until a provider is set, the API's
+    ProxyTracer resolves to a NoOpTracer (its ``_tracer``; were that attribute ever to go,
+    spans would be made, as no-ops: slower, still right)."""
+    return not isinstance(getattr(_TRACER, "_tracer", _TRACER), trace.NoOpTracer)
 
 
 def step_retried(name: str, failed_attempt: int, exc: BaseException, counted: bool) -> None:

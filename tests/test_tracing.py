@@ -33,7 +33,7 @@ from pgflow.errors import (
     WorkflowParked,
 )
 from pgflow.testing import drain, use_database
-from pgflow.workflows import try_adopt
+from pgflow.workflows import Claimed, try_adopt
 from tests import tracing_app
 from tests.test_worker import FAST, Worker, query
 
@@ -156,23 +156,24 @@ def test_an_enqueue_inside_a_request_span_continues_its_trace_in_the_worker(
     assert {parent_of(s) for s in traced.spans("pgflow.step")} == {ids(wf)[1]}
 
 
-def test_a_client_enqueue_and_a_start_carry_the_context_too(
+def test_a_client_enqueue_enqueue_many_and_a_start_carry_the_context_too(
     app: pgflow.App, traced: Traced, database_url: str
 ) -> None:
     client = pgflow.Client(database_url)
     try:
         with traced.web.start_as_current_span("web.request"):
             queued = client.enqueue("jobs", f"{M}two_steps", 3)
+            many = tracing_app.jobs.enqueue_many(tracing_app.two_steps, [(5,), (6,)])
             started = app.start(tracing_app.two_steps, 4)
             assert started.result(timeout=10) == 9
     finally:
         client.close()
     trace_id, span_id = ids(traced.one("web.request"))
-    assert carried(database_url, queued.workflow_id) is not None
-    assert carried(database_url, started.workflow_id) is not None
+    for h in (queued, started, *many):
+        assert carried(database_url, h.workflow_id) is not None
     drain(app, [tracing_app.jobs])
     runs = traced.spans("pgflow.workflow")
-    assert len(runs) == 2
+    assert len(runs) == 4
     assert {(ids(s)[0], parent_of(s)) for s in runs} == {(trace_id, span_id)}
     # A start runs in this process, not from a queue.
     by_id = {(s.attributes or {})["pgflow.workflow_id"]: s for s in runs}
@@ -288,6 +289,16 @@ def test_with_tracing_off_the_hooks_touch_nothing(
     assert failing.status().status is pgflow.Status.ERROR
     assert carried(database_url, h.workflow_id) is None
     assert [s.name for s in traced.spans()] == ["web.request"]
+
+
+def test_the_api_alone_makes_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    # opentelemetry-api installed (often by another package) but no SDK configured.
+    monkeypatch.setattr(tracing, "_TRACER", trace.ProxyTracer(tracing.TRACER_NAME))
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    run = Claimed("w", "wf", "json", "[]", 1, trace_context='{"traceparent": "00-ab-cd-01"}')
+    body = trace.get_current_span
+    assert tracing.run_workflow(run, body, (), {}) is trace.INVALID_SPAN
+    assert tracing.run_step("w", 1, "s", "step", body) is trace.INVALID_SPAN
 
 
 def test_without_the_package_tracing_is_off() -> None:
