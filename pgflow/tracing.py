@@ -10,6 +10,9 @@ They use ``opentelemetry-api`` when it is installed (``pip install 'pgflow[otel]
 nothing otherwise: without the package each is one test of :data:`ENABLED`, so the engine never
 asks. pgflow only *creates* spans, with the global tracer provider (tracer name ``pgflow``);
 the application configures the SDK, its exporters and its propagators, as for any library.
+With the API but no provider set, no span is made (:func:`_configured`), nor a step's span under
+a span that is not recorded (an unsampled trace). ``python -m benchmarks.tracing`` measures
+the cost in each case.
 
 Names (the README's "OpenTelemetry" section lists them):
 
