@@ -241,6 +241,7 @@ def test_max_recovery_attempts_none_means_unlimited(make_app: Any, client: pgflo
                 "timeout_ms": None,
                 "deadline": None,
                 "fence": None,
+                "trace_context": None,
             },
         )
     with app.db.connection() as conn:
