@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from . import context, management, serialization
+from . import context, management, serialization, tracing
 from .db.errors import is_id_taken
 from .db.notify import queue_channel
 from .errors import ConfigurationError, Deduplicated, WorkflowCancelled, WorkflowConflict
@@ -82,6 +82,8 @@ def workflow_row(
         ),
         "serializer": rt.serializer.name,
         "timeout_ms": to_ms("timeout", timeout),
+        # tracing: the caller's span (enqueuer or starter), the run's parent
+        "trace_context": tracing.capture(),
         **columns,
     }
     if queue_name is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import context, management, serialization
+from . import context, management, serialization, tracing
 from .context import WorkflowContext
 from .db.notify import message_channel
 from .errors import (
@@ -112,7 +112,7 @@ def _run_body(
     log.info("workflow_started", queue=claimed.queue_name, attempt=claimed.attempt)
     try:
         check_deadline(ctx)
-        result = wf.fn(*args, **kwargs)
+        result = tracing.run_workflow(claimed, wf.fn, args, kwargs)  # tracing: the run's span
         try:
             output = serialization.dumps_value(
                 rt.serializer,

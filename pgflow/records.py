@@ -91,6 +91,7 @@ class Claimed:
     db_now: datetime | None = None
     forked_from: str | None = None
     queue_name: str | None = None
+    trace_context: str | None = None  # tracing: the enqueuer's context, carried by the row
 
     @classmethod
     def from_row(cls, row: dict[str, Any], executor_id: str | None = None) -> Claimed:
@@ -107,6 +108,7 @@ class Claimed:
             db_now=row.get("db_now"),
             forked_from=row.get("forked_from"),
             queue_name=row.get("queue_name"),
+            trace_context=row.get("trace_context"),
         )
 
 

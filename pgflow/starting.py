@@ -128,6 +128,7 @@ def _insert_started(
         executor_id=executor_id,
         deadline=row["deadline"],
         db_now=row["db_now"],
+        trace_context=params["trace_context"],
     )
 
 

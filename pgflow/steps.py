@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import attempts, context, metrics, serialization, user_sql
+from . import attempts, context, metrics, serialization, tracing, user_sql
 from .errors import FencedOut, WorkflowCancelled
 from .redaction import redact
 from .replay import replay
@@ -79,6 +79,7 @@ def _with_retries(
                 if left is not None and left < delay:
                     raise WorkflowCancelled(ctx.workflow_id, "past its deadline") from None
             metrics.step_retried(name)
+            tracing.step_retried(name, failures, exc, counted)  # tracing: an event on its span
             log.warning(
                 "step_retrying",
                 step=name,
@@ -120,9 +121,15 @@ def call_step(
         return output
     check_deadline(ctx)
     ensure_not_cancelled(ctx)
-    if step.kind == "transaction":
-        return _run_transaction(step, policy, ctx, step_id, args, kwargs)
-    return _run_step(step, policy, ctx, step_id, args, kwargs)
+    run = _run_transaction if step.kind == "transaction" else _run_step
+    # tracing: the step's span (its attempts and its checkpoint), a child of the workflow's
+    return tracing.run_step(
+        ctx.workflow_id,
+        step_id,
+        step.name,
+        step.kind,
+        lambda: run(step, policy, ctx, step_id, args, kwargs),
+    )
 
 
 def _run_unrecorded(

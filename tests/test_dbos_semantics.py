@@ -233,6 +233,7 @@ def test_max_recovery_attempts_none_means_unlimited(
                 "timeout_ms": None,
                 "deadline": None,
                 "fence": None,
+                "trace_context": None,
             },
         )
     with app.db.connection() as conn:

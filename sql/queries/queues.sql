@@ -35,19 +35,21 @@ SET status = 'PENDING', executor_id = %(executor_id)s, attempt = w.attempt + 1,
 WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now,
-          w.fence;
+          w.fence, w.trace_context;
 
 -- name: claim_limited
 -- claim_workflows for a queue with a global concurrency and/or rate limit: the queue's lock
--- (lock_name) and a claim that counts the room left, in one server-side function (0005).
-SELECT * FROM {schema}.claim_limited_v2(
+-- (lock_name) and a claim that counts the room left, in one server-side function (0005; v3 from
+-- 0014 also returns the row's trace_context).
+SELECT * FROM {schema}.claim_limited_v3(
     %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)b::text[], %(limit)s,
     %(concurrency)s, %(rate_limit)s, %(per_s)s, %(lock_name)s, %(strict)s);
 
 -- name: claim_partitions
 -- claim_workflows for a partitioned queue: every key in one statement, limits per key, rows
--- taken round robin from the key `rotation` points at (0005); lock_name NULL when unlimited.
-SELECT * FROM {schema}.claim_partitions_v2(
+-- taken round robin from the key `rotation` points at (0005; v3: 0014); lock_name NULL when
+-- unlimited.
+SELECT * FROM {schema}.claim_partitions_v3(
     %(executor_id)s, %(queue_name)s, %(app_version)s, %(names)b::text[], %(limit)s,
     %(concurrency)s, %(rate_limit)s, %(per_s)s, %(rotation)s, %(lock_name)s, %(strict)s,
     %(worker_concurrency)s);

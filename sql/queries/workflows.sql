@@ -10,7 +10,7 @@ WITH alive AS (
 INSERT INTO {schema}.workflow_status AS w (
     workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
     parent_workflow_id, executor_id, attempt, app_version, max_recovery_attempts, serializer,
-    inputs, timeout_ms, deadline, started_at, forked_from, fence)
+    inputs, timeout_ms, deadline, started_at, forked_from, fence, trace_context)
 VALUES (
     %(workflow_id)s, %(name)s, 'PENDING', NULL, NULL, 0, NULL,
     %(parent_workflow_id)s, (SELECT executor_id FROM alive), 1, %(app_version)s,
@@ -19,7 +19,7 @@ VALUES (
     {schema}.claim_deadline({schema}.clock(), %(deadline)s::timestamptz,
                             %(timeout_ms)s::bigint),
     {schema}.clock(), NULL,
-    CASE WHEN EXISTS (SELECT 1 FROM alive) THEN %(fence)s::uuid END)
+    CASE WHEN EXISTS (SELECT 1 FROM alive) THEN %(fence)s::uuid END, %(trace_context)s)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id, attempt, deadline, {schema}.clock() AS db_now,
           executor_id IS NOT NULL AS owned;
@@ -30,13 +30,15 @@ WITH ins AS (
     INSERT INTO {schema}.workflow_status (
         workflow_id, name, status, queue_name, dedup_id, priority, partition_key,
         parent_workflow_id, app_version, max_recovery_attempts, serializer, inputs, timeout_ms,
-        deadline, not_before)
+        deadline, not_before, trace_context)
     VALUES (
         %(workflow_id)s, %(name)s, 'ENQUEUED', %(queue_name)s, %(dedup_id)s, %(priority)s,
         %(partition_key)s, %(parent_workflow_id)s, %(app_version)s, %(max_recovery_attempts)s,
         %(serializer)s, %(inputs)s, %(timeout_ms)s, %(deadline)s,
         CASE WHEN %(delay_ms)s::bigint > 0
-             THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END)
+             THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END,
+        -- The enqueuer's trace context (pgflow/tracing.py), NULL unless a span was active.
+        %(trace_context)s)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id
 )
@@ -72,12 +74,14 @@ SELECT ins.workflow_id FROM ins LEFT JOIN woke ON true;
 WITH ins AS (
     INSERT INTO {schema}.workflow_status (
         workflow_id, name, status, queue_name, priority, partition_key,
-        app_version, max_recovery_attempts, serializer, inputs, timeout_ms, not_before)
+        app_version, max_recovery_attempts, serializer, inputs, timeout_ms, not_before,
+        trace_context)
     SELECT i.workflow_id, %(name)s, 'ENQUEUED', %(queue_name)s, %(priority)s,
            %(partition_key)s, %(app_version)s, %(max_recovery_attempts)s, %(serializer)s,
            i.inputs, %(timeout_ms)s,
            CASE WHEN %(delay_ms)s::bigint > 0
-                THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END
+                THEN {schema}.clock() + %(delay_ms)s::bigint * interval '1 millisecond' END,
+           %(trace_context)s
     FROM unnest(%(workflow_ids)b::text[], %(inputs)b::text[]) AS i (workflow_id, inputs)
 )
 SELECT pg_notify(%(channel)s, %(queue_name)s);
@@ -156,7 +160,8 @@ SET executor_id = %(executor_id)s, attempt = attempt + 1, fence = gen_random_uui
 WHERE workflow_id = %(workflow_id)s AND status = 'PENDING' AND executor_id IS NULL
   AND app_version = %(app_version)s AND EXISTS (SELECT 1 FROM alive)
 RETURNING workflow_id, name, serializer, inputs, attempt, recovery_attempts, deadline,
-          forked_from, queue_name, max_recovery_attempts, {schema}.clock() AS db_now, fence;
+          forked_from, queue_name, max_recovery_attempts, {schema}.clock() AS db_now, fence,
+          trace_context;
 
 -- name: adopt_orphans
 -- Take over ownerless PENDING workflows of this version (many at once, SKIP LOCKED); only a
@@ -181,7 +186,7 @@ SET executor_id = %(executor_id)s, attempt = w.attempt + 1, fence = gen_random_u
 WHERE w.workflow_id = ANY(ARRAY(SELECT workflow_id FROM picked))
 RETURNING w.workflow_id, w.name, w.serializer, w.inputs, w.attempt, w.recovery_attempts,
           w.deadline, w.forked_from, w.queue_name, w.max_recovery_attempts, {schema}.clock() AS db_now,
-          w.fence;
+          w.fence, w.trace_context;
 
 -- name: workflow_name
 -- The function recorded under an id (to tell a repeated start from a conflicting one).

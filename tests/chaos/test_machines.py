@@ -449,6 +449,7 @@ def test_reaped_executor_claims_adopts_and_owns_nothing(capp: pgflow.App, chaos_
             "timeout_ms": None,
             "deadline": None,
             "fence": uuid.uuid4(),
+            "trace_context": None,
         },
     )
     assert row is not None and row["owned"] is False
