@@ -16,7 +16,7 @@ from ..errors import PgflowError
 from ..recovery import Executor, release_executors
 from ..workflows import Claimed, Outcome, notify_channel
 from .burst import nothing_left
-from .claims import claim_request, queue_declaration, strict_versions
+from .claims import claim_from, queue_declaration, strict_versions
 from .listener import Listener
 from .overruns import OverrunWatch
 from .periodic import log_failure
@@ -311,17 +311,9 @@ class WorkerProcess:
             "executor_id": self.executor_id,
             "strict": strict_versions(q, self.app.settings.strict_versions),
         }
-        request = claim_request(
-            q,
-            free=free,
-            local_running=local,
-            common=common,
-            schema=app.db.schema,
-            rotation=self._rotation,
+        return claim_from(
+            app.db, q, free=free, local_running=local, common=common, rotation=self._rotation
         )
-        if request is None:
-            return []
-        return app.db.fetchall(*request)
 
     # -- running -------------------------------------------------------------------------------
 
