@@ -50,14 +50,6 @@ def _named_uses(tree: ast.AST, mapping_names: set[str]) -> Iterator[tuple[str, s
                 for text in _literals(arg):
                     if IDENTIFIER.match(text):
                         yield text, how, node.lineno
-        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
-            # A request built for a Database call: ``return "name", params``
-            # (worker/claims.py picks the claim statement this way).
-            elts = node.value.elts
-            if len(elts) == 2 and isinstance(elts[1], ast.Dict | ast.Name):
-                for text in _literals(elts[0]):
-                    if IDENTIFIER.match(text):
-                        yield text, "plain", node.lineno
         elif isinstance(node, ast.Subscript):
             value = node.value
             name = value.attr if isinstance(value, ast.Attribute) else getattr(value, "id", None)

@@ -1,6 +1,6 @@
-"""Which statement claims from a queue, with which parameters (no I/O): the local budget, then
-one of ``claim_workflows`` (no global limit), ``claim_limited`` (a concurrency or rate limit,
-under the queue's lock) or ``claim_partitions`` (a partitioned queue)."""
+"""One claim from one queue: the local budget, then one statement, one round trip:
+``claim_workflows`` (no global limit), ``claim_limited`` (a concurrency or rate limit, under
+the queue's lock) or ``claim_partitions`` (a partitioned queue)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ from typing import TYPE_CHECKING, Any
 from ..budget import claim_budget
 
 if TYPE_CHECKING:
+    from ..db.pool import Database
     from ..queues import Queue
 
 
-def claim_request(
+def claim_from(
+    db: Database,
     q: Queue,
     *,
     free: int,
     local_running: int,
     common: dict[str, Any],
-    schema: str,
     rotation: int,
-) -> tuple[str, dict[str, Any]] | None:
-    """The statement's name and parameters, or None when this process has no room for the
-    queue. ``common``: queue name, app version, known names, executor id, strictness."""
+) -> list[dict[str, Any]]:
+    """The rows claimed (none when this process has no room for the queue). ``common``: queue
+    name, app version, known names, executor id, strictness."""
     # On a partitioned queue worker_concurrency holds per key: the claim applies it.
     base = claim_budget(
         free_slots=free,
@@ -34,10 +35,10 @@ def claim_request(
         started_in_window=0,
     )
     if base <= 0:
-        return None
+        return []
     limited = q.concurrency is not None or q.rate_limit is not None
     if not limited and not q.partitioned:
-        return "claim_workflows", {**common, "limit": base}
+        return db.fetchall("claim_workflows", {**common, "limit": base})
     # Limits hold across processes: the claim takes the queue's lock (in the function, one
     # round trip) and counts the room left after it.
     params = {
@@ -46,12 +47,14 @@ def claim_request(
         "concurrency": q.concurrency,
         "rate_limit": q.rate_limit.limit if q.rate_limit else None,
         "per_s": q.rate_limit.per if q.rate_limit else 0.0,
-        "lock_name": f"pgflow:{schema}:queue:{q.name}" if limited else None,
+        "lock_name": f"pgflow:{db.schema}:queue:{q.name}" if limited else None,
     }
     if q.partitioned:
-        params.update(rotation=rotation, worker_concurrency=q.worker_concurrency)
-        return "claim_partitions", params
-    return "claim_limited", params
+        return db.fetchall(
+            "claim_partitions",
+            {**params, "rotation": rotation, "worker_concurrency": q.worker_concurrency},
+        )
+    return db.fetchall("claim_limited", params)
 
 
 def strict_versions(q: Queue, app_default: bool) -> bool:

@@ -17,7 +17,7 @@ from ..outcomes import finish as _finish
 from ..records import Claimed, Outcome
 from ..recovery import release_executors
 from .burst import nothing_left
-from .claims import claim_request, queue_declaration, strict_versions
+from .claims import claim_from, queue_declaration, strict_versions
 from .config import WorkerConfig
 from .listener import Listener
 from .overruns import OverrunWatch
@@ -296,17 +296,9 @@ class WorkerProcess:
             "executor_id": self.executor_id,
             "strict": strict_versions(q, self.app.settings.strict_versions),
         }
-        request = claim_request(
-            q,
-            free=free,
-            local_running=local,
-            common=common,
-            schema=app.db.schema,
-            rotation=self._rotation,
+        return claim_from(
+            app.db, q, free=free, local_running=local, common=common, rotation=self._rotation
         )
-        if request is None:
-            return []
-        return app.db.fetchall(*request)
 
     # -- running -------------------------------------------------------------------------------
 
