@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import context, management, serialization, tracing
+from .checkpoints import check_deadline
 from .context import WorkflowContext
 from .db.notify import message_channel
 from .errors import (
@@ -24,7 +25,6 @@ from .handles import wait_result
 from .outcomes import failed, finish, hand_back, outcome, owner_of_run
 from .records import Claimed, Outcome, Status
 from .replay import load_recorded
-from .steps import check_deadline
 
 if TYPE_CHECKING:
     from .registry import WorkflowDef
