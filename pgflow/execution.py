@@ -160,7 +160,7 @@ def _log_failed(exc: BaseException, started: float) -> None:
 
 def _watch_for_cancel(rt: Runtime, ctx: WorkflowContext) -> Callable[[], None]:
     """Watch for a NOTIFY about this workflow while it runs (a cancel sends one), so that each
-    step's cancel check costs a round trip only when one came (steps.ensure_not_cancelled).
+    step's cancel check costs a round trip only when one came (checkpoints.ensure_not_cancelled).
     Returns the call that ends the watch."""
     notes = rt.notifications
     watch = notes.watch(message_channel(rt.db.schema), ctx.workflow_id)
