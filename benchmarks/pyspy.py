@@ -20,8 +20,8 @@ _THREADS = (
     ("workflow threads", "_serve", "worker/threads.py"),
     ("completer", "_run", "worker/threads.py"),
     ("listener", "_run", "worker/listener.py"),
-    ("heartbeat", "_beat", "recovery.py"),
-    ("recovery", "_recover", "worker/process.py"),
+    ("heartbeat", "_beat", "executor.py"),
+    ("recovery", "recover", "worker/upkeep.py"),
     ("pool workers", "run", "psycopg_pool/pool.py"),
     ("supervisor loop", "_loop", "worker/supervisor.py"),
 )

@@ -6,7 +6,7 @@ waits for it. Past the limit the workflow's thread raises :class:`StepTimeLimitE
 ordinary exception: the step's retries apply and the workflow may catch it. The body's thread
 is left running (a daemon) and its result, when it comes, is ignored; it is kept in
 :class:`AbandonedBodies` so that a worker process can replace itself when abandoned bodies
-pile up or keep running long after they were abandoned (worker.process ``_watch_limits``).
+pile up or keep running long after they were abandoned (``worker.overruns.OverrunWatch``).
 """
 
 from __future__ import annotations

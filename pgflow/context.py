@@ -51,7 +51,7 @@ class WorkflowContext:
     step_attempts: int | None = None
     # Set when this workflow may have been cancelled since the last look (a NOTIFY about it
     # came); ``listening``: the process's LISTEN connection is up, so one would come. Without
-    # both, each step looks in the database before its body runs (steps.ensure_not_cancelled).
+    # both, each step looks in the database before its body runs (checkpoints.ensure_not_cancelled).
     cancel_hint: threading.Event | None = None
     listening: threading.Event | None = None
 

@@ -13,6 +13,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import context, management, serialization, tracing
+from .checkpoints import record_checkpoint
 from .db.errors import is_id_taken
 from .db.notify import queue_channel
 from .errors import ConfigurationError, Deduplicated, WorkflowCancelled, WorkflowConflict
@@ -20,7 +21,6 @@ from .handles import WorkflowHandle
 from .limits import to_ms
 from .registry import RecoveryLimit, recovery_limit
 from .replay import child_step
-from .steps import record_checkpoint
 
 if TYPE_CHECKING:
     from .context import WorkflowContext

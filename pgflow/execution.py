@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from . import context, management, serialization, tracing
+from .checkpoints import check_deadline
 from .context import WorkflowContext
 from .db.notify import message_channel
 from .errors import (
@@ -24,7 +25,6 @@ from .handles import wait_result
 from .outcomes import failed, finish, hand_back, outcome, owner_of_run
 from .records import Claimed, Outcome, Status
 from .replay import load_recorded
-from .steps import check_deadline
 
 if TYPE_CHECKING:
     from .registry import WorkflowDef
@@ -160,7 +160,7 @@ def _log_failed(exc: BaseException, started: float) -> None:
 
 def _watch_for_cancel(rt: Runtime, ctx: WorkflowContext) -> Callable[[], None]:
     """Watch for a NOTIFY about this workflow while it runs (a cancel sends one), so that each
-    step's cancel check costs a round trip only when one came (steps.ensure_not_cancelled).
+    step's cancel check costs a round trip only when one came (checkpoints.ensure_not_cancelled).
     Returns the call that ends the watch."""
     notes = rt.notifications
     watch = notes.watch(message_channel(rt.db.schema), ctx.workflow_id)

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import context, serialization
-from .db.notify import event_channel, message_channel
-from .errors import FencedOut, PgflowError, UnknownWorkflow, WorkflowParked
-from .limits import validate_name
-from .replay import replay
-from .steps import (
+from .checkpoints import (
     NOT_YET,
     check_deadline,
     ensure_owner,
     in_checkpointed_transaction,
     record_checkpoint,
 )
+from .db.notify import event_channel, message_channel
+from .errors import FencedOut, PgflowError, UnknownWorkflow, WorkflowParked
+from .limits import validate_name
+from .replay import replay
 
 if TYPE_CHECKING:
     from .context import WorkflowContext

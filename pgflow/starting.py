@@ -9,12 +9,12 @@ import uuid
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import metrics, serialization
+from .checkpoints import check_deadline
 from .enqueue import check_same_function, new_workflow_id, record_child, workflow_row
 from .execution import run_claimed
 from .handles import WorkflowHandle
 from .records import Claimed
 from .replay import child_step
-from .steps import check_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pgflow
+import pgflow.checkpoints
 import pgflow.messages
 
 app = pgflow.App("msg-tests", app_version="msg-v1")
@@ -49,7 +50,7 @@ def die_before_commit() -> None:
     def record_in_transaction(*args: Any, **kwargs: Any) -> None:
         os._exit(9)
 
-    pgflow.steps.record_in_transaction = record_in_transaction
+    pgflow.checkpoints.record_in_transaction = record_in_transaction
 
 
 def run_in_child(url: str, workflow: str, *args: Any, workflow_id: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 from psycopg.rows import dict_row
 
 import pgflow
+import pgflow.checkpoints
 from pgflow.recovery import release_executors
 from tests import msg_app
 from tests.apps import MakeApp
@@ -156,7 +157,7 @@ def test_recv_aborted_before_commit_leaves_the_message(
         raise RuntimeError("checkpoint failed")
 
     store_message(app.db.url, "taker", "t", '"keep me"')  # stored before the workflow exists
-    monkeypatch.setattr(pgflow.steps, "record_in_transaction", broken)
+    monkeypatch.setattr(pgflow.checkpoints, "record_in_transaction", broken)
     with pytest.raises(RuntimeError):
         app.options(workflow_id="taker").call(taker)
     assert [r["message"] for r in rows(app.db.url, "SELECT * FROM pgflow.notifications")] == [

@@ -56,8 +56,17 @@ def test_unknown_workflow_name_waits_without_a_hot_loop(
     burst = workers("-P", "1", "-c", "2", *HEARTBEAT, "--burst")
     assert burst.wait(30) == 0, burst.stderr()[-2000:]
     w = workers("-P", "1", "-c", "2", *HEARTBEAT, "--poll-interval", "0.1")
-    child = wait_for("the worker process", lambda: w.children(), 30)[0]
-    wait_for("registered", lambda: query(chaos_url, "SELECT 1 FROM pgflow.executors"), 30)
+    # The worker process is the child that registered: importing pgflow may run a short-lived
+    # helper process (croniter's `file -b`) beside it, so the first child is not always it.
+    child = wait_for(
+        "the registered worker process",
+        lambda: [
+            r["pid"]
+            for r in query(chaos_url, "SELECT pid FROM pgflow.executors")
+            if r["pid"] in w.children()
+        ],
+        30,
+    )[0]
     cpu0, t0 = cpu_seconds(child), time.monotonic()
     time.sleep(3.0)
     busy = (cpu_seconds(child) - cpu0) / (time.monotonic() - t0)
