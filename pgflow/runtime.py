@@ -142,6 +142,12 @@ class Runtime:
                 self._db.close()
                 self._db = None
 
+    def close_notifications(self) -> None:
+        """Stop this process's LISTEN session (started again on next use)."""
+        notes, self._notifications = self._notifications, None
+        if notes is not None:
+            notes.stop()
+
     @property
     def notifications(self) -> Notifications:
         """This process's LISTEN session for messages and events (started on first use)."""
@@ -229,9 +235,7 @@ class Runtime:
         self.wait_idle(timeout)
         if self._executor is not None:
             self._executor.stop(deregister=not self.busy())
-        if self._notifications is not None:
-            self._notifications.stop()
-            self._notifications = None
+        self.close_notifications()
         if self._db is not None:
             self._db.close()
             self._db = None

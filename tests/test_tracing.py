@@ -71,8 +71,6 @@ def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[Traced]:
 def app(database_url: str) -> Iterator[pgflow.App]:
     with use_database(tracing_app.app, database_url) as a:
         yield a
-        # use_database leaves the app's LISTEN session running (on a database dropped next).
-        a.runtime.close()
 
 
 def ids(span: ReadableSpan) -> tuple[int, int]:

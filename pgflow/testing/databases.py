@@ -166,7 +166,8 @@ def database(url: str | None = None, schema: str = "pgflow") -> Iterator[str]:
 @contextlib.contextmanager
 def use_database(app: App, url: str) -> Iterator[App]:
     """Point ``app`` (not connected yet, or shut down) at ``url`` for the block; afterwards its
-    executor is deregistered, its pool closed, and its settings restored.
+    executor is deregistered, its LISTEN session stopped, its pool closed, and its settings
+    restored.
 
     >>> with database() as url, use_database(app, url):
     ...     emails.enqueue(send_email, "a@example.com")
@@ -180,6 +181,7 @@ def use_database(app: App, url: str) -> Iterator[App]:
         executor = app.use_executor(None)
         if executor is not None:
             executor.stop(deregister=True)
+        app.runtime.close_notifications()
         app.close_db()
         app.settings = saved
 

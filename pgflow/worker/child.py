@@ -4,11 +4,13 @@ SIGTERM from it is the graceful stop."""
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .. import tracing
 from .config import WorkerConfig
 from .process import WorkerProcess
 
@@ -45,4 +47,10 @@ def child_main(
     )
     if stop_requested:  # SIGTERM while importing: stop before claiming anything
         worker.request_stop()
-    return worker.run()
+    try:
+        return worker.run()
+    finally:
+        # tracing: the supervisor ends this process with os._exit, which skips the SDK's exit
+        # hook; spans still buffered are exported first
+        with contextlib.suppress(BaseException):
+            tracing.flush(2.0)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, TextIO
 
 import structlog
 
-from .. import tracing
 from ..errors import PgflowError
 from ..executor import new_executor_id
 from . import signals
@@ -359,8 +358,6 @@ class Supervisor:
                     liveness.record_failure(f"{type(exc).__name__}: {exc}")
                     log.error("worker_process_failed", error=repr(exc))
             finally:
-                with contextlib.suppress(BaseException):  # tracing: os._exit skips the SDK's
-                    tracing.flush(2.0)  # exit hook; spans still buffered are exported first
                 os._exit(code)
         signals.restore(mask)
         self.state.children[pid] = Child(slot, pid, executor_id, time.monotonic(), liveness)
