@@ -19,7 +19,8 @@ GROUP BY status;
 
 -- name: dashboard_unfinished_counts
 -- Exact counts of the statuses kept in partial indexes: waiting and running
--- (workflow_status_claim_order, workflow_status_running), failed (workflow_status_failed).
+-- (workflow_status_claim_order, workflow_status_running), failed (workflow_status_failed, whose
+-- status is in the index since 0015: an index-only count).
 SELECT 'ENQUEUED' AS status, count(*) AS n FROM {schema}.workflow_status
 WHERE status = 'ENQUEUED'
 UNION ALL
