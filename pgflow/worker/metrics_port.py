@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .. import management, metrics, versions
 from ..db.pool import Database
 from ..errors import ConfigurationError, PgflowError
-from ..health import READY_TIMEOUT, DatabaseCheck, check_database
+from ..health import READY_TIMEOUT, DatabaseCheck, check_database, with_statement_timeout
 
 if TYPE_CHECKING:
     from ..management import QueueInfo, Stranded
@@ -67,15 +66,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
-
-
-def _with_statement_timeout(url: str) -> str:
-    """``url`` with a statement_timeout for the endpoint's sessions, after the URL's (or
-    PGOPTIONS') own options."""
-    params = conninfo_to_dict(url)
-    given = params.get("options") or os.environ.get("PGOPTIONS") or ""
-    params["options"] = f"{given} -c statement_timeout={SCRAPE_STATEMENT_TIMEOUT_MS}".strip()
-    return make_conninfo("", **params)
 
 
 @dataclass(frozen=True)
@@ -212,7 +202,7 @@ class MetricsPort:
         self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         metrics.enable_multiprocess(self.folder)
         self.db = Database(
-            _with_statement_timeout(database_url),
+            with_statement_timeout(database_url, SCRAPE_STATEMENT_TIMEOUT_MS),
             settings.schema,
             max_size=1,
             connect_timeout=READY_TIMEOUT,
